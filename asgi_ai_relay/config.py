@@ -1,0 +1,408 @@
+"""One configuration schema for every host, validated once at start-up.
+
+Django reads it from ``settings.AI_RELAY``, Flask from ``app.config["AI_RELAY"]``, ASGI apps pass
+a mapping or a TOML file. :func:`load_config` turns any of them into a frozen :class:`RelayConfig`
+and raises :class:`ConfigurationError` naming the bad key (``models.gpt-4.1.price.input``).
+
+Secrets are written ``"env:NAME"`` and read from the environment here, once; they are kept in
+:class:`Secret`, whose ``repr`` never shows the value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "ApiKey",
+    "DEFAULT_MODELS",
+    "HttpSettings",
+    "ModelConfig",
+    "Price",
+    "ProviderConfig",
+    "RelayConfig",
+    "Secret",
+    "StorageConfig",
+    "Timeouts",
+    "load_config",
+]
+
+PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "mock")
+
+# Where a provider named after a known service points when no base_url is given.
+KNOWN_PROVIDERS: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "https://api.openai.com/v1"),
+    "anthropic": ("anthropic", "https://api.anthropic.com/v1"),
+    "gemini": ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+    "deepseek": ("openai_compatible", "https://api.deepseek.com/v1"),
+    "holysheep": ("openai_compatible", "https://api.holysheep.ai/v1"),
+    "openrouter": ("openai_compatible", "https://openrouter.ai/api/v1"),
+    "mock": ("mock", ""),
+}
+
+# alias: (conventional provider name, upstream model, input, output, cached input) USD per MTok
+DEFAULT_MODELS: dict[str, tuple[str, str, str, str, str]] = {
+    "gpt-4.1": ("openai", "gpt-4.1", "2.50", "8.00", "0.625"),
+    "claude-sonnet-4.5": ("anthropic", "claude-sonnet-4-5", "3.00", "15.00", "0.30"),
+    "gemini-2.5-flash": ("gemini", "gemini-2.5-flash", "0.30", "2.50", "0.075"),
+    "deepseek-v3.2": ("deepseek", "deepseek-chat", "0.10", "0.42", "0.028"),
+}
+
+
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or an error."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "literal") -> None:
+        self._value = value
+        self.source = source
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+    cached_input: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Multiplies every price of the models it serves (a relay billing at a discount).
+    price_multiplier: Decimal = Decimal(1)
+    anthropic_version: str = "2023-06-01"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    alias: str
+    provider: str
+    upstream: str
+    price: Price = field(default_factory=Price)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()
+    #: Sent to providers that require ``max_tokens`` (Anthropic) when the caller gave none.
+    default_max_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A relay API key (what callers send), tied to a caller id."""
+
+    key: Secret
+    caller: str
+    admin: bool = False
+    priority: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``read`` bounds a whole non-streamed answer's wait for data; ``stream_idle``
+    bounds the gap between two chunks of a stream; ``total`` bounds one request end to end."""
+
+    connect: float = 5.0
+    read: float = 120.0
+    stream_idle: float = 60.0
+    pool: float = 10.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    max_connections: int = 512
+    max_keepalive: int = 256
+    keepalive_expiry: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    ledger: str = "sqlite:///relay-usage.db"
+    cache: str = "memory://"
+    limits: str = "memory://"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    prefix: str = "/ai"
+    max_body_bytes: int = 4 * 1024 * 1024
+    require_auth: bool = False
+    api_keys: tuple[ApiKey, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log_requests: bool = True
+
+
+def load_config(source: RelayConfig | Mapping[str, Any] | str | Path | None = None) -> RelayConfig:
+    """Build a validated :class:`RelayConfig`.
+
+    :param source: a ``RelayConfig`` (returned as is), a mapping, a path to a TOML file, or
+        ``None`` for the defaults (the shipped model catalog served by the offline mock).
+    :raises ConfigurationError: naming the first bad key.
+    """
+    if isinstance(source, RelayConfig):
+        return source
+    if source is None:
+        data: Mapping[str, Any] = {}
+    elif isinstance(source, (str, Path)):
+        try:
+            data = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read relay config {source}: {exc}") from exc
+    elif isinstance(source, Mapping):
+        data = source
+    else:
+        raise ConfigurationError(f"relay config must be a mapping or a TOML path, not {type(source).__name__}")
+    return _Reader(data, "").relay()
+
+
+class _Reader:
+    """Reads one table of the config, knowing its dotted path for error messages."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"{path or 'config'}: expected a table, got {type(data).__name__}")
+        self.data = data
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def only(self, *allowed: str) -> None:
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise ConfigurationError(
+                f"{self.key(unknown[0])}: unknown key (allowed here: {', '.join(sorted(allowed))})"
+            )
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.data.get(name, {}), self.key(name))
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.data.get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise ConfigurationError(f"{self.key(name)}: expected a number, got a boolean")
+        if not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigurationError(f"{self.key(name)}: expected {expected}, got {type(value).__name__}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        value = float(self.get(name, (int, float), default))
+        if not value > 0:
+            raise ConfigurationError(f"{self.key(name)}: must be greater than 0")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = int(self.get(name, int, default))
+        if value < minimum:
+            raise ConfigurationError(f"{self.key(name)}: must be at least {minimum}")
+        return value
+
+    def decimal(self, name: str, default: Decimal | None) -> Decimal | None:
+        value = self.data.get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise ConfigurationError(f"{self.key(name)}: expected a number")
+        try:
+            result = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise ConfigurationError(f"{self.key(name)}: not a number: {value!r}") from exc
+        if result < 0 or not result.is_finite():
+            raise ConfigurationError(f"{self.key(name)}: must be a finite number >= 0")
+        return result
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.get(name, str, None)
+        if value is None:
+            return None
+        if value.startswith("env:"):
+            var = value[4:]
+            if var not in os.environ:
+                raise ConfigurationError(f"{self.key(name)}: environment variable {var} is not set")
+            return Secret(os.environ[var], f"env:{var}")
+        return Secret(value)
+
+    def headers(self, name: str) -> dict[str, str]:
+        table = self.get(name, Mapping, {})
+        out: dict[str, str] = {}
+        for header, value in table.items():
+            if not isinstance(value, str) or not header or any(c in header + value for c in "\r\n"):
+                raise ConfigurationError(f"{self.key(name)}.{header}: header values must be single-line strings")
+            out[header.lower()] = value
+        return out
+
+    def relay(self) -> RelayConfig:
+        self.only(
+            "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
+            "providers", "models", "storage", "log_requests", "default_models",
+        )
+        prefix = self.get("prefix", str, "/ai")
+        if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
+            raise ConfigurationError("prefix: must be a path such as /ai")
+        providers = self.providers()
+        models = self.models(providers)
+        return RelayConfig(
+            prefix=prefix.rstrip("/"),
+            max_body_bytes=self.integer("max_body_bytes", 4 * 1024 * 1024),
+            require_auth=self.get("require_auth", bool, False),
+            api_keys=self.api_keys(),
+            timeouts=self.sub("timeouts").timeouts(),
+            http=self.sub("http").http(),
+            providers=providers,
+            models=models,
+            storage=self.sub("storage").storage(),
+            log_requests=self.get("log_requests", bool, True),
+        )
+
+    def api_keys(self) -> tuple[ApiKey, ...]:
+        entries = self.get("api_keys", list, [])
+        keys = []
+        for i, entry in enumerate(entries):
+            path = f"{self.key('api_keys')}[{i}]"
+            if isinstance(entry, str):
+                entry = {"key": entry, "caller": f"key-{i}"}
+            item = _Reader(entry, path)
+            item.only("key", "caller", "admin", "priority")
+            key = item.secret("key")
+            if key is None or not key.get():
+                raise ConfigurationError(f"{path}.key: required")
+            priority = item.get("priority", str, "normal")
+            if priority not in ("critical", "high", "normal", "low"):
+                raise ConfigurationError(f"{path}.priority: one of critical, high, normal, low")
+            keys.append(ApiKey(key, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
+        return tuple(keys)
+
+    def timeouts(self) -> Timeouts:
+        self.only("connect", "read", "stream_idle", "pool", "total")
+        d = Timeouts()
+        return Timeouts(
+            connect=self.number("connect", d.connect),
+            read=self.number("read", d.read),
+            stream_idle=self.number("stream_idle", d.stream_idle),
+            pool=self.number("pool", d.pool),
+            total=self.number("total", d.total),
+        )
+
+    def http(self) -> HttpSettings:
+        self.only("max_connections", "max_keepalive", "keepalive_expiry")
+        d = HttpSettings()
+        return HttpSettings(
+            max_connections=self.integer("max_connections", d.max_connections),
+            max_keepalive=self.integer("max_keepalive", d.max_keepalive, minimum=0),
+            keepalive_expiry=self.number("keepalive_expiry", d.keepalive_expiry),
+        )
+
+    def storage(self) -> StorageConfig:
+        self.only("ledger", "cache", "limits")
+        d = StorageConfig()
+        return StorageConfig(
+            ledger=self.get("ledger", str, d.ledger),
+            cache=self.get("cache", str, d.cache),
+            limits=self.get("limits", str, d.limits),
+        )
+
+    def providers(self) -> dict[str, ProviderConfig]:
+        table = self.sub("providers")
+        result = {"mock": ProviderConfig(name="mock", kind="mock", base_url="")}
+        for name in table.data:
+            result[name] = table.sub(name).provider(name)
+        return result
+
+    def provider(self, name: str) -> ProviderConfig:
+        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version")
+        known_kind, known_url = KNOWN_PROVIDERS.get(name, ("", ""))
+        kind = self.get("kind", str, known_kind or "openai_compatible")
+        if kind not in PROVIDER_KINDS:
+            raise ConfigurationError(f"{self.key('kind')}: unknown provider kind {kind!r} (one of {', '.join(PROVIDER_KINDS)})")
+        base_url = self.get("base_url", str, known_url if kind == known_kind else "")
+        if kind != "mock" and not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{self.key('base_url')}: required, an http(s) URL")
+        return ProviderConfig(
+            name=name,
+            kind=kind,
+            base_url=base_url.rstrip("/"),
+            api_key=self.secret("api_key"),
+            headers=self.headers("headers"),
+            price_multiplier=self.decimal("price_multiplier", Decimal(1)) or Decimal(0),
+            anthropic_version=self.get("anthropic_version", str, "2023-06-01"),
+        )
+
+    def models(self, providers: Mapping[str, ProviderConfig]) -> dict[str, ModelConfig]:
+        result: dict[str, ModelConfig] = {}
+        if self.get("default_models", bool, True):
+            for alias, (conventional, upstream, p_in, p_out, p_cached) in DEFAULT_MODELS.items():
+                # A default model goes to its own provider once that provider is configured,
+                # and to the offline mock until then, so the defaults always work.
+                provider = conventional if conventional in providers else "mock"
+                price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached))
+                result[alias] = ModelConfig(alias, provider, upstream, price)
+        table = self.sub("models")
+        for alias in table.data:
+            result[alias] = table.sub(alias).model(alias, providers, result.get(alias))
+        for alias, model in result.items():
+            for fallback in model.fallbacks:
+                if fallback not in result:
+                    raise ConfigurationError(f"models.{alias}.fallbacks: unknown model {fallback!r}")
+        return result
+
+    def model(self, alias: str, providers: Mapping[str, ProviderConfig], base: ModelConfig | None) -> ModelConfig:
+        self.only("provider", "upstream", "price", "headers", "fallbacks", "default_max_tokens")
+        provider = self.get("provider", str, base.provider if base else None)
+        if provider is None:
+            raise ConfigurationError(f"{self.key('provider')}: required")
+        if provider not in providers:
+            raise ConfigurationError(f"{self.key('provider')}: unknown provider {provider!r}")
+        fallbacks = self.get("fallbacks", list, list(base.fallbacks) if base else [])
+        if not all(isinstance(f, str) for f in fallbacks):
+            raise ConfigurationError(f"{self.key('fallbacks')}: expected a list of model names")
+        return ModelConfig(
+            alias=alias,
+            provider=provider,
+            upstream=self.get("upstream", str, base.upstream if base else alias),
+            price=self.sub("price").price(base.price if base else Price()),
+            headers=self.headers("headers"),
+            fallbacks=tuple(fallbacks),
+            default_max_tokens=self.integer("default_max_tokens", base.default_max_tokens if base else 4096),
+        )
+
+    def price(self, base: Price) -> Price:
+        self.only("input", "output", "cached_input")
+        return Price(
+            input=self.decimal("input", base.input) or Decimal(0),
+            output=self.decimal("output", base.output) or Decimal(0),
+            cached_input=self.decimal("cached_input", base.cached_input),
+        )

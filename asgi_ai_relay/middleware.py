@@ -1,0 +1,186 @@
+"""The ASGI adapter: serve the relay routes under a prefix, pass everything else to the host.
+
+    app.add_middleware(RelayMiddleware, config={...})      # FastAPI / Starlette
+    app = RelayMiddleware(app, config="relay.toml")        # any ASGI app
+    app = RelayMiddleware(config=...)                      # the relay alone
+
+Lifespan and websocket scopes go to the host untouched; the relay opens its upstream client
+and ledger when the host's lifespan starts and flushes them when it ends (or on first use,
+under servers that run no lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .config import RelayConfig
+from .errors import PayloadTooLarge, RelayError
+from .relay import AuthHook, Relay
+from .types import ASGIApp, Caller, Message, Receive, RelayRequest, RelayResponse, Scope, Send
+
+__all__ = ["RelayMiddleware", "scope_user_caller"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+
+async def scope_user_caller(request: RelayRequest) -> Caller | None:
+    """Callers from Starlette's ``AuthenticationMiddleware``: an authenticated ``scope["user"]``."""
+    user = request.host_user
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    identity = getattr(user, "identity", None) or getattr(user, "username", None) or getattr(user, "display_name", None)
+    return Caller(id=str(identity), extra={"user": user}) if identity else None
+
+
+class RelayMiddleware:
+    """
+    :param app: the host ASGI app; ``None`` to run the relay on its own.
+    :param config: a :class:`RelayConfig`, a mapping, a TOML path, or ``None`` for defaults.
+    :param relay: an existing :class:`Relay` to serve (shared with other adapters).
+    :param auth: the caller hook; defaults to reading ``scope["user"]``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp | None = None,
+        *,
+        config: RelayConfig | dict[str, Any] | str | None = None,
+        relay: Relay | None = None,
+        auth: AuthHook | None = scope_user_caller,
+        **relay_options: Any,
+    ) -> None:
+        self.app = app
+        self.relay = relay if relay is not None else Relay(config, auth=auth, **relay_options)
+        self.prefix = self.relay.config.prefix
+        self.max_body = self.relay.config.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            prefix = self.prefix
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                await self.serve(scope, receive, send, path[len(prefix):])
+                return
+        elif kind == "lifespan":
+            await self.lifespan(scope, receive, send)
+            return
+        if self.app is None:
+            await self._not_found(send)
+            return
+        await self.app(scope, receive, send)
+
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = self.relay
+
+        async def wrapped_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await relay.startup()
+            elif message["type"] == "lifespan.shutdown":
+                await relay.shutdown()
+            return message
+
+        if self.app is not None:
+            await self.app(scope, wrapped_receive, send)
+            return
+        while True:
+            message = await wrapped_receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        relay = self.relay
+        if not relay.started:
+            await relay.startup()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request = RelayRequest(
+            method=scope["method"],
+            path=path,
+            headers=headers,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            client=scope["client"][0] if scope.get("client") else None,
+            host_user=scope.get("user"),
+            host_request=scope,
+        )
+        try:
+            request.body = await self.read_body(receive, headers)
+        except RelayError as error:
+            await self.send_whole(send, relay.reject(request, error))
+            return
+        response = await relay.handle(request)
+        if response.stream is None:
+            await self.send_whole(send, response)
+        else:
+            await self.send_stream(receive, send, response)
+
+    async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        """The whole body, refused as soon as it is known to exceed the limit.
+
+        :raises PayloadTooLarge: from the ``content-length`` header, or while reading.
+        """
+        limit = self.max_body
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @staticmethod
+    async def send_whole(send: Send, response: RelayResponse) -> None:
+        headers = response.header_list()
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    @staticmethod
+    async def send_stream(receive: Receive, send: Send, response: RelayResponse) -> None:
+        """Send chunks as they come; stop, and close the upstream, the moment the client leaves."""
+        stream = response.stream
+        assert stream is not None
+
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": response.status, "headers": response.header_list()})
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pumping = asyncio.ensure_future(pump())
+        watching = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pumping, watching):
+                task.cancel()
+            await asyncio.gather(pumping, watching, return_exceptions=True)
+            await stream.aclose()  # type: ignore[attr-defined]
+        if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+            logger.debug("stream send ended: %r", pumping.exception())
+
+    @staticmethod
+    async def _not_found(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"Not Found"})

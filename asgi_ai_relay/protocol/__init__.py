@@ -1,0 +1,33 @@
+"""Wire formats: what a request in each API looks like, how its errors are written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+from ..errors import RelayError
+from . import openai
+from .sse import encode_event
+
+__all__ = ["OPENAI", "WireFormat"]
+
+
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    """One inbound API: its name, its request check and its error body."""
+
+    name: str
+    validate: Callable[[Any], None]
+    error_body: Callable[[RelayError], bytes]
+    #: The SSE event that ends a stream that failed after it started.
+    stream_error: Callable[[RelayError], bytes]
+
+
+def _openai_stream_error(error: RelayError) -> bytes:
+    return encode_event(openai.error_body(error))
+
+
+OPENAI = WireFormat("openai", openai.validate_chat_request, openai.error_body, _openai_stream_error)
+

@@ -1,0 +1,252 @@
+"""The relay core: one instance per process, framework-neutral, async.
+
+:meth:`Relay.handle` takes a :class:`RelayRequest` and always returns exactly one
+:class:`RelayResponse`. The stages run in the order written once, here, in ``ROUTES``:
+
+    parse -> authenticate -> resolve model -> (limits, cache) -> forward -> (translate, stream) -> record
+
+A stage is ``async def stage(relay, call) -> RelayResponse | None``; returning a response ends
+the pipeline early (a cache hit), raising a :class:`RelayError` ends it with that error in the
+caller's own format. Every request that reaches a route is recorded once, by :meth:`finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from .call import Call
+from .config import RelayConfig, load_config
+from .errors import NotFound, RelayError
+from .protocol import OPENAI, WireFormat
+from .providers import Provider, build_provider
+from .stages import auth as auth_stage
+from .stages import parse, route, usage
+from .storage import Ledger, ledger_from_uri
+from .types import Caller, RelayRequest, RelayResponse
+
+__all__ = ["Relay", "Route", "Stage"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
+AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class Route:
+    """An endpoint: the caller's wire format and the stages that answer it."""
+
+    __slots__ = ("endpoint", "format", "stages")
+
+    def __init__(self, endpoint: str, format: WireFormat, stages: Sequence[Stage]) -> None:
+        self.endpoint = endpoint
+        self.format = format
+        self.stages = tuple(stages)
+
+
+async def list_models(relay: Relay, call: Call) -> RelayResponse:
+    data = []
+    for alias, model in relay.config.models.items():
+        multiplier = relay.config.providers[model.provider].price_multiplier
+        data.append(
+            {
+                "id": alias,
+                "object": "model",
+                "created": 0,
+                "owned_by": model.provider,
+                "provider": model.provider,
+                "upstream": model.upstream,
+                "pricing": {
+                    "currency": "USD",
+                    "unit": "per_million_tokens",
+                    "input": str(model.price.input * multiplier),
+                    "output": str(model.price.output * multiplier),
+                    "cached_input": str((model.price.cached_input if model.price.cached_input is not None else model.price.input) * multiplier),
+                },
+            }
+        )
+    return relay.json_response(call, {"object": "list", "data": data})
+
+
+async def usage_report(relay: Relay, call: Call) -> RelayResponse:
+    return relay.json_response(call, relay.stats.report())
+
+
+class Relay:
+    """The whole pipeline, shared by the ASGI middleware and the Django and Flask adapters.
+
+    :param config: a :class:`RelayConfig`, a mapping, a TOML path, or ``None`` for defaults.
+    :param auth: the host's caller hook (see :mod:`asgi_ai_relay.stages.auth`).
+    :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
+    :param transport: an httpx transport for the upstream client (tests, custom networking).
+    :raises ConfigurationError: when the configuration is not valid.
+    """
+
+    def __init__(
+        self,
+        config: RelayConfig | dict[str, Any] | str | None = None,
+        *,
+        auth: AuthHook | None = None,
+        ledger: Ledger | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = load_config(config)
+        self.auth = auth
+        self.keys = auth_stage.KeyTable(self.config.api_keys)
+        self._transport = transport
+        self._ledger = ledger
+        self._client: httpx.AsyncClient | None = None
+        self._providers: dict[str, Provider] | None = None
+        self.stats = usage.UsageStats()
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.model_endpoints: set[str] = set()
+        self.started = False
+        chat = [parse.parse, auth_stage.authenticate, route.resolve, route.forward]
+        self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
+        self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
+        self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
+
+    def add_route(self, method: str, path: str, route: Route, *, model: bool = False) -> None:
+        """Serve ``path`` (relative to the prefix); ``model`` routes count in the usage totals."""
+        self.routes[(method, path)] = route
+        if model:
+            self.model_endpoints.add(route.endpoint)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = ledger_from_uri(self.config.storage.ledger)
+        return self._ledger
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        if self._providers is None:
+            self._providers = {
+                name: build_provider(cfg, self.client, self.config.timeouts)
+                for name, cfg in self.config.providers.items()
+            }
+        return self._providers
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The one pooled upstream client of this relay (opened on first use)."""
+        if self._client is None:
+            limits = self.config.http
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                limits=httpx.Limits(
+                    max_connections=limits.max_connections,
+                    max_keepalive_connections=limits.max_keepalive,
+                    keepalive_expiry=limits.keepalive_expiry,
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._client
+
+    async def startup(self) -> None:
+        """Open the ledger and the upstream client; called by the host's lifespan."""
+        if not self.started:
+            self.started = True
+            _ = self.ledger, self.providers
+
+    async def shutdown(self) -> None:
+        """Close the upstream client and flush the ledger; nothing recorded is lost."""
+        if self._providers is not None:
+            for provider in self._providers.values():
+                await provider.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+            self._providers = None
+        if self._ledger is not None:
+            self._ledger.close()
+        self.started = False
+
+    # -- requests ------------------------------------------------------------------------
+
+    def match(self, method: str, path: str) -> Route | None:
+        return self.routes.get((method, path))
+
+    async def handle(self, request: RelayRequest) -> RelayResponse:
+        """Answer one request. Never raises for anything the request did."""
+        route = self.routes.get((request.method, request.path))
+        call = self._new_call(request, route)
+        if route is None:
+            return self._unrouted(call)
+        try:
+            for stage in route.stages:
+                response = await stage(self, call)
+                if response is not None:
+                    break
+            else:  # pragma: no cover - every route ends in a stage that answers
+                raise NotFound("No stage answered this request.")
+        except RelayError as error:
+            return self.error_response(call, error)
+        except Exception:
+            logger.exception("request_id=%s failed inside the relay", call.request_id)
+            return self.error_response(call, RelayError("The relay failed to handle this request."))
+        if response.stream is None:
+            call.status = response.status
+            self.finish(call)
+        return response
+
+    def reject(self, request: RelayRequest, error: RelayError) -> RelayResponse:
+        """The answer to a request refused before it could be read (a body over the limit)."""
+        call = self._new_call(request, self.routes.get((request.method, request.path)))
+        return self.error_response(call, error)
+
+    def _new_call(self, request: RelayRequest, route: Route | None) -> Call:
+        endpoint, wire = (route.endpoint, route.format) if route is not None else ("unknown", OPENAI)
+        call = Call(request, self._request_id(request), endpoint, wire)
+        call.headers["x-request-id"] = call.request_id
+        return call
+
+    def _unrouted(self, call: Call) -> RelayResponse:
+        request = call.request
+        if any(path == request.path for (_, path) in self.routes):
+            error = RelayError(f"Method {request.method} is not allowed on {request.path}.", status_code=405)
+            error.error_type, error.code = "invalid_request_error", "method_not_allowed"
+        else:
+            error = NotFound(f"No relay endpoint at {request.path}.")
+        return self.error_response(call, error)
+
+    def error_response(self, call: Call, error: RelayError) -> RelayResponse:
+        call.status = error.status_code
+        call.error = error
+        self.finish(call)
+        headers = call.headers | error.headers
+        headers["content-type"] = "application/json"
+        return RelayResponse(error.status_code, headers, call.format.error_body(error))
+
+    def json_response(self, call: Call, payload: Any, status: int = 200) -> RelayResponse:
+        call.headers["content-type"] = "application/json"
+        return RelayResponse(status, call.headers, orjson.dumps(payload))
+
+    def finish(self, call: Call) -> None:
+        """Record a finished request once: ledger, totals, log line."""
+        if call.finished:
+            return
+        call.finished = True
+        try:
+            usage.record(self, call)
+        except Exception:
+            logger.exception("request_id=%s could not be recorded", call.request_id)
+
+    @staticmethod
+    def _request_id(request: RelayRequest) -> str:
+        given = request.headers.get("x-request-id")
+        if given and _REQUEST_ID.fullmatch(given):
+            return given
+        return uuid.uuid4().hex
+

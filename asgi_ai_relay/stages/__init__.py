@@ -1,0 +1,1 @@
+"""The pipeline stages, one module each, in the order relay.py runs them."""

@@ -1,0 +1,80 @@
+"""Stage 2: who is calling. Relay API keys first, then the host's own auth.
+
+The host plugs in an :class:`AuthHook`, an async callable that reads the request (its user,
+its session) and returns a :class:`Caller` or ``None``, in the manner of Starlette's
+``AuthenticationBackend.authenticate``. Relay keys are looked up by their SHA-256 digest, so
+the comparison takes the same time whatever the key, and the keys themselves are not kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+from ..config import ApiKey
+from ..errors import AuthenticationError
+from ..types import ANONYMOUS, Caller, RelayRequest
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..relay import Relay
+    from ..types import RelayResponse
+
+__all__ = ["AuthHook", "KeyTable", "authenticate", "presented_key"]
+
+AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
+
+
+def presented_key(request: RelayRequest) -> str | None:
+    """The credential the client sent: ``Authorization: Bearer`` or Anthropic's ``x-api-key``."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyTable:
+    """Relay API keys, held only as digests."""
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._callers = {
+            _digest(k.key.get()): Caller(id=k.caller, priority=k.priority, admin=k.admin) for k in keys
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self._callers)
+
+    def lookup(self, key: str) -> Caller | None:
+        return self._callers.get(_digest(key))
+
+
+async def authenticate(relay: Relay, call: Call) -> RelayResponse | None:
+    """:raises AuthenticationError: when auth is required and nothing vouches for the caller,
+    or when the client sent a relay key that is not valid."""
+    request = call.request
+    key = presented_key(request) if relay.keys else None
+    if key is not None:
+        caller = relay.keys.lookup(key)
+        if caller is not None:
+            call.caller = caller
+            return None
+    if relay.auth is not None:
+        caller = await relay.auth(request)
+        if caller is not None:
+            call.caller = caller
+            return None
+    if key is not None:
+        raise AuthenticationError("The API key is not valid for this relay.")
+    if relay.config.require_auth:
+        raise AuthenticationError(
+            "Authentication required: send a relay API key as 'Authorization: Bearer <key>'."
+        )
+    call.caller = ANONYMOUS
+    return None

@@ -1,0 +1,181 @@
+"""Stage 8: tokens, cost, the ledger row, the running totals and the request's log line."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ..storage import LedgerRow
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..config import ModelConfig
+    from ..relay import Relay
+    from ..types import Usage
+
+__all__ = ["UsageStats", "cost_of", "record"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+_MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
+
+
+def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
+    """USD, exact: uncached prompt tokens at the input price, cached ones at the cached price
+    (the input price when none is set), completion tokens at the output price, all times the
+    provider's multiplier."""
+    if usage is None:
+        return _ZERO
+    price = model.price
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    total = (
+        (usage.prompt_tokens - cached) * price.input
+        + cached * cached_price
+        + usage.completion_tokens * price.output
+    ) / _MILLION
+    multiplier = relay.config.providers[model.provider].price_multiplier
+    return total * multiplier if multiplier != 1 else total
+
+
+class _Totals:
+    __slots__ = ("completion_tokens", "cost", "errors", "latencies", "prompt_tokens", "requests", "cached_tokens")
+
+    def __init__(self, window: int) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.cost = _ZERO
+        self.latencies: deque[float] = deque(maxlen=window)
+
+    def add(self, call: Call) -> None:
+        self.requests += 1
+        if call.status >= 400:
+            self.errors += 1
+        if call.usage is not None:
+            self.prompt_tokens += call.usage.prompt_tokens
+            self.completion_tokens += call.usage.completion_tokens
+            self.cached_tokens += call.usage.cached_tokens
+        self.cost += call.cost
+        self.latencies.append(call.elapsed_ms())
+
+    def report(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": str(self.cost),
+            "latency_ms": {
+                "avg": round(sum(ordered) / len(ordered), 3) if ordered else None,
+                "p50": _percentile(ordered, 50),
+                "p95": _percentile(ordered, 95),
+                "p99": _percentile(ordered, 99),
+            },
+        }
+
+
+def _percentile(ordered: list[float], p: int) -> float | None:
+    """Nearest-rank percentile."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return round(ordered[rank - 1], 3)
+
+
+class UsageStats:
+    """Totals since the process started, overall and per model, for ``GET /v1/usage``.
+
+    Latency percentiles are over the most recent ``window`` requests of each model.
+    """
+
+    def __init__(self, window: int = 10_000) -> None:
+        self.window = window
+        self.total = _Totals(window)
+        self.by_model: dict[str, _Totals] = {}
+        self._lock = threading.Lock()  # WSGI hosts may finish requests from several threads
+
+    def add(self, call: Call) -> None:
+        key = call.model.alias if call.model is not None else (call.requested_model or "(none)")
+        with self._lock:
+            self.total.add(call)
+            totals = self.by_model.get(key)
+            if totals is None:
+                totals = self.by_model[key] = _Totals(self.window)
+            totals.add(call)
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "object": "relay.usage",
+                **self.total.report(),
+                "models": {name: totals.report() for name, totals in sorted(self.by_model.items())},
+            }
+
+
+def _printable(value: object) -> str:
+    """A caller-supplied value made safe for one log line: short, no control characters."""
+    text = str(value)[:100]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def record(relay: Relay, call: Call) -> None:
+    """Ledger row, totals and log line for a finished request; runs once per request."""
+    usage = call.usage
+    if usage is not None and not call.cost and call.model is not None:
+        call.cost = cost_of(relay, call.model, usage)
+    latency = call.elapsed_ms()
+    error = call.error
+    relay.ledger.record(
+        LedgerRow(
+            ts=call.ts,
+            request_id=call.request_id,
+            caller=call.caller.id,
+            endpoint=call.endpoint,
+            model=call.model.alias if call.model is not None else call.requested_model,
+            provider=call.provider,
+            upstream_model=call.model.upstream if call.model is not None and call.provider else None,
+            stream=call.stream,
+            status=call.status,
+            error_type=(error.code or error.error_type) if error is not None else None,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            cost_usd=call.cost,
+            cache_hit=call.cache == "hit",
+            latency_ms=round(latency, 3),
+            ttfb_ms=round(call.ttfb_ms, 3) if call.ttfb_ms is not None else None,
+            upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
+            attempts=call.attempts,
+            estimated=bool(usage and usage.estimated),
+        )
+    )
+    if call.endpoint in relay.model_endpoints:
+        relay.stats.add(call)
+    if relay.config.log_requests and logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "request_id=%s caller=%s endpoint=%s model=%s provider=%s status=%d latency_ms=%.1f "
+            "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s",
+            call.request_id,
+            call.caller.id,
+            call.endpoint,
+            call.model.alias if call.model is not None else _printable(call.requested_model),
+            call.provider,
+            call.status,
+            latency,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            call.cost,
+            f" error={error.code or error.error_type}" if error is not None else "",
+            extra={"request_id": call.request_id},
+        )

@@ -1,0 +1,89 @@
+"""The framework-neutral request and response the core speaks, and the values stages pass on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = [
+    "ASGIApp",
+    "Caller",
+    "Receive",
+    "RelayRequest",
+    "RelayResponse",
+    "Scope",
+    "Send",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as the host's auth (or a relay API key) says.
+
+    ``id`` is what limits, budgets and the ledger are keyed on. ``priority`` is one of
+    ``critical``, ``high``, ``normal``, ``low``. ``admin`` callers may read everyone's usage.
+    """
+
+    id: str
+    priority: str = "normal"
+    admin: bool = False
+    allow_priority_header: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+ANONYMOUS = Caller(id="anonymous")
+
+
+@dataclass(slots=True)
+class RelayRequest:
+    """An inbound HTTP request, already read whole.
+
+    ``path`` is relative to the relay prefix (``/v1/chat/completions``). ``headers`` has
+    lower-cased names. ``host_user`` is whatever the host's auth put on its request (a Django
+    user, ``scope["user"]``...), for the caller hook to read.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+    query: str = ""
+    client: str | None = None
+    host_user: Any = None
+    host_request: Any = None
+
+
+@dataclass(slots=True)
+class RelayResponse:
+    """A complete body, or an async iterator of body chunks (SSE) when ``stream`` is set."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+    def header_list(self) -> list[tuple[bytes, bytes]]:
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts as the provider reported them (``estimated`` when it did not)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

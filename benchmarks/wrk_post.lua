@@ -1,0 +1,23 @@
+-- wrk script: POST the JSON body from $BENCH_BODY_FILE and print a JSON summary.
+-- The summary line starts with "BENCHJSON " so run.py can find it in wrk's output.
+
+local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
+local body = f:read("*a")
+f:close()
+
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"tool":"wrk","requests":%d,"duration_s":%.6f,"bytes":%d,' ..
+    '"errors":%d,"non2xx":%d,"errors_detail":{"connect":%d,"read":%d,"write":%d,"timeout":%d},' ..
+    '"latency_ms":{"p50":%.4f,"p90":%.4f,"p99":%.4f,"max":%.4f,"mean":%.4f}}\n',
+    summary.requests, summary.duration / 1e6, summary.bytes,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, latency.mean / 1000))
+end

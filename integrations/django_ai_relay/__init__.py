@@ -1,0 +1,1 @@
+"""Django integration for asgi-ai-relay."""
