@@ -68,6 +68,10 @@ class RelayStream:
                 if out:
                     if self._call.ttfb_ms is None:
                         self._call.ttfb_ms = self._call.elapsed_ms()
+                    if self._translator.done:
+                        # Record before the caller sees the end, so the ledger is never behind it.
+                        self._tail = self._translator.close()
+                        await self._finish(200, None)
                     return out
         except RelayError as error:
             await self._fail(error)
