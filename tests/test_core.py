@@ -40,7 +40,8 @@ async def test_request_id_is_echoed_when_safe(client, upstream, relay):
 async def test_unsafe_request_id_is_replaced(client, given):
     response = await client.post("/v1/chat/completions", json=GOOD, headers={"x-request-id": given})
     generated = response.headers["x-request-id"]
-    assert generated != (given.decode("latin-1") if isinstance(given, bytes) else given) and len(generated) == 32 and generated.isalnum()
+    assert generated != (given.decode("latin-1") if isinstance(given, bytes) else given)
+    assert len(generated) == 32 and int(generated, 16) >= 0
 
 
 async def test_error_answers_carry_the_request_id(client):

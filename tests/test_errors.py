@@ -13,9 +13,11 @@ from tests.fake_upstream import Fault
 GOOD = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def relay(upstream):
-    return Relay(make_config(upstream, max_body_bytes=2048, timeouts={"read": 0.5, "stream_idle": 0.5}))
+@pytest.fixture(params=["aiohttp", "httpx"])
+def relay(upstream, request):
+    """Every case runs on both upstream client backends."""
+    config = make_config(upstream, max_body_bytes=2048, timeouts={"read": 0.5, "stream_idle": 0.5}, http={"client": request.param})
+    return Relay(config)
 
 
 @pytest.fixture
