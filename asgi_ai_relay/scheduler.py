@@ -87,6 +87,7 @@ class Gate:
         waiter = _Waiter(asyncio.get_running_loop().create_future(), provider)
         self.queues[level].append(waiter)
         self.waiting += 1
+        self._dispatch()  # those ahead may wait for a provider this one does not need
         try:
             await waiter.future
         except asyncio.CancelledError:
