@@ -15,7 +15,7 @@ limit consumes none of the others.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Bucket", "BucketState", "Decision", "Rate", "adjusted", "format_reset", "gcra"]
 
@@ -29,14 +29,13 @@ class Rate:
     limit: int
     period: float = 60.0
     burst: int = 0
+    #: Seconds one unit takes to come back: ``period / limit``.
+    interval: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.burst <= 0:
             object.__setattr__(self, "burst", self.limit)
-
-    @property
-    def interval(self) -> float:
-        return self.period / self.limit
+        object.__setattr__(self, "interval", self.period / self.limit)
 
 
 @dataclass(frozen=True, slots=True)

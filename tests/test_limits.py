@@ -106,3 +106,33 @@ def test_unknown_scheme_and_bad_redis_option():
         limits_from_uri("memcached://x")
     with pytest.raises(ConfigurationError, match="unknown option"):
         limits_from_uri("redis://127.0.0.1:6379/0?colour=blue")
+
+
+def test_limits_and_queue_config():
+    from asgi_ai_relay.config import LimitConfig, load_config
+
+    config = load_config({
+        "limits": {"global": {"rpm": 100, "tpm": 50_000, "burst": 10}, "caller": {"rpm": 5},
+                   "callers": {"batch-job": {"rpm": 1}}, "models": {"gpt-4.1": {"tpm": 1000, "token_burst": 200}}},
+        "queue": {"max_in_flight": 32, "per_provider": 8, "max_queue": 100, "max_wait": 2.5,
+                  "on_limit": "reject", "fail_mode": "closed", "priority_header": True},
+    })
+    assert config.limits.everyone == LimitConfig(rpm=100, tpm=50_000, burst=10)
+    assert config.limits.callers["batch-job"].rpm == 1
+    assert config.limits.models["gpt-4.1"] == LimitConfig(tpm=1000, token_burst=200)
+    assert (config.queue.max_in_flight, config.queue.on_limit, config.queue.fail_mode) == (32, "reject", "closed")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"limits": {"caller": {"rps": 1}}}, "limits.caller.rps: unknown key"),
+    ({"limits": {"global": {"rpm": -1}}}, "limits.global.rpm: must be at least 0"),
+    ({"limits": {"models": {"nope": {"rpm": 1}}}}, "limits.models.nope: unknown model"),
+    ({"queue": {"on_limit": "drop"}}, "queue.on_limit: one of queue, reject"),
+    ({"queue": {"fail_mode": "maybe"}}, "queue.fail_mode: one of open, closed"),
+    ({"storage": {"limits": "memcached://x"}}, "storage.limits: unknown scheme"),
+])
+def test_bad_traffic_config_names_the_key(data, message):
+    from asgi_ai_relay import Relay
+
+    with pytest.raises(ConfigurationError, match=message):
+        Relay(data)

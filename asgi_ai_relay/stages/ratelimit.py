@@ -46,6 +46,7 @@ logger = logging.getLogger("asgi_ai_relay")
 #: Status recorded for a request whose client left while it waited (nginx's convention).
 CLIENT_CLOSED = 499
 _QUEUE_RETRY_AFTER = 1.0
+_CALLER_CACHE = 10_000
 
 
 class Ticket:
@@ -92,15 +93,19 @@ class Traffic:
         self.gated = bool(queue.max_in_flight or queue.per_provider)
         self.active = self.limited or self.gated
         self.sleeping = 0
+        self._callers: dict[str, tuple[Bucket, ...]] = {}
         self._adjust_now = getattr(self.store, "adjust_now", None)
         self._pending: set[asyncio.Task[None]] = set()
 
     def buckets_for(self, call: Call) -> tuple[Bucket, ...]:
         assert call.model is not None
         caller = call.caller.id
-        limit = self.limits.callers.get(caller, self.limits.caller)
-        return (self.everyone + _buckets("caller", caller, limit) + self.models.get(call.model.alias, ())
-                + self.providers.get(call.model.provider, ()))
+        mine = self._callers.get(caller)
+        if mine is None:
+            if len(self._callers) >= _CALLER_CACHE:
+                self._callers.clear()
+            mine = self._callers[caller] = _buckets("caller", caller, self.limits.callers.get(caller, self.limits.caller))
+        return self.everyone + mine + self.models.get(call.model.alias, ()) + self.providers.get(call.model.provider, ())
 
     def estimate(self, call: Call) -> int:
         """Tokens before the call: about 4 bytes a prompt token, plus the output it may ask for."""
