@@ -10,13 +10,17 @@ from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
 from .base import HttpProvider, Provider, UpstreamResponse
 from .mock import MockProvider
+from .anthropic import AnthropicProvider
+from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
-__all__ = ["HttpProvider", "MockProvider", "OpenAIProvider", "Provider", "UpstreamResponse", "build_provider"]
+__all__ = ["AnthropicProvider", "GeminiProvider", "HttpProvider", "MockProvider", "OpenAIProvider", "Provider", "UpstreamResponse", "build_provider"]
 
 HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, httpx.AsyncClient, Timeouts], HttpProvider]] = {
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
 

@@ -62,9 +62,13 @@ class Provider:
         self.config = config
         self.name = config.name
 
-    async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         """Send ``body`` (already in this provider's format, model already rewritten).
 
+        :param headers: inbound headers the translation forwards (``anthropic-beta``...);
+            they override the provider's defaults but never its credentials.
         :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
         """
         raise NotImplementedError
@@ -121,7 +125,14 @@ class HttpProvider(Provider):
         self.client = client
         self.whole_timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.pool)
         self.stream_timeout = httpx.Timeout(timeouts.stream_idle, connect=timeouts.connect, pool=timeouts.pool)
-        self.base_headers = self.auth_headers() | {"content-type": "application/json"} | dict(config.headers)
+        self.base_headers = (
+            self.default_headers | {"content-type": "application/json"} | dict(config.headers) | self.auth_headers()
+        )
+
+    @property
+    def default_headers(self) -> dict[str, str]:
+        """Headers this API wants on every request, which configuration may override."""
+        return {}
 
     def auth_headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -140,13 +151,23 @@ class HttpProvider(Provider):
             return error, None
         return raw[:500].decode("utf-8", "replace") or "no message", None
 
-    async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
-        headers = self.base_headers | dict(model.headers) if model.headers else self.base_headers
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        return await self.post(self.url(model, stream), model, body, stream=stream, headers=headers)
+
+    async def post(
+        self, url: str, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """POST ``body`` to ``url`` with this provider's headers (credentials always last)."""
+        sent = self.base_headers
+        if model.headers or headers:
+            sent = {**sent, **(headers or {}), **model.headers, **self.auth_headers()}
         request = self.client.build_request(
             "POST",
-            self.url(model, stream),
+            url,
             content=orjson.dumps(body),
-            headers=headers,
+            headers=sent,
             timeout=self.stream_timeout if stream else self.whole_timeout,
         )
         with upstream_errors(self.name):
