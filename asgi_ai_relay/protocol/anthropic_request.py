@@ -272,7 +272,7 @@ def _blocks_from_openai(content: Any, where: str, provider: str) -> list[dict[st
             if text:
                 blocks.append({"type": "text", "text": text})
         elif kind == "image_url":
-            blocks.append(_image_from_openai(part, f"{where}.content[{j}]"))
+            blocks.append(_image_from_openai(part))
         elif kind == "file" and (parse_data_url((part.get("file") or {}).get("file_data", "")) or ("",))[0] == "application/pdf":
             _, data = parse_data_url(part["file"]["file_data"]) or ("", "")
             blocks.append({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}})
@@ -281,7 +281,7 @@ def _blocks_from_openai(content: Any, where: str, provider: str) -> list[dict[st
     return blocks
 
 
-def _image_from_openai(part: dict[str, Any], where: str) -> dict[str, Any]:
+def _image_from_openai(part: dict[str, Any]) -> dict[str, Any]:
     url = (part.get("image_url") or {}).get("url", "")
     parsed = parse_data_url(url)
     if parsed is not None:

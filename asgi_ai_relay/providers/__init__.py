@@ -8,13 +8,22 @@ import httpx
 
 from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
-from .base import HttpProvider, Provider, UpstreamResponse
-from .mock import MockProvider
 from .anthropic import AnthropicProvider
+from .base import HttpProvider, Provider, UpstreamResponse
 from .gemini import GeminiProvider
+from .mock import MockProvider
 from .openai import OpenAIProvider
 
-__all__ = ["AnthropicProvider", "GeminiProvider", "HttpProvider", "MockProvider", "OpenAIProvider", "Provider", "UpstreamResponse", "build_provider"]
+__all__ = [
+    "AnthropicProvider",
+    "GeminiProvider",
+    "HttpProvider",
+    "MockProvider",
+    "OpenAIProvider",
+    "Provider",
+    "UpstreamResponse",
+    "build_provider",
+]
 
 HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, httpx.AsyncClient, Timeouts], HttpProvider]] = {
     "openai": OpenAIProvider,
