@@ -31,7 +31,7 @@ def event(name: str, payload: dict[str, Any]) -> bytes:
 class AnthropicDecoder:
     """Anthropic SSE -> OpenAI chunk dicts; usage from ``message_start`` and ``message_delta``."""
 
-    __slots__ = ("_blocks", "_id", "_model", "_raw_usage", "_tools", "created", "splitter")
+    __slots__ = ("_blocks", "_id", "_model", "_raw_usage", "_tools", "created", "done", "splitter")
 
     def __init__(self) -> None:
         self.splitter = SSESplitter()
@@ -41,6 +41,7 @@ class AnthropicDecoder:
         self._raw_usage: dict[str, Any] | None = None
         self._blocks: dict[int, int | None] = {}  # block index -> OpenAI tool index (None: text)
         self._tools = 0
+        self.done = False
 
     @property
     def usage(self) -> Usage | None:
@@ -77,6 +78,9 @@ class AnthropicDecoder:
             self._raw_usage = {**(self._raw_usage or {}), **{k: v for k, v in (data.get("usage") or {}).items() if v is not None}}
             stop = (data.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, STOP_TO_FINISH.get(stop or "", "stop"))] if stop else []
+        if kind == "message_stop":
+            self.done = True
+            return []
         if kind == "error":
             error = data.get("error") or {}
             raise stream_failure(error, _ERROR_STATUS.get(error.get("type"), 502))

@@ -20,7 +20,7 @@ __all__ = ["GeminiDecoder"]
 
 
 class GeminiDecoder:
-    __slots__ = ("_id", "_model", "_started", "_tools", "created", "splitter", "usage")
+    __slots__ = ("_id", "_model", "_started", "_tools", "created", "done", "splitter", "usage")
 
     def __init__(self) -> None:
         self.splitter = SSESplitter()
@@ -30,6 +30,7 @@ class GeminiDecoder:
         self._model: Any = None
         self._started = False
         self._tools = 0
+        self.done = False
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         return [c for e in self.splitter.feed(chunk) for c in self._event(e)]
@@ -69,4 +70,5 @@ class GeminiDecoder:
         finish = finish_reason(candidate, self._tools > 0)
         if finish is not None:
             out.append(self._chunk({}, finish))
+            self.done = True  # the last event carries the finish reason and the final usage
         return out

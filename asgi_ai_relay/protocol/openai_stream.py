@@ -22,6 +22,8 @@ class Decoder(Protocol):
     """Provider stream bytes -> OpenAI chunk dicts (without usage-only chunks)."""
 
     usage: Usage | None
+    #: Set once the provider's terminal event has arrived.
+    done: bool
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]: ...
 
@@ -57,11 +59,12 @@ def stream_failure(error: Any, status: int = 502) -> UpstreamStatusError:
 
 
 class OpenAIDecoder:
-    __slots__ = ("splitter", "usage")
+    __slots__ = ("done", "splitter", "usage")
 
     def __init__(self) -> None:
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
+        self.done = False
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         return [c for event in self.splitter.feed(chunk) if (c := self._chunk(event)) is not None]
@@ -70,7 +73,10 @@ class OpenAIDecoder:
         return [c for event in self.splitter.flush() if (c := self._chunk(event)) is not None]
 
     def _chunk(self, event: SSEEvent) -> dict[str, Any] | None:
-        if event.data.strip() == b"[DONE]" or not event.data.strip():
+        if event.data.strip() == b"[DONE]":
+            self.done = True
+            return None
+        if not event.data.strip():
             return None
         payload = load_event(event)
         if not isinstance(payload, dict):

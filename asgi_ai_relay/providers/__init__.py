@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
+from ..transport import UpstreamHttp
 from .anthropic import AnthropicProvider
 from .base import HttpProvider, Provider, UpstreamResponse
 from .gemini import GeminiProvider
@@ -25,7 +24,7 @@ __all__ = [
     "build_provider",
 ]
 
-HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, httpx.AsyncClient, Timeouts], HttpProvider]] = {
+HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], HttpProvider]] = {
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
     "anthropic": AnthropicProvider,
@@ -33,7 +32,7 @@ HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, httpx.AsyncClient, Timeouts]
 }
 
 
-def build_provider(config: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts) -> Provider:
+def build_provider(config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> Provider:
     """The provider for one ``[providers.NAME]`` table.
 
     :raises ConfigurationError: for a kind this build cannot serve.

@@ -39,6 +39,8 @@ __all__ = [
 
 class StreamTranslator(Protocol):
     usage: Usage | None
+    #: Set once the provider's terminal event has gone through (the stream is complete).
+    done: bool
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""
@@ -65,17 +67,20 @@ class _OpenAIStream:
     is left out so the caller sees exactly what it asked for.
     """
 
-    __slots__ = ("include_usage", "splitter", "usage")
+    __slots__ = ("done", "include_usage", "splitter", "usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
         for event in self.splitter.feed(chunk):
-            if b'"usage":{' in event.data or b'"usage": {' in event.data:
+            if event.data == b"[DONE]":
+                self.done = True
+            elif b'"usage":{' in event.data or b'"usage": {' in event.data:
                 if not self._take_usage(event.data):
                     continue
             out.append(event.raw)
@@ -140,10 +145,14 @@ class _AnthropicStream:
     def usage(self) -> Usage | None:
         return self.decoder.usage
 
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
     def feed(self, chunk: bytes) -> bytes:
         out = []
         for event in self.decoder.splitter.feed(chunk):
-            if event.event in ("message_start", "message_delta", "error"):
+            if event.event in ("message_start", "message_delta", "message_stop", "error"):
                 self.decoder.read(event)
             out.append(event.raw)
         return b"".join(out)
@@ -198,22 +207,32 @@ class Outbound:
 
 
 class _HubStream:
-    __slots__ = ("decoder", "encoder")
+    """Decoder (provider -> hub chunks) then encoder (hub chunks -> caller). The caller's ending
+    goes out with the provider's terminal event, so the request is complete (and recorded) then."""
+
+    __slots__ = ("decoder", "done", "encoder")
 
     def __init__(self, decoder: Decoder, encoder: Encoder) -> None:
         self.decoder = decoder
         self.encoder = encoder
+        self.done = False
 
     @property
     def usage(self) -> Usage | None:
         return self.decoder.usage
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self.encoder.encode(c) for c in self.decoder.feed(chunk))
+        out = b"".join(self.encoder.encode(c) for c in self.decoder.feed(chunk))
+        return out + self._finish() if self.decoder.done else out
 
     def close(self) -> bytes:
-        out = [self.encoder.encode(c) for c in self.decoder.close()]
-        return b"".join(out) + self.encoder.finish(self.decoder.usage)
+        return b"".join(self.encoder.encode(c) for c in self.decoder.close()) + self._finish()
+
+    def _finish(self) -> bytes:
+        if self.done:
+            return b""
+        self.done = True
+        return self.encoder.finish(self.decoder.usage)
 
 
 class Translated:
