@@ -57,6 +57,8 @@ DEFAULT_MODELS: dict[str, tuple[str, str, str, str, str]] = {
     "gemini-2.5-flash": ("gemini", "gemini-2.5-flash", "0.30", "2.50", "0.075"),
     "deepseek-v3.2": ("deepseek", "deepseek-chat", "0.10", "0.42", "0.028"),
 }
+# alias: USD per MTok written to the prompt cache, where it differs from the input price
+DEFAULT_CACHE_WRITE: dict[str, str] = {"claude-sonnet-4.5": "3.75"}
 
 
 class Secret:
@@ -90,6 +92,8 @@ class Price:
     input: Decimal = Decimal(0)
     output: Decimal = Decimal(0)
     cached_input: Decimal | None = None
+    #: Prompt tokens written to the provider's cache (Anthropic bills them above input).
+    cache_write: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +475,8 @@ class _Reader:
                 # A default model goes to its own provider once that provider is configured,
                 # and to the offline mock until then, so the defaults always work.
                 provider = conventional if conventional in providers else "mock"
-                price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached))
+                write = DEFAULT_CACHE_WRITE.get(alias)
+                price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached), Decimal(write) if write else None)
                 result[alias] = ModelConfig(alias, provider, upstream, price)
         table = self.sub("models")
         for alias in table.data:
@@ -503,9 +508,10 @@ class _Reader:
         )
 
     def price(self, base: Price) -> Price:
-        self.only("input", "output", "cached_input")
+        self.only("input", "output", "cached_input", "cache_write")
         return Price(
             input=self.decimal("input", base.input) or Decimal(0),
             output=self.decimal("output", base.output) or Decimal(0),
             cached_input=self.decimal("cached_input", base.cached_input),
+            cache_write=self.decimal("cache_write", base.cache_write),
         )

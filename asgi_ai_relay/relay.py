@@ -26,7 +26,7 @@ import orjson
 from .call import Call
 from .config import RelayConfig, load_config
 from .errors import NotFound, RelayError
-from .protocol import OPENAI, WireFormat
+from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
 from .stages import auth as auth_stage
 from .stages import parse, ratelimit, route, usage
@@ -129,6 +129,9 @@ class Relay:
         self.started = False
         chat = [parse.parse, auth_stage.authenticate, route.resolve, ratelimit.admit, route.forward]
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
+        self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, chat), model=True)
+        counting = [parse.parse, auth_stage.authenticate, route.resolve, route.count_tokens]
+        self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, counting))
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
 

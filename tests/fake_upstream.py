@@ -320,6 +320,9 @@ class ReplyPlan:
     prompt_tokens: int
     completion_tokens: int
     truncated: bool = False
+    #: Prompt tokens read from / written to the provider's prompt cache (part of prompt_tokens).
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -367,6 +370,8 @@ def plan_reply(body: Mapping[str, Any], api: Api, behaviour: Behaviour | None = 
         prompt_tokens=prompt if behaviour.prompt_tokens is None else behaviour.prompt_tokens,
         completion_tokens=completion if behaviour.completion_tokens is None else behaviour.completion_tokens,
         truncated=truncated,
+        cached_tokens=behaviour.cached_tokens,
+        cache_creation_tokens=behaviour.cache_creation_tokens,
     )
 
 
@@ -401,6 +406,8 @@ class Behaviour:
     reply_text: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     def __or__(self, other: Behaviour) -> Behaviour:
         """Combine: fields that ``other`` sets (non-default) override ``self``."""
@@ -486,6 +493,12 @@ class Fault:
     def usage(prompt_tokens: int | None = None, completion_tokens: int | None = None) -> Behaviour:
         """Report these token counts instead of the computed ones."""
         return Behaviour(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    @staticmethod
+    def cache(read: int = 0, written: int = 0) -> Behaviour:
+        """Report ``read`` prompt tokens as cache hits and ``written`` as cache writes
+        (both counted inside the prompt tokens, reported in each format's own fields)."""
+        return Behaviour(cached_tokens=read, cache_creation_tokens=written)
 
     @staticmethod
     def headers(values: Mapping[str, str]) -> Behaviour:
@@ -669,7 +682,7 @@ def _openai_usage(plan: ReplyPlan) -> dict[str, Any]:
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": plan.completion_tokens,
         "total_tokens": plan.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -756,10 +769,10 @@ def _anthropic_message(plan: ReplyPlan, model: str, streaming: bool = False) -> 
         "stop_reason": None if streaming else _anthropic_stop(plan),
         "stop_sequence": None,
         "usage": {
-            "input_tokens": plan.prompt_tokens,
+            "input_tokens": plan.prompt_tokens - plan.cached_tokens - plan.cache_creation_tokens,
             "output_tokens": 1 if streaming else plan.completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": plan.cache_creation_tokens,
+            "cache_read_input_tokens": plan.cached_tokens,
         },
     }
 
@@ -815,6 +828,7 @@ def _gemini_usage(plan: ReplyPlan, completion: int | None = None) -> dict[str, A
         "candidatesTokenCount": done,
         "totalTokenCount": plan.prompt_tokens + done,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}],
+        **({"cachedContentTokenCount": plan.cached_tokens} if plan.cached_tokens else {}),
     }
 
 

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
 from ..errors import RelayError
-from . import openai
+from . import anthropic, openai
 from .sse import encode_event
 
-__all__ = ["OPENAI", "WireFormat"]
+__all__ = ["ANTHROPIC", "OPENAI", "WireFormat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +30,6 @@ def _openai_stream_error(error: RelayError) -> bytes:
 
 OPENAI = WireFormat("openai", openai.validate_chat_request, openai.error_body, _openai_stream_error)
 
+ANTHROPIC = WireFormat(
+    "anthropic", anthropic.validate_messages_request, anthropic.error_body, anthropic.stream_error
+)

@@ -7,15 +7,28 @@ from collections.abc import Callable
 from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
 from ..transport import UpstreamHttp
+from .anthropic import AnthropicProvider
 from .base import HttpProvider, Provider, UpstreamResponse
+from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
 
-__all__ = ["HttpProvider", "MockProvider", "OpenAIProvider", "Provider", "UpstreamResponse", "build_provider"]
+__all__ = [
+    "AnthropicProvider",
+    "GeminiProvider",
+    "HttpProvider",
+    "MockProvider",
+    "OpenAIProvider",
+    "Provider",
+    "UpstreamResponse",
+    "build_provider",
+]
 
 HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], HttpProvider]] = {
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
 

@@ -33,9 +33,13 @@ class Provider:
         self.config = config
         self.name = config.name
 
-    async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         """Send ``body`` (already in this provider's format, model already rewritten).
 
+        :param headers: inbound headers the translation forwards (``anthropic-beta``...);
+            they override the provider's defaults but never its credentials.
         :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
         """
         raise NotImplementedError
@@ -73,7 +77,14 @@ class HttpProvider(Provider):
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config)
         self.client = client
-        self.base_headers = self.auth_headers() | {"content-type": "application/json"} | dict(config.headers)
+        self.base_headers = (
+            self.default_headers | {"content-type": "application/json"} | dict(config.headers) | self.auth_headers()
+        )
+
+    @property
+    def default_headers(self) -> dict[str, str]:
+        """Headers this API wants on every request, which configuration may override."""
+        return {}
 
     def auth_headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -92,9 +103,22 @@ class HttpProvider(Provider):
             return error, None
         return raw[:500].decode("utf-8", "replace") or "no message", None
 
-    async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
-        headers = self.base_headers | dict(model.headers) if model.headers else self.base_headers
-        reply = await self.client.post(self.name, self.url(model, stream), headers, orjson.dumps(body), stream=stream)
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        return await self.post(self.url(model, stream), model, body, stream=stream, headers=headers)
+
+    async def post(
+        self, url: str, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """POST ``body`` to ``url`` with this provider's headers (credentials always last).
+
+        :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
+        """
+        sent = self.base_headers
+        if model.headers or headers:
+            sent = {**sent, **(headers or {}), **model.headers, **self.auth_headers()}
+        reply = await self.client.post(self.name, url, sent, orjson.dumps(body), stream=stream)
         if reply.status >= 400:
             try:
                 raw = await reply.read()

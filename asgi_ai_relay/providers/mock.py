@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -44,7 +44,9 @@ class MockProvider(Provider):
     #: Seconds between streamed words; 0 in tests and benchmarks.
     word_delay: float = 0.0
 
-    async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         messages = body.get("messages") or []
         prompt_tokens = sum(estimate_tokens(text_of(m.get("content"))) + 4 for m in messages if isinstance(m, dict))
         tool_call = self._tool_call(body)

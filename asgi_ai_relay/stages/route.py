@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import ModelNotFound
+from ..errors import InvalidRequest, ModelNotFound
 from ..types import RelayResponse
 from . import translate
 from .stream import RelayStream
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..config import ModelConfig
     from ..relay import Relay
 
-__all__ = ["forward", "resolve"]
+__all__ = ["count_tokens", "forward", "resolve", "send_to"]
 
 _JSON = "application/json"
 
@@ -51,7 +51,8 @@ async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse
     call.provider = provider.name
     call.attempts += 1
     started = time.perf_counter()
-    upstream = await provider.send(model, upstream_body, stream=call.stream)
+    forwarded = _forwarded(call, translation.forward_headers) if translation.forward_headers else None
+    upstream = await provider.send(model, upstream_body, stream=call.stream, headers=forwarded)
     call.upstream_ms = (time.perf_counter() - started) * 1000.0
     headers = call.headers
     headers["x-relay-provider"] = provider.name
@@ -68,3 +69,36 @@ async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse
     headers["content-type"] = _JSON
     headers["x-relay-cost-usd"] = f"{call.cost:.8f}"
     return RelayResponse(upstream.status, headers, body)
+
+
+def _forwarded(call: Call, names: tuple[str, ...]) -> dict[str, str]:
+    """The inbound headers a translation sends on (never credentials: see ``forward_headers``)."""
+    headers = call.request.headers
+    return {name: headers[name] for name in names if name in headers}
+
+
+async def count_tokens(relay: Relay, call: Call) -> RelayResponse | None:
+    """``POST /v1/messages/count_tokens``: asked of the provider when it can answer.
+
+    :raises InvalidRequest: when the model's provider has no token counting endpoint.
+    """
+    assert call.model is not None
+    model = call.model
+    provider = relay.providers[model.provider]
+    counter = getattr(provider, "count_tokens", None)
+    if counter is None:
+        raise InvalidRequest(
+            f"Token counting is not available for model '{model.alias}': its provider "
+            f"{provider.name!r} ({provider.format} format) has no token counting endpoint.",
+            param="model",
+            code="unsupported_endpoint",
+        )
+    body = {k: v for k, v in call.body.items() if k not in ("max_tokens", "stream")}
+    body["model"] = model.upstream
+    call.provider = provider.name
+    call.attempts += 1
+    headers = _forwarded(call, translate.AnthropicPassThrough.forward_headers)
+    upstream = await counter(model, body, headers)
+    call.headers["x-relay-provider"] = provider.name
+    call.headers["content-type"] = _JSON
+    return RelayResponse(upstream.status, call.headers, upstream.body)

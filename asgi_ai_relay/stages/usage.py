@@ -26,17 +26,20 @@ _ZERO = Decimal(0)
 
 
 def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
-    """USD, exact: uncached prompt tokens at the input price, cached ones at the cached price
-    (the input price when none is set), completion tokens at the output price, all times the
-    provider's multiplier."""
+    """USD, exact: uncached prompt tokens at the input price, cache reads at the cached price
+    and cache writes at the cache-write price (each the input price when not set), completion
+    tokens at the output price, all times the provider's multiplier."""
     if usage is None:
         return _ZERO
     price = model.price
     cached = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_creation_tokens, usage.prompt_tokens - cached)
     cached_price = price.input if price.cached_input is None else price.cached_input
+    write_price = price.input if price.cache_write is None else price.cache_write
     total = (
-        (usage.prompt_tokens - cached) * price.input
+        (usage.prompt_tokens - cached - written) * price.input
         + cached * cached_price
+        + written * write_price
         + usage.completion_tokens * price.output
     ) / _MILLION
     multiplier = relay.config.providers[model.provider].price_multiplier

@@ -1,0 +1,177 @@
+"""Anthropic Messages: request validation, error bodies, usage and stop reasons.
+
+Translation to and from the OpenAI hub format lives in :mod:`.anthropic_request`,
+:mod:`.anthropic_response` and :mod:`.anthropic_stream`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequest, RelayError
+from ..types import Usage
+from .sse import encode_event
+
+__all__ = [
+    "FINISH_TO_STOP",
+    "STOP_TO_FINISH",
+    "error_body",
+    "error_type",
+    "stream_error",
+    "usage_from_body",
+    "usage_to_anthropic",
+    "validate_messages_request",
+]
+
+ROLES = frozenset({"user", "assistant", "system"})
+
+#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``.
+STOP_TO_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+#: OpenAI ``finish_reason`` -> Anthropic ``stop_reason``.
+FINISH_TO_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+# parameter -> (accepted types, low, high)
+_NUMBERS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+    "max_tokens": ((int,), 1, None),
+    "temperature": ((int, float), 0, 1),
+    "top_p": ((int, float), 0, 1),
+    "top_k": ((int,), 0, None),
+}
+_TYPED: dict[str, tuple[type, ...]] = {
+    "system": (str, list),
+    "stream": (bool,),
+    "stop_sequences": (list,),
+    "tools": (list,),
+    "tool_choice": (dict,),
+    "metadata": (dict,),
+}
+
+
+def _where(param: str) -> InvalidRequest:
+    return InvalidRequest(f"'{param}' is not valid.", param=param)
+
+
+def validate_messages_request(body: Any) -> None:
+    """Check a Messages body well enough that nothing malformed goes upstream.
+
+    Fields the relay does not know (``thinking``, ``cache_control``, ...) are left alone.
+
+    :raises InvalidRequest: naming the parameter at fault.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        _validate_message(message, f"messages.{i}")
+    for name, (types, low, high) in _NUMBERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise InvalidRequest(f"'{name}' must be a number.", param=name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise InvalidRequest(f"'{name}' is out of range; got {value}.", param=name)
+    for name, types in _TYPED.items():
+        if body.get(name) is not None and not isinstance(body[name], types):
+            raise InvalidRequest(f"'{name}' has the wrong type.", param=name)
+    if not all(isinstance(s, str) for s in body.get("stop_sequences") or ()):
+        raise InvalidRequest("'stop_sequences' must be an array of strings.", param="stop_sequences")
+    for i, tool in enumerate(body.get("tools") or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise InvalidRequest(f"'tools.{i}' must be an object with a 'name'.", param=f"tools.{i}")
+
+
+def _validate_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise _where(where)
+    if message.get("role") not in ROLES:
+        raise InvalidRequest(f"'{where}.role' must be 'user' or 'assistant'.", param=f"{where}.role")
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, block in enumerate(content):
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                raise InvalidRequest(f"'{where}.content.{j}' must be an object with a 'type'.", param=f"{where}.content.{j}")
+    elif not isinstance(content, str):
+        raise InvalidRequest(f"'{where}.content' must be a string or an array of blocks.", param=f"{where}.content")
+
+
+def error_type(error: RelayError) -> str:
+    """Anthropic's error type name for an error, chosen by its status."""
+    status = error.status_code
+    return _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def _payload(error: RelayError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error_type(error), "message": error.message}}
+
+
+def error_body(error: RelayError) -> bytes:
+    """``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    return orjson.dumps(_payload(error))
+
+
+def stream_error(error: RelayError) -> bytes:
+    """The ``event: error`` that ends a stream which failed after it started."""
+    return encode_event(orjson.dumps(_payload(error)), "error")
+
+
+def usage_from_body(usage: Any) -> Usage | None:
+    """Read an Anthropic ``usage``; prompt tokens include cache reads and writes, as OpenAI counts them."""
+    if not isinstance(usage, dict):
+        return None
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_creation_tokens=written,
+    )
+
+
+def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
+    """``input_tokens`` counts only the uncached part, as Anthropic reports it."""
+    if usage is None:
+        usage = Usage()
+    uncached = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens)
+    return {
+        "input_tokens": uncached,
+        "output_tokens": usage.completion_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+    }
