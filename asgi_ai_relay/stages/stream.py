@@ -9,7 +9,7 @@ which also closes the upstream connection so the provider stops generating).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import RelayError
@@ -29,7 +29,7 @@ CLIENT_CLOSED = 499
 
 
 class RelayStream:
-    __slots__ = ("_call", "_chunks", "_done", "_relay", "_tail", "_translator", "_upstream")
+    __slots__ = ("_call", "_chunks", "_done", "_head", "_relay", "_tail", "_translator", "_upstream", "on_end")
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
         assert upstream.chunks is not None
@@ -39,12 +39,30 @@ class RelayStream:
         self._chunks: AsyncIterator[bytes] = upstream.chunks
         self._translator = translator
         self._done = False
+        self._head = b""
         self._tail = b""
+        #: Awaited once after the request is finished, with the error that ended it (or None).
+        self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
 
     def __aiter__(self) -> RelayStream:
         return self
 
+    async def start(self) -> None:
+        """Read up to the first piece for the caller before anything is sent to it.
+
+        :raises RelayError: when the provider fails first; the upstream is released and the
+            request left unfinished, so the route can still try elsewhere.
+        """
+        try:
+            self._head = await self._read()
+        except BaseException:
+            await self._release()
+            raise
+
     async def __anext__(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
         if not self._done:
             out = await self._next()
             if out:
@@ -57,18 +75,7 @@ class RelayStream:
     async def _next(self) -> bytes:
         """The next non-empty piece for the caller, or b"" once the stream has finished."""
         try:
-            while True:
-                try:
-                    chunk = await self._chunks.__anext__()
-                except StopAsyncIteration:
-                    self._tail = self._translator.close()
-                    await self._finish(200, None)
-                    return b""
-                out = self._translator.feed(chunk)
-                if out:
-                    if self._call.ttfb_ms is None:
-                        self._call.ttfb_ms = self._call.elapsed_ms()
-                    return out
+            return await self._read()
         except RelayError as error:
             await self._fail(error)
         except Exception:
@@ -78,6 +85,27 @@ class RelayStream:
             await self._finish(CLIENT_CLOSED, None)
             raise
         return b""
+
+    async def _read(self) -> bytes:
+        while True:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._tail = self._translator.close()
+                await self._finish(200, None)
+                return b""
+            out = self._translator.feed(chunk)
+            if out:
+                if self._call.ttfb_ms is None:
+                    self._call.ttfb_ms = self._call.elapsed_ms()
+                return out
+
+    async def _release(self) -> None:
+        """Close the provider's stream (and its connection)."""
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+        await self._upstream.aclose()
 
     async def _fail(self, error: RelayError) -> None:
         """End the stream with an error event in the caller's format."""
@@ -97,12 +125,14 @@ class RelayStream:
         call.status = status
         call.error = error
         try:
-            close = getattr(self._chunks, "aclose", None)
-            if close is not None:
-                await close()
-            await self._upstream.aclose()
+            await self._release()
         finally:
             call.usage = self._translator.usage
             if call.ttfb_ms is None and status == 200:
                 call.ttfb_ms = call.elapsed_ms()
             self._relay.finish(call)
+            if self.on_end is not None:
+                try:
+                    await self.on_end(error)
+                except Exception:
+                    logger.exception("request_id=%s stream end hook failed", call.request_id)
