@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..breaker import CircuitOpen, Ticket
-from ..errors import ClientError, ModelNotFound, RelayError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from ..errors import ClientError, ModelNotFound, RelayError, UpstreamError, UpstreamTimeout
 from ..retry import Verdict, classify, wait_before_retry
 from ..types import RelayResponse
 from . import translate
@@ -88,7 +88,7 @@ class _Attempts:
             seen.add(model.alias)
             try:
                 response = await self.try_model(model)
-            except UpstreamStatusError:  # too long for this model: larger ones go next
+            except _TooLong:  # larger models go next
                 queue.extendleft(reversed([models[f] for f in model.context_fallbacks]))
                 continue
             if response is not None:
@@ -111,7 +111,7 @@ class _Attempts:
     async def try_model(self, model: ModelConfig) -> RelayResponse | None:
         """Up to ``max_attempts`` calls over the model's deployments; None to move on.
 
-        :raises UpstreamStatusError: for a context-length refusal (after recording it).
+        :raises _TooLong: for a context-length refusal (after recording it).
         :raises RelayError: for a request the provider called invalid (answered as is).
         """
         policy = self.router.policy(model)
@@ -144,8 +144,10 @@ class _Attempts:
     def judge(self, error: UpstreamError) -> Verdict:
         verdict = classify(error)
         self.failure = error
-        if verdict in (Verdict.FATAL, Verdict.CONTEXT):
+        if verdict is Verdict.FATAL:
             raise error
+        if verdict is Verdict.CONTEXT:
+            raise _TooLong from error
         return verdict
 
     async def admit(self, target: Target) -> Ticket | None:
@@ -234,6 +236,10 @@ class _StreamEnd:
         self.target.in_flight -= 1
         if error is not None and classify(error).provider_failed:
             await self.router.breakers.record(Ticket(self.target.name), False, self.router.clock())
+
+
+class _TooLong(Exception):
+    """The prompt does not fit this model's context window."""
 
 
 class _Unsendable(Exception):
