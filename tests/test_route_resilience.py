@@ -256,3 +256,62 @@ async def test_stall_after_first_byte_ends_with_an_error_event(upstream):
     assert len(events) == 3 and events[2]["error"]["code"] == "upstream_timeout"
     (row,) = relay.ledger.rows()
     assert row.status == 504 and len(upstream.requests) == 1
+
+
+async def test_fallback_to_a_provider_in_another_format(upstream, second):
+    from asgi_ai_relay.providers import HTTP_PROVIDERS
+    from asgi_ai_relay.stages.translate import TRANSLATIONS
+
+    if ("openai", "anthropic") not in TRANSLATIONS or "anthropic" not in HTTP_PROVIDERS:
+        pytest.skip("OpenAI -> Anthropic translation is not in this build")
+    relay, _, _ = build_relay(
+        upstream, second, retry={"max_attempts": 1},
+        providers={"up": {"kind": "openai_compatible", "base_url": f"{upstream.url}/v1", "api_key": "env:TEST_UPSTREAM_KEY"},
+                   "claude": {"kind": "anthropic", "base_url": f"{second.url}/v1", "api_key": "env:TEST_UPSTREAM_KEY"}},
+        models={"backup": {"provider": "claude", "upstream": "claude-sonnet-4-5"}},
+    )
+    upstream.script(Fault.status(500))
+    answer = await chat(relay)
+    assert answer.status_code == 200 and answer.headers["x-relay-model"] == "backup"
+    assert answer.json()["choices"][0]["message"]["content"] == ECHO  # back in the caller's format
+    assert second.last_request.path == "/v1/messages"
+
+
+async def test_attempt_log_survives_the_sqlite_ledger(upstream, second, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # a ledger file from before attempt_log existed
+        old.execute("CREATE TABLE relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT)")
+    relay, _, _ = build_relay(upstream, second, storage={"ledger": f"sqlite:///{path}"})
+    upstream.script(Fault.status(502), Fault.status(502))
+    assert (await chat(relay)).headers["x-relay-model"] == "backup"
+    (row,) = relay.ledger.rows()
+    assert [a["status"] for a in attempts_of(relay)[0]] == [502, 502, 200] and row.attempts == 3
+    relay.ledger.close()
+
+
+@pytest.mark.redis
+async def test_workers_share_breakers_through_redis(upstream, second, redis_url):
+    import uuid
+
+    uri = f"{redis_url}?prefix=test-relay-{uuid.uuid4().hex}:"
+    settings = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1}, "storage": {"ledger": "memory://", "breakers": uri}}
+    one, clock, _ = build_relay(upstream, second, **settings)
+    two, _, _ = build_relay(upstream, second, **settings)
+    two.router.clock = clock
+    try:
+        upstream.script(Fault.status(500))
+        assert (await chat(one)).headers["x-relay-model"] == "backup"
+        assert (await chat(two)).headers["x-relay-model"] == "backup"
+        assert len(upstream.requests) == 1  # the second worker knew the breaker was open
+        clock.advance(30)
+        assert (await chat(two)).headers["x-relay-model"] == "test-model"  # its probe closed it
+        assert (await chat(one)).headers["x-relay-model"] == "test-model"
+    finally:
+        redis = one.router.breakers.redis
+        keys = await redis.keys(f"{one.router.breakers.prefix}*")
+        if keys:
+            await redis.delete(*keys)
+        await one.shutdown()
+        await two.shutdown()
