@@ -175,45 +175,38 @@ class _Attempts:
         call, router = self.call, self.router
         started, before = time.perf_counter(), call.attempts
         limit = min(self.remaining(), self.relay.config.timeouts.first_byte if call.stream else self.remaining())
+        # In the log before the call: a stream may complete (and be recorded) inside start().
+        entry = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
+        call.attempt_log.append(entry)
         target.in_flight += 1
-        ok = False
         try:
             async with asyncio.timeout(limit):
                 response = await send_to(self.relay, call, target.model)
+                entry["status"], entry["ms"] = response.status, _ms_since(started)
                 if isinstance(response.stream, RelayStream):
                     response.stream.on_end = _StreamEnd(router, target)
                     await response.stream.start()
-            ok = True
         except TimeoutError:
-            error: RelayError = UpstreamTimeout(
-                f"Provider {target.model.provider!r} sent nothing within {limit:.1f}s."
-            )
+            error: RelayError = UpstreamTimeout(f"Provider {target.model.provider!r} sent nothing within {limit:.1f}s.")
         except UpstreamError as exc:
             error = exc
-        except ClientError as exc:
-            if call.attempts != before:
-                raise
-            # Refused before any call (no translation to this provider's format): try elsewhere.
+        except BaseException as exc:
             target.in_flight -= 1
             await router.breakers.release(ticket)
-            call.attempt_log.append({"deployment": target.name, "model": target.model.alias, "skipped": exc.code or "unsendable"})
-            self.failure = self.failure or exc
-            raise _Unsendable from exc
-        except BaseException:
-            target.in_flight -= 1
-            await router.breakers.release(ticket)
+            if isinstance(exc, ClientError) and call.attempts == before:
+                # Refused before any call (no translation to this provider's format): try elsewhere.
+                entry.pop("provider")
+                entry["skipped"] = exc.code or "unsendable"
+                self.failure = self.failure or exc
+                raise _Unsendable from exc
             raise
-        ms = (time.perf_counter() - started) * 1000.0
-        entry = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider, "ms": round(ms, 3)}
-        call.attempt_log.append(entry)
-        if ok:
-            entry["status"] = response.status
-            target.observe(ms)
+        else:
+            target.observe(_ms_since(started))
             await router.breakers.record(ticket, True, router.clock())
             self.served(target, response)
             return response
         target.in_flight -= 1
-        entry["status"], entry["error"] = error.status_code, error.code or error.error_type
+        entry.update(status=error.status_code, error=error.code or error.error_type, ms=_ms_since(started))
         await router.breakers.record(ticket, not classify(error).provider_failed, router.clock())
         raise error
 
@@ -221,6 +214,10 @@ class _Attempts:
         self.call.headers["x-relay-attempts"] = str(self.call.attempts)
         if response.stream is None:
             target.in_flight -= 1  # a stream frees its deployment when it ends (_StreamEnd)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
 
 
 class _StreamEnd:

@@ -1,9 +1,10 @@
 """Stage 7: a provider's stream, re-chunked into the caller's format as it arrives.
 
-:class:`RelayStream` is what every adapter iterates. It finishes the request exactly once,
-whichever way the stream ends: the provider's last chunk, a provider failure (the caller gets
-an error event in its own format, never a silent hang), or the caller going away (``aclose``,
-which also closes the upstream connection so the provider stops generating).
+:class:`RelayStream` is what every adapter iterates. It records the request exactly once,
+whichever way the stream ends: the provider's terminal event (recorded before the caller sees
+it, so the ledger is never behind a client), a provider failure (the caller gets an error event
+in its own format, never a silent hang), or the caller going away (``aclose``, which also
+closes the upstream connection so the provider stops generating).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ CLIENT_CLOSED = 499
 
 
 class RelayStream:
-    __slots__ = ("_call", "_chunks", "_done", "_head", "_relay", "_tail", "_translator", "_upstream", "on_end")
+    __slots__ = ("_call", "_chunks", "_closed", "_head", "_recorded", "_relay", "_tail", "_translator", "_upstream", "on_end")
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
         assert upstream.chunks is not None
@@ -38,10 +39,11 @@ class RelayStream:
         self._upstream = upstream
         self._chunks: AsyncIterator[bytes] = upstream.chunks
         self._translator = translator
-        self._done = False
+        self._recorded = False
+        self._closed = False
         self._head = b""
         self._tail = b""
-        #: Awaited once after the request is finished, with the error that ended it (or None).
+        #: Awaited once when the upstream is released, with the error that ended the stream.
         self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
 
     def __aiter__(self) -> RelayStream:
@@ -51,11 +53,12 @@ class RelayStream:
         """Read up to the first piece for the caller before anything is sent to it.
 
         :raises RelayError: when the provider fails first; the upstream is released and the
-            request left unfinished, so the route can still try elsewhere.
+            request left unrecorded, so the route can still try elsewhere.
         """
         try:
             self._head = await self._read()
         except BaseException:
+            self.on_end = None  # the route accounts for this attempt itself
             await self._release()
             raise
 
@@ -63,7 +66,7 @@ class RelayStream:
         if self._head:
             head, self._head = self._head, b""
             return head
-        if not self._done:
+        if not self._closed:
             out = await self._next()
             if out:
                 return out
@@ -73,7 +76,7 @@ class RelayStream:
         raise StopAsyncIteration
 
     async def _next(self) -> bytes:
-        """The next non-empty piece for the caller, or b"" once the stream has finished."""
+        """The next non-empty piece for the caller, or b"" once the upstream is closed."""
         try:
             return await self._read()
         except RelayError as error:
@@ -82,57 +85,64 @@ class RelayStream:
             logger.exception("request_id=%s stream failed", self._call.request_id)
             await self._fail(RelayError("The relay failed while streaming the answer."))
         except BaseException:
-            await self._finish(CLIENT_CLOSED, None)
+            await self.aclose()
             raise
         return b""
 
     async def _read(self) -> bytes:
+        translator = self._translator
         while True:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
-                self._tail = self._translator.close()
-                await self._finish(200, None)
+                self._tail = translator.close()
+                self._record(200, None)
+                await self._release()
                 return b""
-            out = self._translator.feed(chunk)
+            out = translator.feed(chunk)
             if out:
                 if self._call.ttfb_ms is None:
                     self._call.ttfb_ms = self._call.elapsed_ms()
+                if translator.done:
+                    self._record(200, None)
                 return out
 
-    async def _release(self) -> None:
-        """Close the provider's stream (and its connection)."""
-        close = getattr(self._chunks, "aclose", None)
-        if close is not None:
-            await close()
-        await self._upstream.aclose()
-
     async def _fail(self, error: RelayError) -> None:
-        """End the stream with an error event in the caller's format."""
-        self._tail = self._call.format.stream_error(error)
-        await self._finish(error.status_code, error)
+        """End the stream with an error event in the caller's format (unless it had completed)."""
+        if not self._recorded:
+            self._tail = self._call.format.stream_error(error)
+            self._record(error.status_code, error)
+        await self._release()
 
     async def aclose(self) -> None:
         """The caller is gone (or done): release the upstream connection, record the request."""
-        if not self._done:
-            await self._finish(CLIENT_CLOSED, None)
+        self._record(CLIENT_CLOSED, None)
+        await self._release()
 
-    async def _finish(self, status: int, error: RelayError | None) -> None:
-        if self._done:
+    def _record(self, status: int, error: RelayError | None) -> None:
+        if self._recorded:
             return
-        self._done = True
+        self._recorded = True
         call = self._call
         call.status = status
         call.error = error
+        call.usage = self._translator.usage
+        if call.ttfb_ms is None and status == 200:
+            call.ttfb_ms = call.elapsed_ms()
+        self._relay.finish(call)
+
+    async def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._chunks, "aclose", None)
         try:
-            await self._release()
+            if close is not None:
+                await close()
         finally:
-            call.usage = self._translator.usage
-            if call.ttfb_ms is None and status == 200:
-                call.ttfb_ms = call.elapsed_ms()
-            self._relay.finish(call)
+            await self._upstream.aclose()
             if self.on_end is not None:
                 try:
-                    await self.on_end(error)
+                    await self.on_end(self._call.error)
                 except Exception:
-                    logger.exception("request_id=%s stream end hook failed", call.request_id)
+                    logger.exception("request_id=%s stream end hook failed", self._call.request_id)
