@@ -39,6 +39,10 @@ class Call:
     error: RelayError | None = None
     cache: str | None = None
     attempts: int = 0
+    #: Models to try after ``model`` when no fallbacks of its own apply (a virtual model's).
+    candidates: list[ModelConfig] | None = None
+    #: One entry per upstream attempt (and per deployment skipped by its breaker).
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
     upstream_ms: float | None = None
     ttfb_ms: float | None = None
     #: Headers every answer to this request carries (limits, cache, serving provider).

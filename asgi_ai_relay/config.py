@@ -22,7 +22,9 @@ from .errors import ConfigurationError
 
 __all__ = [
     "ApiKey",
+    "BreakerSettings",
     "DEFAULT_MODELS",
+    "Deployment",
     "HttpSettings",
     "LimitConfig",
     "LimitsConfig",
@@ -31,12 +33,17 @@ __all__ = [
     "ProviderConfig",
     "QueueConfig",
     "RelayConfig",
+    "RetrySettings",
+    "RoutingConfig",
     "Secret",
     "StorageConfig",
     "Timeouts",
+    "VirtualModel",
     "load_config",
 ]
 
+STRATEGIES = ("weighted", "least-busy", "lowest-latency")
+CAPABILITIES = ("tools", "vision")
 PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "mock")
 
 # Where a provider named after a known service points when no base_url is given.
@@ -109,6 +116,54 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """``[retry]`` (and ``[models.X] retry = {...}``): how hard one model is tried.
+
+    ``max_attempts`` counts every upstream call to the model (the first one included), spread
+    over its deployments; waits are full-jitter exponential (``uniform(0, min(max_delay,
+    base_delay * 2**n))``) unless the provider sent ``Retry-After``. ``deadline`` bounds the
+    whole request (all attempts and fallbacks, up to a stream's first byte), in seconds.
+    """
+
+    max_attempts: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    deadline: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """``[breaker]``: one circuit breaker per deployment.
+
+    Opens after ``failure_threshold`` failures within ``window`` seconds, or (when
+    ``failure_rate`` > 0) when at least ``min_requests`` calls in the window failed at that
+    rate; after ``cooldown`` seconds it lets ``half_open_probes`` calls through, and the first
+    success closes it again (a failed probe re-opens it).
+    """
+
+    failure_threshold: int = 5
+    failure_rate: float = 0.0
+    min_requests: int = 20
+    window: float = 60.0
+    cooldown: float = 30.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One place a model is served (a key, a region, a second relay): ``[models.X] deployments``.
+
+    ``name`` identifies its breaker and health entry (default ``provider/upstream``).
+    """
+
+    name: str
+    provider: str
+    upstream: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     alias: str
     provider: str
@@ -118,6 +173,34 @@ class ModelConfig:
     fallbacks: tuple[str, ...] = ()
     #: Sent to providers that require ``max_tokens`` (Anthropic) when the caller gave none.
     default_max_tokens: int = 4096
+    #: Tried (first) when the provider says the prompt is too long for this model.
+    context_fallbacks: tuple[str, ...] = ()
+    #: Several deployments of one alias, balanced by ``strategy``; empty: ``provider``/``upstream``.
+    deployments: tuple[Deployment, ...] = ()
+    strategy: str = "weighted"
+    #: Overrides of ``[retry]`` for this model (None: the relay-wide settings).
+    retry: RetrySettings | None = None
+    #: What virtual models (``[routing.virtual.X]``) may ask of it.
+    context_window: int | None = None
+    tier: int = 1
+    capabilities: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualModel:
+    """``[routing.virtual.NAME]``: a model name resolved per request to the cheapest healthy
+    model of ``models`` (every configured model when empty) with ``tier >= min_tier``, the
+    ``needs`` listed here and those the request shows (tools, images, its size)."""
+
+    name: str
+    models: tuple[str, ...] = ()
+    min_tier: int = 1
+    needs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    virtual: Mapping[str, VirtualModel] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +223,8 @@ class Timeouts:
     stream_idle: float = 60.0
     pool: float = 10.0
     total: float = 600.0
+    #: A stream that sends nothing for this long counts as a failed attempt (and falls over).
+    first_byte: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +241,8 @@ class StorageConfig:
     ledger: str = "sqlite:///relay-usage.db"
     cache: str = "memory://"
     limits: str = "memory://"
+    #: Circuit-breaker state: ``memory://`` (per process) or ``redis://host:6379/0?prefix=relay:``.
+    breakers: str = "memory://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +302,9 @@ class RelayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     log_requests: bool = True
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 def load_config(source: RelayConfig | Mapping[str, Any] | str | Path | None = None) -> RelayConfig:
@@ -323,12 +413,14 @@ class _Reader:
         self.only(
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
+            "retry", "breaker", "routing",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
             raise ConfigurationError("prefix: must be a path such as /ai")
         providers = self.providers()
-        models = self.models(providers)
+        retry = self.sub("retry").retry(RetrySettings())
+        models = self.models(providers, retry)
         return RelayConfig(
             prefix=prefix.rstrip("/"),
             max_body_bytes=self.integer("max_body_bytes", 4 * 1024 * 1024),
@@ -342,6 +434,9 @@ class _Reader:
             limits=self.sub("limits").limits(providers, models),
             queue=self.sub("queue").queue(),
             log_requests=self.get("log_requests", bool, True),
+            retry=retry,
+            breaker=self.sub("breaker").breaker(),
+            routing=self.sub("routing").routing(models),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -363,7 +458,7 @@ class _Reader:
         return tuple(keys)
 
     def timeouts(self) -> Timeouts:
-        self.only("connect", "read", "stream_idle", "pool", "total")
+        self.only("connect", "read", "stream_idle", "pool", "total", "first_byte")
         d = Timeouts()
         return Timeouts(
             connect=self.number("connect", d.connect),
@@ -371,6 +466,7 @@ class _Reader:
             stream_idle=self.number("stream_idle", d.stream_idle),
             pool=self.number("pool", d.pool),
             total=self.number("total", d.total),
+            first_byte=self.number("first_byte", d.first_byte),
         )
 
     def http(self) -> HttpSettings:
@@ -387,12 +483,13 @@ class _Reader:
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits")
+        self.only("ledger", "cache", "limits", "breakers")
         d = StorageConfig()
         return StorageConfig(
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
+            breakers=self.get("breakers", str, d.breakers),
         )
 
     def limit(self) -> LimitConfig:
@@ -468,7 +565,7 @@ class _Reader:
             anthropic_version=self.get("anthropic_version", str, "2023-06-01"),
         )
 
-    def models(self, providers: Mapping[str, ProviderConfig]) -> dict[str, ModelConfig]:
+    def models(self, providers: Mapping[str, ProviderConfig], retry: RetrySettings) -> dict[str, ModelConfig]:
         result: dict[str, ModelConfig] = {}
         if self.get("default_models", bool, True):
             for alias, (conventional, upstream, p_in, p_out, p_cached) in DEFAULT_MODELS.items():
@@ -480,32 +577,117 @@ class _Reader:
                 result[alias] = ModelConfig(alias, provider, upstream, price)
         table = self.sub("models")
         for alias in table.data:
-            result[alias] = table.sub(alias).model(alias, providers, result.get(alias))
+            result[alias] = table.sub(alias).model(alias, providers, result.get(alias), retry)
         for alias, model in result.items():
-            for fallback in model.fallbacks:
-                if fallback not in result:
-                    raise ConfigurationError(f"models.{alias}.fallbacks: unknown model {fallback!r}")
+            for key in ("fallbacks", "context_fallbacks"):
+                for fallback in getattr(model, key):
+                    if fallback not in result:
+                        raise ConfigurationError(f"models.{alias}.{key}: unknown model {fallback!r}")
         return result
 
-    def model(self, alias: str, providers: Mapping[str, ProviderConfig], base: ModelConfig | None) -> ModelConfig:
-        self.only("provider", "upstream", "price", "headers", "fallbacks", "default_max_tokens")
-        provider = self.get("provider", str, base.provider if base else None)
+    def model(
+        self, alias: str, providers: Mapping[str, ProviderConfig], base: ModelConfig | None, retry: RetrySettings
+    ) -> ModelConfig:
+        self.only(
+            "provider", "upstream", "price", "headers", "fallbacks", "default_max_tokens", "context_fallbacks",
+            "deployments", "strategy", "retry", "context_window", "tier", "capabilities",
+        )
+        deployments = self.deployments(alias, providers)
+        provider = self.get("provider", str, base.provider if base else (deployments[0].provider if deployments else None))
         if provider is None:
             raise ConfigurationError(f"{self.key('provider')}: required")
         if provider not in providers:
             raise ConfigurationError(f"{self.key('provider')}: unknown provider {provider!r}")
-        fallbacks = self.get("fallbacks", list, list(base.fallbacks) if base else [])
-        if not all(isinstance(f, str) for f in fallbacks):
-            raise ConfigurationError(f"{self.key('fallbacks')}: expected a list of model names")
+        upstream = self.get("upstream", str, base.upstream if base else (deployments[0].upstream if deployments else alias))
+        strategy = self.get("strategy", str, "weighted")
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"{self.key('strategy')}: one of {', '.join(STRATEGIES)}")
+        context_window = self.get("context_window", int, base.context_window if base else None)
         return ModelConfig(
             alias=alias,
             provider=provider,
-            upstream=self.get("upstream", str, base.upstream if base else alias),
+            upstream=upstream,
             price=self.sub("price").price(base.price if base else Price()),
             headers=self.headers("headers"),
-            fallbacks=tuple(fallbacks),
+            fallbacks=self.names("fallbacks", base.fallbacks if base else ()),
             default_max_tokens=self.integer("default_max_tokens", base.default_max_tokens if base else 4096),
+            context_fallbacks=self.names("context_fallbacks", base.context_fallbacks if base else ()),
+            deployments=deployments,
+            strategy=strategy,
+            retry=self.sub("retry").retry(retry) if "retry" in self.data else None,
+            context_window=self.integer("context_window", context_window) if context_window is not None else None,
+            tier=self.integer("tier", base.tier if base else 1),
+            capabilities=self.capabilities("capabilities") if "capabilities" in self.data else (base.capabilities if base else frozenset()),
         )
+
+    def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        values = self.get(name, list, list(default))
+        if not all(isinstance(v, str) for v in values):
+            raise ConfigurationError(f"{self.key(name)}: expected a list of model names")
+        return tuple(values)
+
+    def capabilities(self, name: str) -> frozenset[str]:
+        values = self.names(name, ())
+        for value in values:
+            if value not in CAPABILITIES:
+                raise ConfigurationError(f"{self.key(name)}: unknown capability {value!r} (one of {', '.join(CAPABILITIES)})")
+        return frozenset(values)
+
+    def deployments(self, alias: str, providers: Mapping[str, ProviderConfig]) -> tuple[Deployment, ...]:
+        entries = self.get("deployments", list, [])
+        result = []
+        for i, entry in enumerate(entries):
+            item = _Reader(entry, f"{self.key('deployments')}[{i}]")
+            item.only("name", "provider", "upstream", "headers", "weight")
+            provider = item.get("provider", str, None)
+            if provider not in providers:
+                raise ConfigurationError(f"{item.key('provider')}: required, a configured provider (got {provider!r})")
+            upstream = item.get("upstream", str, self.data.get("upstream", alias))
+            name = item.get("name", str, f"{provider}/{upstream}")
+            result.append(Deployment(name, provider, upstream, item.headers("headers"), item.number("weight", 1.0)))
+        if len({d.name for d in result}) != len(result):
+            raise ConfigurationError(f"{self.key('deployments')}: deployment names must be unique")
+        return tuple(result)
+
+    def retry(self, base: RetrySettings) -> RetrySettings:
+        self.only("max_attempts", "base_delay", "max_delay", "deadline")
+        return RetrySettings(
+            max_attempts=self.integer("max_attempts", base.max_attempts),
+            base_delay=self.number("base_delay", base.base_delay),
+            max_delay=self.number("max_delay", base.max_delay),
+            deadline=self.number("deadline", base.deadline),
+        )
+
+    def breaker(self) -> BreakerSettings:
+        self.only("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "half_open_probes")
+        d = BreakerSettings()
+        rate = float(self.get("failure_rate", (int, float), d.failure_rate))
+        if not 0 <= rate <= 1:
+            raise ConfigurationError(f"{self.key('failure_rate')}: between 0 and 1 (0 turns it off)")
+        return BreakerSettings(
+            failure_threshold=self.integer("failure_threshold", d.failure_threshold),
+            failure_rate=rate,
+            min_requests=self.integer("min_requests", d.min_requests),
+            window=self.number("window", d.window),
+            cooldown=self.number("cooldown", d.cooldown),
+            half_open_probes=self.integer("half_open_probes", d.half_open_probes),
+        )
+
+    def routing(self, models: Mapping[str, ModelConfig]) -> RoutingConfig:
+        self.only("virtual")
+        table = self.sub("virtual")
+        virtual = {}
+        for name in table.data:
+            if name in models:
+                raise ConfigurationError(f"{table.key(name)}: a model with this name exists")
+            item = table.sub(name)
+            item.only("models", "min_tier", "needs")
+            candidates = item.names("models", ())
+            for candidate in candidates:
+                if candidate not in models:
+                    raise ConfigurationError(f"{item.key('models')}: unknown model {candidate!r}")
+            virtual[name] = VirtualModel(name, candidates, item.integer("min_tier", 1), item.capabilities("needs"))
+        return RoutingConfig(virtual)
 
     def price(self, base: Price) -> Price:
         self.only("input", "output", "cached_input", "cache_write")

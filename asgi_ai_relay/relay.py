@@ -28,6 +28,7 @@ from .config import RelayConfig, load_config
 from .errors import NotFound, RelayError
 from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
+from .routing import Router
 from .stages import auth as auth_stage
 from .stages import parse, ratelimit, route, usage
 from .storage import Ledger, RateLimitStore, ledger_from_uri
@@ -95,6 +96,10 @@ async def usage_report(relay: Relay, call: Call) -> RelayResponse:
     return relay.json_response(call, relay.stats.report())
 
 
+async def health_report(relay: Relay, call: Call) -> RelayResponse:
+    return relay.json_response(call, await relay.router.health())
+
+
 class Relay:
     """The whole pipeline, shared by the ASGI middleware and the Django and Flask adapters.
 
@@ -124,6 +129,7 @@ class Relay:
         self._providers: dict[str, Provider] | None = None
         self.stats = usage.UsageStats()
         self.traffic = ratelimit.Traffic(self.config, limits_store)
+        self.router = Router(self.config)
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
@@ -134,6 +140,7 @@ class Relay:
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, counting))
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
+        self.add_route("GET", "/v1/health", Route("health", OPENAI, [auth_stage.authenticate, health_report]))
 
     def add_route(self, method: str, path: str, route: Route, *, model: bool = False) -> None:
         """Serve ``path`` (relative to the prefix); ``model`` routes count in the usage totals."""
@@ -181,6 +188,7 @@ class Relay:
             self._client = None
             self._providers = None
         await self.traffic.aclose()
+        await self.router.aclose()
         if self._ledger is not None:
             self._ledger.close()
         self.started = False

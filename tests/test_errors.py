@@ -16,7 +16,12 @@ GOOD = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 @pytest.fixture(params=["aiohttp", "httpx"])
 def relay(upstream, request):
     """Every case runs on both upstream client backends."""
-    config = make_config(upstream, max_body_bytes=2048, timeouts={"read": 0.5, "stream_idle": 0.5}, http={"client": request.param})
+    # One attempt: these cases are about how a single upstream fault is answered (retries and
+    # fallbacks have their own tests in test_route_resilience.py).
+    config = make_config(
+        upstream, max_body_bytes=2048, timeouts={"read": 0.5, "stream_idle": 0.5}, http={"client": request.param},
+        retry={"max_attempts": 1},
+    )
     return Relay(config)
 
 

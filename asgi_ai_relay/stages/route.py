@@ -1,11 +1,27 @@
-"""Stage 5: which model and provider serve the request, and the call to it."""
+"""Stage 5: which model and provider serve the request, and the calls to them.
+
+:func:`forward` is the attempt loop. The candidates are the model, then its ``fallbacks`` (or,
+for a virtual model, the other models that fit, cheapest first). Each candidate is tried up to
+its ``retry.max_attempts`` times over its deployments in the balancing strategy's order; a
+deployment whose breaker is open is skipped without a call. Between two attempts at the same
+deployment the loop waits (``Retry-After`` or full-jitter backoff), unless the wait would end
+after the deadline: then it falls over to the next candidate at once. A context-length refusal
+moves to the model's ``context_fallbacks``; a request the provider calls invalid is answered
+as is. A stream counts as served once its first piece is ready for the caller, so nothing is
+ever retried after a byte has reached the client; no first piece within ``timeouts.first_byte``
+is a failed attempt like any other.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequest, ModelNotFound
+from ..breaker import CircuitOpen, Ticket
+from ..errors import ClientError, InvalidRequest, ModelNotFound, RelayError, UpstreamError, UpstreamTimeout
+from ..retry import Verdict, classify, wait_before_retry
 from ..types import RelayResponse
 from . import translate
 from .stream import RelayStream
@@ -13,8 +29,9 @@ from .usage import cost_of
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import ModelConfig
+    from ..config import ModelConfig, RetrySettings
     from ..relay import Relay
+    from ..routing import Router, Target
 
 __all__ = ["count_tokens", "forward", "resolve", "send_to"]
 
@@ -23,20 +40,207 @@ _JSON = "application/json"
 
 async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
     """:raises ModelNotFound: naming the model and the ones that exist."""
-    model = relay.config.models.get(call.requested_model or "")
+    name = call.requested_model or ""
+    model = relay.config.models.get(name)
     if model is None:
-        available = ", ".join(sorted(relay.config.models))
-        raise ModelNotFound(
-            f"The model '{call.requested_model}' does not exist on this relay. Available models: {available}.",
-            param="model",
-        )
+        virtual = relay.config.routing.virtual.get(name)
+        if virtual is None:
+            available = ", ".join(sorted([*relay.config.models, *relay.config.routing.virtual]))
+            raise ModelNotFound(
+                f"The model '{call.requested_model}' does not exist on this relay. Available models: {available}.",
+                param="model",
+            )
+        model, *call.candidates = await relay.router.choose(virtual, call)
     call.model = model
     return None
 
 
 async def forward(relay: Relay, call: Call) -> RelayResponse | None:
+    """Try the candidates until one answers.
+
+    :raises RelayError: the last failure when every candidate failed (or the first request
+        error a provider reported); :class:`CircuitOpen` when every breaker refused.
+    """
     assert call.model is not None
-    return await send_to(relay, call, call.model)
+    return await _Attempts(relay, call).run(call.model)
+
+
+class _Attempts:
+    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router")
+
+    def __init__(self, relay: Relay, call: Call) -> None:
+        self.relay = relay
+        self.call = call
+        self.router: Router = relay.router
+        self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
+        self.failure: RelayError | None = None
+        self.refusal: CircuitOpen | None = None
+
+    async def run(self, first: ModelConfig) -> RelayResponse:
+        models = self.relay.config.models
+        chain = self.call.candidates if self.call.candidates is not None else [models[f] for f in first.fallbacks]
+        queue = deque([first, *chain])
+        seen: set[str] = set()
+        while queue and self.remaining() > 0:
+            model = queue.popleft()
+            if model.alias in seen:
+                continue
+            seen.add(model.alias)
+            try:
+                response = await self.try_model(model)
+            except _TooLong:  # larger models go next
+                queue.extendleft(reversed([models[f] for f in model.context_fallbacks]))
+                continue
+            if response is not None:
+                return response
+        raise self.final_error()
+
+    def remaining(self) -> float:
+        return self.deadline - self.router.clock()
+
+    def final_error(self) -> RelayError:
+        self.call.headers["x-relay-attempts"] = str(self.call.attempts)
+        error = self.failure or self.refusal
+        if error is None:
+            error = UpstreamTimeout("The relay's deadline passed before any provider could be tried.")
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            error.headers.setdefault("retry-after", str(max(1, int(retry_after + 0.999))))
+        return error
+
+    async def try_model(self, model: ModelConfig) -> RelayResponse | None:
+        """Up to ``max_attempts`` calls over the model's deployments; None to move on.
+
+        :raises _TooLong: for a context-length refusal (after recording it).
+        :raises RelayError: for a request the provider called invalid (answered as is).
+        """
+        policy = self.router.policy(model)
+        targets = self.router.order(model)
+        attempts, index, previous = 0, 0, None
+        while attempts < policy.max_attempts and targets:
+            target = targets[index % len(targets)]
+            ticket = await self.admit(target)
+            if ticket is None:
+                targets.remove(target)
+                continue
+            if target is previous and not await self.pause(policy, attempts):
+                await self.router.breakers.release(ticket)
+                return None
+            attempts += 1
+            previous = target
+            try:
+                return await self.attempt(target, ticket)
+            except _Unsendable:
+                targets.remove(target)
+                continue
+            except UpstreamError as error:
+                verdict = self.judge(error)
+                if verdict is Verdict.NEXT:
+                    targets.remove(target)
+                    continue
+            index += 1
+        return None
+
+    def judge(self, error: UpstreamError) -> Verdict:
+        verdict = classify(error)
+        self.failure = error
+        if verdict is Verdict.FATAL:
+            raise error
+        if verdict is Verdict.CONTEXT:
+            raise _TooLong from error
+        return verdict
+
+    async def admit(self, target: Target) -> Ticket | None:
+        try:
+            return await self.router.breakers.allow(target.name, self.router.clock())
+        except CircuitOpen as refusal:
+            if self.refusal is None or refusal.seconds_left < self.refusal.seconds_left:
+                self.refusal = refusal
+            self.call.attempt_log.append({"deployment": target.name, "model": target.model.alias, "skipped": "circuit_open"})
+            return None
+
+    async def pause(self, policy: RetrySettings, retries: int) -> bool:
+        """Wait before retrying the same deployment; False when the wait would pass the deadline."""
+        assert self.failure is not None
+        wait = wait_before_retry(self.failure, policy, retries, self.remaining(), self.router.rng)
+        if wait is None:
+            return False
+        if self.call.attempt_log:
+            self.call.attempt_log[-1]["wait_s"] = round(wait, 3)
+        await self.router.sleep(wait)
+        return True
+
+    async def attempt(self, target: Target, ticket: Ticket) -> RelayResponse:
+        """One call; the breaker and the log learn its outcome whatever it is."""
+        call, router = self.call, self.router
+        started, before = time.perf_counter(), call.attempts
+        limit = min(self.remaining(), self.relay.config.timeouts.first_byte if call.stream else self.remaining())
+        # In the log before the call: a stream may complete (and be recorded) inside start().
+        entry = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
+        call.attempt_log.append(entry)
+        target.in_flight += 1
+        try:
+            async with asyncio.timeout(limit):
+                response = await send_to(self.relay, call, target.model)
+                entry["status"], entry["ms"] = response.status, _ms_since(started)
+                if isinstance(response.stream, RelayStream):
+                    response.stream.on_end = _StreamEnd(router, target)
+                    await response.stream.start()
+        except TimeoutError:
+            error: RelayError = UpstreamTimeout(f"Provider {target.model.provider!r} sent nothing within {limit:.1f}s.")
+        except UpstreamError as exc:
+            error = exc
+        except BaseException as exc:
+            target.in_flight -= 1
+            await router.breakers.release(ticket)
+            if isinstance(exc, ClientError) and call.attempts == before:
+                # Refused before any call (no translation to this provider's format): try elsewhere.
+                entry.pop("provider")
+                entry["skipped"] = exc.code or "unsendable"
+                self.failure = self.failure or exc
+                raise _Unsendable from exc
+            raise
+        else:
+            target.observe(_ms_since(started))
+            await router.breakers.record(ticket, True, router.clock())
+            self.served(target, response)
+            return response
+        target.in_flight -= 1
+        entry.update(status=error.status_code, error=error.code or error.error_type, ms=_ms_since(started))
+        await router.breakers.record(ticket, not classify(error).provider_failed, router.clock())
+        raise error
+
+    def served(self, target: Target, response: RelayResponse) -> None:
+        self.call.headers["x-relay-attempts"] = str(self.call.attempts)
+        if response.stream is None:
+            target.in_flight -= 1  # a stream frees its deployment when it ends (_StreamEnd)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+class _StreamEnd:
+    """Called once when a served stream ends: frees the deployment, reports a mid-stream failure."""
+
+    __slots__ = ("router", "target")
+
+    def __init__(self, router: Router, target: Target) -> None:
+        self.router = router
+        self.target = target
+
+    async def __call__(self, error: RelayError | None) -> None:
+        self.target.in_flight -= 1
+        if error is not None and classify(error).provider_failed:
+            await self.router.breakers.record(Ticket(self.target.name), False, self.router.clock())
+
+
+class _TooLong(Exception):
+    """The prompt does not fit this model's context window."""
+
+
+class _Unsendable(Exception):
+    """The request cannot go to this deployment at all (nothing was sent)."""
 
 
 async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse:

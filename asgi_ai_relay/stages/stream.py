@@ -10,7 +10,7 @@ closes the upstream connection so the provider stops generating).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import RelayError
@@ -30,7 +30,7 @@ CLIENT_CLOSED = 499
 
 
 class RelayStream:
-    __slots__ = ("_call", "_chunks", "_closed", "_recorded", "_relay", "_tail", "_translator", "_upstream")
+    __slots__ = ("_call", "_chunks", "_closed", "_head", "_recorded", "_relay", "_tail", "_translator", "_upstream", "on_end")
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
         assert upstream.chunks is not None
@@ -41,12 +41,31 @@ class RelayStream:
         self._translator = translator
         self._recorded = False
         self._closed = False
+        self._head = b""
         self._tail = b""
+        #: Awaited once when the upstream is released, with the error that ended the stream.
+        self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
 
     def __aiter__(self) -> RelayStream:
         return self
 
+    async def start(self) -> None:
+        """Read up to the first piece for the caller before anything is sent to it.
+
+        :raises RelayError: when the provider fails first; the upstream is released and the
+            request left unrecorded, so the route can still try elsewhere.
+        """
+        try:
+            self._head = await self._read()
+        except BaseException:
+            self.on_end = None  # the route accounts for this attempt itself
+            await self._release()
+            raise
+
     async def __anext__(self) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
         if not self._closed:
             out = await self._next()
             if out:
@@ -58,23 +77,8 @@ class RelayStream:
 
     async def _next(self) -> bytes:
         """The next non-empty piece for the caller, or b"" once the upstream is closed."""
-        translator = self._translator
         try:
-            while True:
-                try:
-                    chunk = await self._chunks.__anext__()
-                except StopAsyncIteration:
-                    self._tail = translator.close()
-                    self._record(200, None)
-                    await self._release()
-                    return b""
-                out = translator.feed(chunk)
-                if out:
-                    if self._call.ttfb_ms is None:
-                        self._call.ttfb_ms = self._call.elapsed_ms()
-                    if translator.done:
-                        self._record(200, None)
-                    return out
+            return await self._read()
         except RelayError as error:
             await self._fail(error)
         except Exception:
@@ -84,6 +88,24 @@ class RelayStream:
             await self.aclose()
             raise
         return b""
+
+    async def _read(self) -> bytes:
+        translator = self._translator
+        while True:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._tail = translator.close()
+                self._record(200, None)
+                await self._release()
+                return b""
+            out = translator.feed(chunk)
+            if out:
+                if self._call.ttfb_ms is None:
+                    self._call.ttfb_ms = self._call.elapsed_ms()
+                if translator.done:
+                    self._record(200, None)
+                return out
 
     async def _fail(self, error: RelayError) -> None:
         """End the stream with an error event in the caller's format (unless it had completed)."""
@@ -119,3 +141,8 @@ class RelayStream:
                 await close()
         finally:
             await self._upstream.aclose()
+            if self.on_end is not None:
+                try:
+                    await self.on_end(self._call.error)
+                except Exception:
+                    logger.exception("request_id=%s stream end hook failed", self._call.request_id)

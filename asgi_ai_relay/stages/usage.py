@@ -9,6 +9,8 @@ from collections import deque
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..storage import LedgerRow
 
 if TYPE_CHECKING:
@@ -161,6 +163,7 @@ def record(relay: Relay, call: Call) -> None:
             upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
             attempts=call.attempts,
             estimated=bool(usage and usage.estimated),
+            attempt_log=orjson.dumps(call.attempt_log).decode() if call.attempt_log else None,
         )
     )
     if call.endpoint in relay.model_endpoints:

@@ -38,6 +38,9 @@ class LedgerRow:
     upstream_ms: float | None = None
     attempts: int = 0
     estimated: bool = False
+    #: Every upstream attempt of the request, as JSON: ``[{"deployment", "model", "provider",
+    #: "status", "ms", "error"?, "wait_s"?} | {"deployment", "model", "skipped"}, ...]``.
+    attempt_log: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -43,6 +43,14 @@ def _values(row: LedgerRow) -> tuple[object, ...]:
     return tuple(str(v) if isinstance(v, Decimal) else v for v in (getattr(row, c) for c in LEDGER_COLUMNS))
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Ledger files written by an older version gain the columns added since (as NULL)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(relay_usage)")}
+    for name in LEDGER_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}")
+
+
 class SQLiteLedger:
     def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05) -> None:
         if not path:
@@ -66,6 +74,7 @@ class SQLiteLedger:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
+            _add_missing_columns(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite ledger at {self.path}: {exc}") from exc
         return conn
