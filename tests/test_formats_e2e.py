@@ -29,6 +29,8 @@ def config(upstream):
             "ge": {"kind": "gemini", "base_url": f"{upstream.url}/v1beta", "api_key": "env:TEST_UPSTREAM_KEY"},
         },
         "models": {f"m-{p}": {"provider": p, "upstream": UPSTREAM_MODEL[p], "price": PRICE} for p in API},
+        # One attempt: these tests check how a single upstream answer is translated, not retries.
+        "retry": {"max_attempts": 1},
     }
 
 
