@@ -22,10 +22,15 @@ from .errors import ConfigurationError
 
 __all__ = [
     "ApiKey",
+    "Budget",
+    "BudgetSettings",
+    "CacheSettings",
     "DEFAULT_MODELS",
     "HttpSettings",
+    "MetricsSettings",
     "ModelConfig",
     "Price",
+    "PricingSettings",
     "ProviderConfig",
     "RelayConfig",
     "Secret",
@@ -150,6 +155,59 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """How the response cache decides; where it stores is ``storage.cache``."""
+
+    #: ``deterministic`` (temperature 0 or a seed), ``all``, or ``off``.
+    mode: str = "deterministic"
+    #: ``shared`` between callers, or ``caller`` (each caller its own entries).
+    scope: str = "shared"
+    #: Upper bound, seconds, for the per-request ``x-relay-cache-ttl`` override.
+    max_ttl: int = 7 * 24 * 3600
+    #: Answers larger than this are neither stored nor coalesced.
+    max_entry_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    """Costs are kept in USD; reports also show them in ``currency`` at ``exchange_rate``
+    (units of ``currency`` per USD). ``lists`` are other price lists to compare against."""
+
+    currency: str = "USD"
+    exchange_rate: Decimal = Decimal(1)
+    lists: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """USD a caller may spend per UTC day and per UTC month; ``None`` means no limit."""
+
+    daily: Decimal | None = None
+    monthly: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    default: Budget = field(default_factory=Budget)
+    callers: Mapping[str, Budget] = field(default_factory=dict)
+    #: Fraction of a budget at which a warning is logged (once per caller and period).
+    soft_threshold: Decimal = Decimal("0.8")
+
+    def for_caller(self, caller: str) -> Budget:
+        return self.callers.get(caller, self.default)
+
+    @property
+    def active(self) -> bool:
+        return any(b.daily is not None or b.monthly is not None for b in (self.default, *self.callers.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    #: Serve ``{prefix}/metrics`` (needs the ``metrics`` extra, prometheus-client).
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     prefix: str = "/ai"
     max_body_bytes: int = 4 * 1024 * 1024
@@ -161,6 +219,10 @@ class RelayConfig:
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     storage: StorageConfig = field(default_factory=StorageConfig)
     log_requests: bool = True
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def load_config(source: RelayConfig | Mapping[str, Any] | str | Path | None = None) -> RelayConfig:
@@ -269,6 +331,7 @@ class _Reader:
         self.only(
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models",
+            "cache", "pricing", "budgets", "metrics",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -286,6 +349,10 @@ class _Reader:
             models=models,
             storage=self.sub("storage").storage(),
             log_requests=self.get("log_requests", bool, True),
+            cache=self.sub("cache").cache(),
+            pricing=self.sub("pricing").pricing(),
+            budgets=self.sub("budgets").budgets(),
+            metrics=self.sub("metrics").metrics(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -406,3 +473,57 @@ class _Reader:
             output=self.decimal("output", base.output) or Decimal(0),
             cached_input=self.decimal("cached_input", base.cached_input),
         )
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(name, str, default)
+        if value not in allowed:
+            raise ConfigurationError(f"{self.key(name)}: one of {', '.join(allowed)}; got {value!r}")
+        return str(value)
+
+    def cache(self) -> CacheSettings:
+        self.only("mode", "scope", "max_ttl", "max_entry_bytes")
+        d = CacheSettings()
+        return CacheSettings(
+            mode=self.choice("mode", d.mode, ("deterministic", "all", "off")),
+            scope=self.choice("scope", d.scope, ("shared", "caller")),
+            max_ttl=self.integer("max_ttl", d.max_ttl),
+            max_entry_bytes=self.integer("max_entry_bytes", d.max_entry_bytes),
+        )
+
+    def pricing(self) -> PricingSettings:
+        self.only("currency", "exchange_rate", "lists")
+        currency = self.get("currency", str, "USD")
+        if not currency.isalpha() or len(currency) != 3:
+            raise ConfigurationError(f"{self.key('currency')}: a three-letter code such as USD or CNY")
+        rate = self.decimal("exchange_rate", Decimal(1))
+        if not rate:
+            raise ConfigurationError(f"{self.key('exchange_rate')}: must be greater than 0")
+        lists = self.sub("lists")
+        return PricingSettings(
+            currency=currency.upper(),
+            exchange_rate=rate,
+            lists={name: lists.sub(name).price_list() for name in lists.data},
+        )
+
+    def price_list(self) -> dict[str, Price]:
+        return {alias: self.sub(alias).price(Price()) for alias in self.data}
+
+    def budgets(self) -> BudgetSettings:
+        self.only("default", "callers", "soft_threshold")
+        threshold = self.decimal("soft_threshold", Decimal("0.8"))
+        if threshold is None or threshold > 1:
+            raise ConfigurationError(f"{self.key('soft_threshold')}: a fraction between 0 and 1")
+        callers = self.sub("callers")
+        return BudgetSettings(
+            default=self.sub("default").budget(),
+            callers={caller: callers.sub(caller).budget() for caller in callers.data},
+            soft_threshold=threshold,
+        )
+
+    def budget(self) -> Budget:
+        self.only("daily", "monthly")
+        return Budget(daily=self.decimal("daily", None), monthly=self.decimal("monthly", None))
+
+    def metrics(self) -> MetricsSettings:
+        self.only("enabled")
+        return MetricsSettings(enabled=self.get("enabled", bool, True))

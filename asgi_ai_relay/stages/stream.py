@@ -4,6 +4,10 @@
 whichever way the stream ends: the provider's last chunk, a provider failure (the caller gets
 an error event in its own format, never a silent hang), or the caller going away (``aclose``,
 which also closes the upstream connection so the provider stops generating).
+
+It keeps the pieces it gives the caller in ``call.output`` (up to ``cache.max_entry_bytes``,
+then it stops keeping them) so a finished stream can be cached and replayed piece by piece,
+and its tokens estimated when the provider reported no usage.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ CLIENT_CLOSED = 499
 
 
 class RelayStream:
-    __slots__ = ("_call", "_chunks", "_done", "_relay", "_tail", "_translator", "_upstream")
+    __slots__ = ("_call", "_chunks", "_done", "_kept", "_limit", "_relay", "_tail", "_translator", "_upstream")
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
         assert upstream.chunks is not None
@@ -40,6 +44,9 @@ class RelayStream:
         self._translator = translator
         self._done = False
         self._tail = b""
+        call.output = []
+        self._kept = 0
+        self._limit = relay.config.cache.max_entry_bytes
 
     def __aiter__(self) -> RelayStream:
         return self
@@ -68,6 +75,11 @@ class RelayStream:
                 if out:
                     if self._call.ttfb_ms is None:
                         self._call.ttfb_ms = self._call.elapsed_ms()
+                    self._keep(out)
+                    if getattr(self._translator, "done", False):
+                        # Recorded before the caller sees the end: clients hang up right after it.
+                        self._tail = self._translator.close()
+                        await self._finish(200, None)
                     return out
         except RelayError as error:
             await self._fail(error)
@@ -78,6 +90,15 @@ class RelayStream:
             await self._finish(CLIENT_CLOSED, None)
             raise
         return b""
+
+    def _keep(self, piece: bytes) -> None:
+        output = self._call.output
+        if output is not None:
+            self._kept += len(piece)
+            if self._kept > self._limit:
+                self._call.output = None
+            else:
+                output.append(piece)
 
     async def _fail(self, error: RelayError) -> None:
         """End the stream with an error event in the caller's format."""
@@ -103,6 +124,8 @@ class RelayStream:
             await self._upstream.aclose()
         finally:
             call.usage = self._translator.usage
+            if status == 200 and self._tail:
+                self._keep(self._tail)  # given to the caller next, after this finish
             if call.ttfb_ms is None and status == 200:
                 call.ttfb_ms = call.elapsed_ms()
             self._relay.finish(call)

@@ -23,6 +23,9 @@ __all__ = ["OpenAIPassThrough", "StreamTranslator", "TRANSLATIONS", "Translation
 
 class StreamTranslator(Protocol):
     usage: Usage | None
+    #: Set once the caller's format's last event has been produced (OpenAI's ``[DONE]``): the
+    #: answer is complete even if the caller hangs up before the provider closes the stream.
+    done: bool
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""
@@ -46,12 +49,13 @@ class _OpenAIStream:
     is left out so the caller sees exactly what it asked for.
     """
 
-    __slots__ = ("include_usage", "splitter", "usage")
+    __slots__ = ("done", "include_usage", "splitter", "usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
@@ -59,6 +63,8 @@ class _OpenAIStream:
             if b'"usage":{' in event.data or b'"usage": {' in event.data:
                 if not self._take_usage(event.data):
                     continue
+            elif event.data == b"[DONE]":
+                self.done = True
             out.append(event.raw)
         return b"".join(out)
 
