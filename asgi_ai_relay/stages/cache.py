@@ -235,6 +235,11 @@ def complete(relay: Relay, call: Call) -> None:
     if raw is None:
         _land(relay, key, flight)
         return
+    current = relay.flights.get(key)
+    if flight is None and (current is None or current.done()):
+        # A refresh (no-cache): newcomers read it here until the cache write has landed.
+        flight = relay.flights[key] = asyncio.get_running_loop().create_future()
+        flight.set_result(raw)
     task = asyncio.get_running_loop().create_task(_store(relay, key, raw, call.cache_ttl))
     relay.background.add(task)
     task.add_done_callback(lambda t: (relay.background.discard(t), _land(relay, key, flight)))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..errors import RelayError
+from ..errors import RelayError, UpstreamError
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -114,6 +114,9 @@ class RelayStream:
         if self._done:
             return
         self._done = True
+        if status == 200 and getattr(self._translator, "failed", False):
+            error = UpstreamError("The provider reported an error inside the stream.")
+            status = error.status_code
         call = self._call
         call.status = status
         call.error = error

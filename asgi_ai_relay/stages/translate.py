@@ -26,6 +26,8 @@ class StreamTranslator(Protocol):
     #: Set once the caller's format's last event has been produced (OpenAI's ``[DONE]``): the
     #: answer is complete even if the caller hangs up before the provider closes the stream.
     done: bool
+    #: Set when the provider reported an error inside the stream (the caller has seen it).
+    failed: bool
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""
@@ -49,13 +51,14 @@ class _OpenAIStream:
     is left out so the caller sees exactly what it asked for.
     """
 
-    __slots__ = ("done", "include_usage", "splitter", "usage")
+    __slots__ = ("done", "failed", "include_usage", "splitter", "usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
         self.done = False
+        self.failed = False
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
@@ -65,6 +68,8 @@ class _OpenAIStream:
                     continue
             elif event.data == b"[DONE]":
                 self.done = True
+            elif event.data.startswith(b'{"error"'):
+                self.failed = True
             out.append(event.raw)
         return b"".join(out)
 
