@@ -109,7 +109,12 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     if not read and (not write or ttl <= 0):
         return _bypass(call)
     key = cache_key(relay, call)
-    if read:
+    flight = relay.flights.get(key) if read else None
+    if flight is not None:  # in progress, or just answered: fresher than the backend
+        raw = await _follow(relay, flight)
+        if raw is not None:
+            return _hit(relay, call, raw)
+    elif read:
         raw = await _get(relay, key)
         if raw is not None:
             return _hit(relay, call, raw)
@@ -118,7 +123,10 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     if ttl <= 0:
         return None
     call.cache_key, call.cache_ttl = key, ttl
-    return await _join(relay, call, key) if read else None
+    if read and flight is None:
+        # Lead: identical requests from now on wait for this one's answer.
+        call.flight = relay.flights[key] = asyncio.get_running_loop().create_future()
+    return None
 
 
 def _bypass(call: Call) -> None:
@@ -135,19 +143,13 @@ async def _get(relay: Relay, key: str) -> bytes | None:
         return None
 
 
-async def _join(relay: Relay, call: Call, key: str) -> RelayResponse | None:
-    """Lead the flight for ``key``, or wait for the one in progress and answer from it."""
-    flight = relay.flights.get(key)
-    if flight is None:
-        call.flight = relay.flights[key] = asyncio.get_running_loop().create_future()
-        return None
+async def _follow(relay: Relay, flight: asyncio.Future[bytes | None]) -> bytes | None:
+    """The answer of the identical request in flight; ``None`` if it failed (then this request
+    goes upstream on its own rather than queueing behind another attempt)."""
     try:
-        raw = await asyncio.wait_for(asyncio.shield(flight), relay.config.timeouts.total)
+        return await asyncio.wait_for(asyncio.shield(flight), relay.config.timeouts.total)
     except TimeoutError:
-        raw = None
-    if raw is None:
-        return None  # the leader failed: this request goes upstream on its own
-    return _hit(relay, call, raw)
+        return None
 
 
 def _hit(relay: Relay, call: Call, raw: bytes) -> RelayResponse:
