@@ -148,13 +148,16 @@ def summarize(
         known = ", ".join([CATALOG, *config.pricing.lists])
         raise InvalidRequest(f"Unknown price list {compare!r} (known: {known}).", param="compare")
     total = Summary()
+    models: dict[str, Summary] = {}
     groups: dict[str, Summary] = {}
     for row in rows:
         total.add(row, config, compare)
+        models.setdefault(row.model or "(none)", Summary()).add(row, config, compare)
         if group_by:
             key = _group_key(row, group_by)
             groups.setdefault(key, Summary()).add(row, config, compare)
     report: dict[str, Any] = {"object": "relay.usage", **total.report(config, compare)}
+    report["models"] = {name: summary.report(config, compare) for name, summary in sorted(models.items())}
     if group_by:
         report["group_by"] = list(group_by)
         report["groups"] = [

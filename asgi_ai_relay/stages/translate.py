@@ -23,10 +23,10 @@ __all__ = ["OpenAIPassThrough", "StreamTranslator", "TRANSLATIONS", "Translation
 
 class StreamTranslator(Protocol):
     usage: Usage | None
-    #: Set once the caller's format's last event has been produced (OpenAI's ``[DONE]``): the
-    #: answer is complete even if the caller hangs up before the provider closes the stream.
+    #: Set once the provider's terminal event has gone through (the stream is complete).
     done: bool
-    #: Set when the provider reported an error inside the stream (the caller has seen it).
+    #: Set when the provider reported an error inside the stream (the caller has seen it);
+    #: optional for translators (read with ``getattr``).
     failed: bool
 
     def feed(self, chunk: bytes) -> bytes:
@@ -63,11 +63,11 @@ class _OpenAIStream:
     def feed(self, chunk: bytes) -> bytes:
         out = []
         for event in self.splitter.feed(chunk):
-            if b'"usage":{' in event.data or b'"usage": {' in event.data:
+            if event.data == b"[DONE]":
+                self.done = True
+            elif b'"usage":{' in event.data or b'"usage": {' in event.data:
                 if not self._take_usage(event.data):
                     continue
-            elif event.data == b"[DONE]":
-                self.done = True
             elif event.data.startswith(b'{"error"'):
                 self.failed = True
             out.append(event.raw)

@@ -47,7 +47,7 @@ def split_table(uri: str) -> tuple[str, str]:
 
 
 class PostgresLedger:
-    def __init__(self, uri: str, *, batch: int = 500) -> None:
+    def __init__(self, uri: str, *, batch: int = 500, linger: float = 0.05) -> None:
         import psycopg  # the postgres extra; imported only when this backend is named
 
         self._psycopg = psycopg
@@ -58,7 +58,9 @@ class PostgresLedger:
             f"INSERT INTO {self.table} ({', '.join(LEDGER_COLUMNS)}) "
             f"VALUES ({', '.join('%s' for _ in LEDGER_COLUMNS)})"
         )
-        self._writer: BatchWriter[LedgerRow] = BatchWriter(self._write, name="asgi-ai-relay-ledger-pg", batch=batch)
+        self._writer: BatchWriter[LedgerRow] = BatchWriter(
+            self._write, name="asgi-ai-relay-ledger-pg", batch=batch, linger=linger
+        )
 
     def _connect(self) -> Any:
         columns = ", ".join(f"{name} {_TYPES.get(name, 'TEXT')}" for name in LEDGER_COLUMNS)

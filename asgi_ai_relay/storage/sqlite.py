@@ -1,5 +1,6 @@
 """The embedded ledger: a SQLite file, written in batches by one thread off the request path
-(see :mod:`.batch`). Columns added by newer versions are added to an older file on open."""
+(see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
+seconds). Columns added by newer versions are added to an older file on open."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def where_clause(query: LedgerQuery, mark: str = "?") -> tuple[str, list[Any]]:
 
 
 class SQLiteLedger:
-    def __init__(self, path: str, *, batch: int = 500) -> None:
+    def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05) -> None:
         if not path:
             raise ConfigurationError("storage.ledger: sqlite:///PATH needs a path")
         self.path = path
@@ -75,7 +76,9 @@ class SQLiteLedger:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, used by the writer and by queries
         self._conn = self._connect()
-        self._writer: BatchWriter[LedgerRow] = BatchWriter(self._write, name="asgi-ai-relay-ledger", batch=batch)
+        self._writer: BatchWriter[LedgerRow] = BatchWriter(
+            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger
+        )
 
     def _connect(self) -> sqlite3.Connection:
         try:
