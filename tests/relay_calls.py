@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 import orjson
 
 from asgi_ai_relay import Relay, RelayRequest, RelayResponse
@@ -56,3 +57,19 @@ async def until(predicate, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.001)
 
     await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture
+async def relays():
+    """``relays(config, **options)`` builds a Relay that is shut down after the test (its
+    upstream session closed, its ledger flushed)."""
+    made: list[Relay] = []
+
+    def build(*args, **kwargs) -> Relay:
+        relay = Relay(*args, **kwargs)
+        made.append(relay)
+        return relay
+
+    yield build
+    for relay in made:
+        await relay.shutdown()

@@ -14,7 +14,7 @@ from asgi_ai_relay.stages.budget import estimate_request_usage
 from tests.conftest import make_config
 from tests.fake_upstream import plan_reply
 from tests.live import LiveServer
-from tests.relay_calls import chat
+from tests.relay_calls import relays, chat
 
 KEYS = [{"key": "key-a", "caller": "a"}, {"key": "key-b", "caller": "b"}]
 BODY = {"model": "test-model", "messages": [{"role": "user", "content": "spend some money please"}], "max_tokens": 50}
@@ -29,8 +29,8 @@ def estimate(relay, body):
     return model_cost(relay.config, relay.config.models["test-model"], estimate_request_usage(body))
 
 
-async def test_budget_blocks_the_request_that_would_cross(upstream, caplog, tmp_path):
-    probe = Relay(make_config(upstream))
+async def test_budget_blocks_the_request_that_would_cross(upstream, caplog, tmp_path, relays):
+    probe = relays(make_config(upstream))
     cost, held = actual_cost(BODY), estimate(probe, BODY)
     # room for exactly three requests: the fourth's estimate would cross the limit
     limit = 3 * cost + held - Decimal("0.000000001")
@@ -40,7 +40,7 @@ async def test_budget_blocks_the_request_that_would_cross(upstream, caplog, tmp_
         # warn once spend passes 2.5 requests' worth: after the third
         budgets={"callers": {"a": {"daily": str(limit)}}, "soft_threshold": str(Decimal("2.5") * cost / limit)},
     )
-    relay = Relay(config)
+    relay = relays(config)
     await relay.startup()
     with caplog.at_level(logging.WARNING, logger="asgi_ai_relay"):
         statuses = [(await chat(relay, BODY, key="key-a")).status for _ in range(3)]
@@ -58,18 +58,18 @@ async def test_budget_blocks_the_request_that_would_cross(upstream, caplog, tmp_
     assert sum(r.cost_usd for r in rows if r.caller == "a") == 3 * cost <= limit
     assert [r.status for r in rows if r.caller == "a"] == [200, 200, 200, 429]
 
-    restarted = Relay(config)  # spend is seeded from the ledger: still over budget
+    restarted = relays(config)  # spend is seeded from the ledger: still over budget
     await restarted.startup()
     assert (await chat(restarted, BODY, key="key-a")).status == 429
     await restarted.shutdown()
 
 
-async def test_concurrent_requests_cannot_share_the_last_room(upstream):
+async def test_concurrent_requests_cannot_share_the_last_room(upstream, relays):
     import asyncio
 
-    probe = Relay(make_config(upstream))
+    probe = relays(make_config(upstream))
     held = estimate(probe, BODY)
-    relay = Relay(make_config(upstream, api_keys=KEYS, budgets={"default": {"monthly": str(held * 2)}}))
+    relay = relays(make_config(upstream, api_keys=KEYS, budgets={"default": {"monthly": str(held * 2)}}))
     responses = await asyncio.gather(*(chat(relay, BODY, key="key-b") for _ in range(5)))
     assert sorted(r.status for r in responses) == [200, 200, 429, 429, 429]
 

@@ -17,7 +17,7 @@ from asgi_ai_relay.storage import MemoryCache
 from tests.conftest import make_config
 from tests.fake_upstream import Fault, plan_reply
 from tests.live import LiveServer
-from tests.relay_calls import GatedTransport, chat, pieces, until
+from tests.relay_calls import relays, GatedTransport, chat, pieces, until
 
 MESSAGES = [{"role": "user", "content": "What is the cache for?"}]
 BODY = {"model": "test-model", "messages": MESSAGES, "temperature": 0}
@@ -28,8 +28,8 @@ def cost(body):
     return Decimal(plan.prompt_tokens) * Decimal("2.5") / 10**6 + Decimal(plan.completion_tokens) * 10 / 10**6
 
 
-async def test_hit_is_byte_identical_and_free(upstream):
-    relay = Relay(make_config(upstream))
+async def test_hit_is_byte_identical_and_free(upstream, relays):
+    relay = relays(make_config(upstream))
     first = await chat(relay, BODY)
     second = await chat(relay, {**BODY, "user": "someone-else", "metadata": {"trace": "1"}})
     assert first.headers["x-relay-cache"] == "miss" and second.headers["x-relay-cache"] == "hit"
@@ -43,8 +43,8 @@ async def test_hit_is_byte_identical_and_free(upstream):
     assert (hit.prompt_tokens, hit.completion_tokens, hit.provider) == (miss.prompt_tokens, miss.completion_tokens, "up")
 
 
-async def test_stream_replay_equals_original_piece_by_piece(upstream):
-    relay = Relay(make_config(upstream))
+async def test_stream_replay_equals_original_piece_by_piece(upstream, relays):
+    relay = relays(make_config(upstream))
     body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
     original = await pieces(await chat(relay, body))
     replay_response = await chat(relay, body)
@@ -94,8 +94,8 @@ def test_stream_replay_through_the_openai_sdk(upstream):
         ({"temperature": 0}, {"cache-control": "no-store, no-cache"}, "bypass"),
     ],
 )
-async def test_policy(upstream, body, headers, expected):
-    relay = Relay(make_config(upstream))
+async def test_policy(upstream, body, headers, expected, relays):
+    relay = relays(make_config(upstream))
     response = await chat(relay, {"model": "test-model", "messages": MESSAGES, **body}, headers)
     assert response.headers["x-relay-cache"] == expected
     assert "use_cache" not in upstream.last_request.json  # relay-only, never forwarded
@@ -103,8 +103,8 @@ async def test_policy(upstream, body, headers, expected):
     assert again.headers["x-relay-cache"] == ("hit" if expected == "miss" else "bypass")
 
 
-async def test_no_cache_refreshes_and_no_store_does_not_store(upstream):
-    relay = Relay(make_config(upstream))
+async def test_no_cache_refreshes_and_no_store_does_not_store(upstream, relays):
+    relay = relays(make_config(upstream))
     await chat(relay, BODY)
     upstream.script(Fault.reply("fresh answer"))
     refreshed = await chat(relay, BODY, {"cache-control": "no-cache"})
@@ -116,8 +116,8 @@ async def test_no_cache_refreshes_and_no_store_does_not_store(upstream):
     assert len(upstream.requests) == 4
 
 
-async def test_ttl_override_and_its_validation(upstream):
-    relay = Relay(make_config(upstream, storage={"cache": "memory://?ttl=3600"}))
+async def test_ttl_override_and_its_validation(upstream, relays):
+    relay = relays(make_config(upstream, storage={"cache": "memory://?ttl=3600"}))
     clock = [0.0]
     relay._cache = MemoryCache(ttl=3600, clock=lambda: clock[0])
     await chat(relay, BODY, {"x-relay-cache-ttl": "10"})
@@ -132,8 +132,8 @@ async def test_ttl_override_and_its_validation(upstream):
     assert bad.status == 400 and b"use_cache" in bad.body
 
 
-async def test_errors_are_not_cached(upstream):
-    relay = Relay(make_config(upstream))
+async def test_errors_are_not_cached(upstream, relays):
+    relay = relays(make_config(upstream))
     upstream.script(Fault.status(500))
     assert (await chat(relay, BODY)).status == 500
     upstream.script(Fault.stream_error(after_chunks=2))
@@ -142,21 +142,21 @@ async def test_errors_are_not_cached(upstream):
     assert (await chat(relay, {**BODY, "stream": True})).headers["x-relay-cache"] == "miss"
 
 
-async def test_per_caller_scope(upstream):
+async def test_per_caller_scope(upstream, relays):
     keys = [{"key": "key-a", "caller": "a"}, {"key": "key-b", "caller": "b"}]
-    relay = Relay(make_config(upstream, api_keys=keys, cache={"scope": "caller"}))
+    relay = relays(make_config(upstream, api_keys=keys, cache={"scope": "caller"}))
     assert (await chat(relay, BODY, key="key-a")).headers["x-relay-cache"] == "miss"
     assert (await chat(relay, BODY, key="key-b")).headers["x-relay-cache"] == "miss"
     assert (await chat(relay, BODY, key="key-a")).headers["x-relay-cache"] == "hit"
-    shared = Relay(make_config(upstream, api_keys=keys))
+    shared = relays(make_config(upstream, api_keys=keys))
     await chat(shared, BODY, key="key-a")
     assert (await chat(shared, BODY, key="key-b")).headers["x-relay-cache"] == "hit"
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_identical_concurrent_requests_cost_one_upstream_call(upstream, stream):
+async def test_identical_concurrent_requests_cost_one_upstream_call(upstream, stream, relays):
     gate = GatedTransport()
-    relay = Relay(make_config(upstream), transport=gate)
+    relay = relays(make_config(upstream), transport=gate)
     body = {**BODY, "stream": stream}
 
     async def one():
@@ -183,9 +183,9 @@ def _waiting(relay):
     return sum(len(getattr(f, "_callbacks", None) or ()) for f in relay.flights.values())
 
 
-async def test_followers_go_upstream_when_the_leader_fails(upstream):
+async def test_followers_go_upstream_when_the_leader_fails(upstream, relays):
     gate = GatedTransport()
-    relay = Relay(make_config(upstream), transport=gate)
+    relay = relays(make_config(upstream), transport=gate)
     upstream.script(Fault.status(500))
     tasks = [asyncio.create_task(chat(relay, BODY)) for _ in range(3)]
     await until(lambda: gate.arrived == 1 and _waiting(relay) == 2)
@@ -195,7 +195,7 @@ async def test_followers_go_upstream_when_the_leader_fails(upstream):
     assert len(upstream.requests) == 3
 
 
-async def test_memory_lru_by_entries_bytes_and_ttl():
+async def test_memory_lru_by_entries_bytes_and_ttl(relays):
     clock = [0.0]
     cache = MemoryCache(maxsize=3, max_bytes=100, ttl=60, clock=lambda: clock[0])
     for name in "abc":
@@ -212,13 +212,13 @@ async def test_memory_lru_by_entries_bytes_and_ttl():
 
 
 @pytest.mark.redis
-async def test_redis_cache_shared_between_relays(upstream, redis_url):
+async def test_redis_cache_shared_between_relays(upstream, redis_url, relays):
     import redis.asyncio as aioredis
 
     prefix = f"test:{uuid.uuid4().hex}:"
     uri = f"{redis_url}?ttl=120&prefix={prefix}"
-    first = Relay(make_config(upstream, storage={"cache": uri}))
-    second = Relay(make_config(upstream, storage={"cache": uri}))
+    first = relays(make_config(upstream, storage={"cache": uri}))
+    second = relays(make_config(upstream, storage={"cache": uri}))
     client = aioredis.Redis.from_url(redis_url)
     try:
         body = {**BODY, "stream": True}
@@ -243,8 +243,8 @@ async def test_redis_cache_shared_between_relays(upstream, redis_url):
     assert len(upstream.requests) == 3
 
 
-async def test_redis_outage_answers_without_cache(upstream):
-    relay = Relay(make_config(upstream, storage={"cache": "redis://127.0.0.1:1/0?prefix=x:"}))
+async def test_redis_outage_answers_without_cache(upstream, relays):
+    relay = relays(make_config(upstream, storage={"cache": "redis://127.0.0.1:1/0?prefix=x:"}))
     first = await chat(relay, BODY)
     await asyncio.gather(*relay.background)
     second = await chat(relay, BODY)

@@ -13,15 +13,15 @@ from asgi_ai_relay import Relay
 from asgi_ai_relay.storage import LEDGER_COLUMNS, LedgerQuery, LedgerRow, ledger_from_uri
 from tests.conftest import make_config
 from tests.fake_upstream import plan_reply
-from tests.relay_calls import chat, get, pieces
+from tests.relay_calls import relays, chat, get, pieces
 
 
 def body(i: int, stream: bool = False) -> dict:
     return {"model": "test-model", "messages": [{"role": "user", "content": f"question number {i}"}], "stream": stream}
 
 
-async def test_200_concurrent_requests_make_200_rows(upstream, tmp_path):
-    relay = Relay(make_config(upstream, storage={"ledger": f"sqlite:///{tmp_path}/usage.db"}))
+async def test_200_concurrent_requests_make_200_rows(upstream, tmp_path, relays):
+    relay = relays(make_config(upstream, storage={"ledger": f"sqlite:///{tmp_path}/usage.db"}))
 
     async def one(i: int):
         response = await chat(relay, body(i, stream=i % 4 == 0))
@@ -39,13 +39,13 @@ async def test_200_concurrent_requests_make_200_rows(upstream, tmp_path):
     assert sum(r.completion_tokens for r in rows) == expected
 
 
-async def test_ledger_survives_restart(upstream, tmp_path):
+async def test_ledger_survives_restart(upstream, tmp_path, relays):
     uri = f"sqlite:///{tmp_path}/usage.db"
-    first = Relay(make_config(upstream, storage={"ledger": uri}))
+    first = relays(make_config(upstream, storage={"ledger": uri}))
     for i in range(3):
         await chat(first, body(i))
     await first.shutdown()  # flushes the writer thread
-    second = Relay(make_config(upstream, storage={"ledger": uri}))
+    second = relays(make_config(upstream, storage={"ledger": uri}))
     await chat(second, body(3))
     report = await get(second, "/v1/usage")
     await second.shutdown()
@@ -84,10 +84,10 @@ def pg_uri(postgres_url):
 
 
 @pytest.mark.postgres
-async def test_postgres_ledger(upstream, pg_uri):
+async def test_postgres_ledger(upstream, pg_uri, relays):
     uri, table = pg_uri
     keys = [{"key": "key-a", "caller": "a"}, {"key": "key-admin", "caller": "ops", "admin": True}]
-    relay = Relay(make_config(upstream, storage={"ledger": uri}, api_keys=keys))
+    relay = relays(make_config(upstream, storage={"ledger": uri}, api_keys=keys))
     await asyncio.gather(*(chat(relay, body(i), key="key-a") for i in range(20)))
     await pieces(await chat(relay, body(99, stream=True), key="key-admin"))
     await relay.shutdown()

@@ -15,7 +15,7 @@ from asgi_ai_relay import Relay, RelayMiddleware
 from asgi_ai_relay.report import main as report_main
 from tests.conftest import make_config
 from tests.live import LiveServer
-from tests.relay_calls import chat, get, pieces
+from tests.relay_calls import relays, chat, get, pieces
 
 KEYS = [
     {"key": "key-a", "caller": "a"},
@@ -70,8 +70,8 @@ def check(report, sums):
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
-async def test_usage_matches_the_ledger(upstream, tmp_path, backend):
-    relay = Relay(config(upstream, "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/u.db"))
+async def test_usage_matches_the_ledger(upstream, tmp_path, backend, relays):
+    relay = relays(config(upstream, "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/u.db"))
     await traffic(relay)
     chat_rows = [r for r in relay.ledger.rows() if r.endpoint == "chat.completions"]
     assert len(chat_rows) == 8
@@ -94,8 +94,8 @@ async def test_usage_matches_the_ledger(upstream, tmp_path, backend):
     await relay.shutdown()
 
 
-async def test_a_caller_sees_only_its_own_usage(upstream):
-    relay = Relay(config(upstream))
+async def test_a_caller_sees_only_its_own_usage(upstream, relays):
+    relay = relays(config(upstream))
     await traffic(relay)
     mine = orjson.loads((await get(relay, "/v1/usage", key="key-b")).body)
     rows = [r for r in relay.ledger.rows() if r.endpoint == "chat.completions" and r.caller == "b"]
@@ -106,8 +106,8 @@ async def test_a_caller_sees_only_its_own_usage(upstream):
     assert bad.status == 400 and b"group_by" in bad.body
 
 
-async def test_time_filters_and_model_filter(upstream):
-    relay = Relay(config(upstream))
+async def test_time_filters_and_model_filter(upstream, relays):
+    relay = relays(config(upstream))
     await traffic(relay)
     rows = [r for r in relay.ledger.rows() if r.endpoint == "chat.completions"]
     cut = rows[4].ts
@@ -118,8 +118,8 @@ async def test_time_filters_and_model_filter(upstream):
     assert (await get(relay, "/v1/usage", "from=yesterday", key="key-ops")).status == 400
 
 
-async def test_savings_against_another_price_list(upstream):
-    relay = Relay(config(upstream))
+async def test_savings_against_another_price_list(upstream, relays):
+    relay = relays(config(upstream))
     await traffic(relay)
     report = orjson.loads((await get(relay, "/v1/usage", "group_by=month&compare=direct&model=test-model", key="key-ops")).body)
     rows = [r for r in relay.ledger.rows() if r.endpoint == "chat.completions" and r.model == "test-model"]
@@ -132,9 +132,9 @@ async def test_savings_against_another_price_list(upstream):
     assert (await get(relay, "/v1/usage", "compare=unknown", key="key-ops")).status == 400
 
 
-async def test_report_cli(upstream, tmp_path, capsys):
+async def test_report_cli(upstream, tmp_path, capsys, relays):
     uri = f"sqlite:///{tmp_path}/u.db"
-    relay = Relay(config(upstream, uri))
+    relay = relays(config(upstream, uri))
     await traffic(relay)
     await relay.shutdown()
     toml = tmp_path / "relay.toml"
