@@ -44,12 +44,12 @@ class Metrics:
 
     def watch(self, name: str, documentation: str, labels: Iterable[str], read: Reading) -> None:
         """Expose a gauge whose values ``read()`` returns at each scrape, e.g.
-        ``watch("relay_queue_depth", "Requests waiting.", ("model",), queue.depths)``."""
+        ``watch("relay_pool_size", "Open connections.", ("provider",), pools.sizes)``."""
         self._watched[name] = (documentation, tuple(labels), read)
 
     def watch_queue_depth(self, read: Reading) -> None:
-        """Hook for the request queue: ``read() -> {(model,): waiting}``."""
-        self.watch("relay_queue_depth", "Requests waiting in the relay's queue.", ("model",), read)
+        """Hook for the request queue: ``read() -> {("waiting",): n, ("in_flight",): n, ...}``."""
+        self.watch("relay_queue_depth", "Requests in the relay's queue and slots, by state.", ("state",), read)
 
     def watch_breaker_state(self, read: Reading) -> None:
         """Hook for circuit breakers: ``read() -> {(provider,): 0 closed, 1 half-open, 2 open}``."""

@@ -3,7 +3,7 @@
 :meth:`Relay.handle` takes a :class:`RelayRequest` and always returns exactly one
 :class:`RelayResponse`. The stages run in the order written once, here, in ``ROUTES``:
 
-    parse -> authenticate -> resolve model -> budget -> (limits) -> cache -> forward -> (translate, stream) -> record
+    parse -> authenticate -> resolve model -> budget -> limits -> cache -> forward -> (translate, stream) -> record
 
 The budget runs before the cache: an over-budget caller is refused even what the cache could
 answer, so a budget means one thing. A cache hit ends the pipeline before ``forward``, so it
@@ -37,9 +37,9 @@ from .protocol import OPENAI, WireFormat
 from .providers import Provider, build_provider
 from .report import query_from, read_rows, summarize
 from .stages import auth as auth_stage
-from .stages import budget, parse, route, usage
+from .stages import budget, parse, ratelimit, route, usage
 from .stages import cache as cache_stage
-from .storage import Cache, Ledger, LedgerQuery, cache_from_uri, ledger_from_uri
+from .storage import Cache, Ledger, LedgerQuery, RateLimitStore, cache_from_uri, ledger_from_uri
 from .transport import UpstreamHttp, make_client
 from .types import Caller, RelayRequest, RelayResponse
 
@@ -131,6 +131,7 @@ class Relay:
     :param auth: the host's caller hook (see :mod:`asgi_ai_relay.stages.auth`).
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
+    :param limits_store: a rate-limit store; by default the one ``storage.limits`` names.
     :raises ConfigurationError: when the configuration is not valid.
     """
 
@@ -141,6 +142,7 @@ class Relay:
         auth: AuthHook | None = None,
         ledger: Ledger | None = None,
         transport: Any = None,
+        limits_store: RateLimitStore | None = None,
     ) -> None:
         self.config = load_config(config)
         self.auth = auth
@@ -157,10 +159,22 @@ class Relay:
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
         self.stats = usage.UsageStats()
+        self.traffic = ratelimit.Traffic(self.config, limits_store)
+        if self.metrics is not None:
+            gate, traffic = self.traffic.gate, self.traffic
+            self.metrics.watch_queue_depth(lambda: {
+                ("waiting",): gate.waiting, ("in_flight",): gate.in_flight, ("sleeping",): traffic.sleeping,
+            })
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
-        chat = [parse.parse, auth_stage.authenticate, route.resolve, budget.check, cache_stage.lookup, route.forward]
+        # Budget before limits and cache: an over-budget caller is refused outright. Limits before
+        # the cache: caller rate limits count every request; a hit still never reaches forward,
+        # so it takes no upstream capacity (provider concurrency, queue) nor provider quota.
+        chat = [
+            parse.parse, auth_stage.authenticate, route.resolve, budget.check, ratelimit.admit,
+            cache_stage.lookup, route.forward,
+        ]
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
@@ -229,6 +243,7 @@ class Relay:
             await self._client.aclose()
             self._client = None
             self._providers = None
+        await self.traffic.aclose()
         if self._ledger is not None:
             self._ledger.close()
         self.started = False
@@ -256,6 +271,12 @@ class Relay:
         except Exception:
             logger.exception("request_id=%s failed inside the relay", call.request_id)
             return self.error_response(call, RelayError("The relay failed to handle this request."))
+        except asyncio.CancelledError:
+            # The host gave up on the request (client gone, shutdown): still one ledger row,
+            # and whatever it held (a queue place, a slot) is given back.
+            call.status = ratelimit.CLIENT_CLOSED
+            self.finish(call)
+            raise
         if response.stream is None:
             call.status = response.status
             call.output = [response.body]
@@ -299,6 +320,11 @@ class Relay:
         if call.finished:
             return
         call.finished = True
+        if call.traffic is not None:
+            try:
+                self.traffic.release(call)
+            except Exception:
+                logger.exception("request_id=%s could not release its limits", call.request_id)
         try:
             usage.record(self, call)
             if call.cache_key is not None:

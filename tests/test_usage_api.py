@@ -169,6 +169,7 @@ def test_metrics_endpoint(upstream):
     assert f'relay_tokens_total{{kind="prompt",model="test-model"}} {float(prompt)}' in text
     assert 'relay_request_latency_seconds_count{endpoint="chat.completions",model="test-model"} 2.0' in text
     assert 'relay_breaker_state{provider="up"} 2.0' in text
+    assert 'relay_queue_depth{state="waiting"} 0.0' in text
 
 
 def test_metrics_can_be_turned_off(upstream):

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
-from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger
-from .memory import MemoryCache, MemoryLedger
+from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
+from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
 
 __all__ = [
     "LEDGER_COLUMNS",
@@ -18,9 +18,12 @@ __all__ = [
     "LedgerRow",
     "MemoryCache",
     "MemoryLedger",
+    "MemoryRateLimits",
     "QueryableLedger",
+    "RateLimitStore",
     "cache_from_uri",
     "ledger_from_uri",
+    "limits_from_uri",
 ]
 
 
@@ -97,5 +100,32 @@ def cache_from_uri(uri: str) -> Cache:
     if factory is None:
         raise ConfigurationError(
             f"storage.cache: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(CACHE_SCHEMES))})"
+        )
+    return factory(uri)
+
+
+def _redis_limits(uri: str) -> RateLimitStore:
+    from .redis import RedisRateLimits
+
+    return RedisRateLimits(uri)
+
+
+LIMITS_SCHEMES: dict[str, Callable[[str], RateLimitStore]] = {
+    "memory": lambda uri: MemoryRateLimits(),
+    "redis": _redis_limits,
+    "rediss": _redis_limits,
+}
+
+
+def limits_from_uri(uri: str) -> RateLimitStore:
+    """The rate-limit store for ``uri`` (``memory://`` or ``redis://host:6379/0?prefix=relay``).
+
+    :raises ConfigurationError: for a scheme no backend serves, or a bad option.
+    """
+    scheme = urlsplit(uri).scheme
+    factory = LIMITS_SCHEMES.get(scheme)
+    if factory is None:
+        raise ConfigurationError(
+            f"storage.limits: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LIMITS_SCHEMES))})"
         )
     return factory(uri)
