@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -37,7 +38,19 @@ class Call:
     cost: Decimal = Decimal(0)
     status: int = 200
     error: RelayError | None = None
+    #: ``hit``, ``miss`` or ``bypass`` once the cache stage has run.
     cache: str | None = None
+    #: Set when this answer should be stored in the cache (a miss that may be stored).
+    cache_key: str | None = None
+    cache_ttl: float = 0.0
+    #: What a cache hit would have cost upstream (USD).
+    saved: Decimal = Decimal(0)
+    #: USD held against the caller's budget until the answer's real cost is known.
+    budget_hold: Decimal = Decimal(0)
+    #: The single-flight this request leads: identical requests wait on it.
+    flight: asyncio.Future[bytes | None] | None = None
+    #: The bytes the caller received (the body, or the stream's pieces); ``None`` when not kept.
+    output: list[bytes] | None = None
     attempts: int = 0
     #: Models to try after ``model`` when no fallbacks of its own apply (a virtual model's).
     candidates: list[ModelConfig] | None = None

@@ -23,13 +23,18 @@ from .errors import ConfigurationError
 __all__ = [
     "ApiKey",
     "BreakerSettings",
+    "Budget",
+    "BudgetSettings",
+    "CacheSettings",
     "DEFAULT_MODELS",
     "Deployment",
     "HttpSettings",
+    "MetricsSettings",
     "LimitConfig",
     "LimitsConfig",
     "ModelConfig",
     "Price",
+    "PricingSettings",
     "ProviderConfig",
     "QueueConfig",
     "RelayConfig",
@@ -246,6 +251,59 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """How the response cache decides; where it stores is ``storage.cache``."""
+
+    #: ``deterministic`` (temperature 0 or a seed), ``all``, or ``off``.
+    mode: str = "deterministic"
+    #: ``shared`` between callers, or ``caller`` (each caller its own entries).
+    scope: str = "shared"
+    #: Upper bound, seconds, for the per-request ``x-relay-cache-ttl`` override.
+    max_ttl: int = 7 * 24 * 3600
+    #: Answers larger than this are neither stored nor coalesced.
+    max_entry_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    """Costs are kept in USD; reports also show them in ``currency`` at ``exchange_rate``
+    (units of ``currency`` per USD). ``lists`` are other price lists to compare against."""
+
+    currency: str = "USD"
+    exchange_rate: Decimal = Decimal(1)
+    lists: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """USD a caller may spend per UTC day and per UTC month; ``None`` means no limit."""
+
+    daily: Decimal | None = None
+    monthly: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    default: Budget = field(default_factory=Budget)
+    callers: Mapping[str, Budget] = field(default_factory=dict)
+    #: Fraction of a budget at which a warning is logged (once per caller and period).
+    soft_threshold: Decimal = Decimal("0.8")
+
+    def for_caller(self, caller: str) -> Budget:
+        return self.callers.get(caller, self.default)
+
+    @property
+    def active(self) -> bool:
+        return any(b.daily is not None or b.monthly is not None for b in (self.default, *self.callers.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    #: Serve ``{prefix}/metrics`` (needs the ``metrics`` extra, prometheus-client).
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class LimitConfig:
     """Requests and tokens per minute (0: no limit); bursts default to the full minute."""
 
@@ -305,6 +363,10 @@ class RelayConfig:
     retry: RetrySettings = field(default_factory=RetrySettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    pricing: PricingSettings = field(default_factory=PricingSettings)
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def load_config(source: RelayConfig | Mapping[str, Any] | str | Path | None = None) -> RelayConfig:
@@ -414,6 +476,7 @@ class _Reader:
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
+            "cache", "pricing", "budgets", "metrics",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -437,6 +500,10 @@ class _Reader:
             retry=retry,
             breaker=self.sub("breaker").breaker(),
             routing=self.sub("routing").routing(models),
+            cache=self.sub("cache").cache(),
+            pricing=self.sub("pricing").pricing(),
+            budgets=self.sub("budgets").budgets(),
+            metrics=self.sub("metrics").metrics(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -697,3 +764,51 @@ class _Reader:
             cached_input=self.decimal("cached_input", base.cached_input),
             cache_write=self.decimal("cache_write", base.cache_write),
         )
+
+    def cache(self) -> CacheSettings:
+        self.only("mode", "scope", "max_ttl", "max_entry_bytes")
+        d = CacheSettings()
+        return CacheSettings(
+            mode=self.choice("mode", ("deterministic", "all", "off")),
+            scope=self.choice("scope", ("shared", "caller")),
+            max_ttl=self.integer("max_ttl", d.max_ttl),
+            max_entry_bytes=self.integer("max_entry_bytes", d.max_entry_bytes),
+        )
+
+    def pricing(self) -> PricingSettings:
+        self.only("currency", "exchange_rate", "lists")
+        currency = self.get("currency", str, "USD")
+        if not currency.isalpha() or len(currency) != 3:
+            raise ConfigurationError(f"{self.key('currency')}: a three-letter code such as USD or CNY")
+        rate = self.decimal("exchange_rate", Decimal(1))
+        if not rate:
+            raise ConfigurationError(f"{self.key('exchange_rate')}: must be greater than 0")
+        lists = self.sub("lists")
+        return PricingSettings(
+            currency=currency.upper(),
+            exchange_rate=rate,
+            lists={name: lists.sub(name).price_list() for name in lists.data},
+        )
+
+    def price_list(self) -> dict[str, Price]:
+        return {alias: self.sub(alias).price(Price()) for alias in self.data}
+
+    def budgets(self) -> BudgetSettings:
+        self.only("default", "callers", "soft_threshold")
+        threshold = self.decimal("soft_threshold", Decimal("0.8"))
+        if threshold is None or threshold > 1:
+            raise ConfigurationError(f"{self.key('soft_threshold')}: a fraction between 0 and 1")
+        callers = self.sub("callers")
+        return BudgetSettings(
+            default=self.sub("default").budget(),
+            callers={caller: callers.sub(caller).budget() for caller in callers.data},
+            soft_threshold=threshold,
+        )
+
+    def budget(self) -> Budget:
+        self.only("daily", "monthly")
+        return Budget(daily=self.decimal("daily", None), monthly=self.decimal("monthly", None))
+
+    def metrics(self) -> MetricsSettings:
+        self.only("enabled")
+        return MetricsSettings(enabled=self.get("enabled", bool, True))

@@ -11,6 +11,7 @@
     │   ├── ModelNotFound           404 unknown model
     │   ├── PayloadTooLarge         413 body over the configured limit
     │   └── RateLimited             429 a limit or budget says wait (retry_after)
+    │       └── BudgetExceeded      429 the caller's daily or monthly budget is spent
     └── UpstreamError               the provider's fault or its absence: 5xx, or its 4xx passed on
         ├── UpstreamConnectError    502 could not connect
         ├── UpstreamTimeout         504 no answer in time
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BudgetExceeded",
     "ClientError",
     "ConfigurationError",
     "InvalidRequest",
@@ -126,6 +128,14 @@ class RateLimited(ClientError):
         self.retry_after = retry_after
         if retry_after is not None:
             self.headers.setdefault("retry-after", str(max(1, int(retry_after + 0.999))))
+
+
+class BudgetExceeded(RateLimited):
+    """429 rather than 402, as OpenAI answers an exhausted quota (``insufficient_quota``): SDKs
+    and clients already handle it, and ``Retry-After`` says when the budget period resets."""
+
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
 
 
 class UpstreamError(RelayError):

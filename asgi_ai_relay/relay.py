@@ -3,7 +3,11 @@
 :meth:`Relay.handle` takes a :class:`RelayRequest` and always returns exactly one
 :class:`RelayResponse`. The stages run in the order written once, here, in ``ROUTES``:
 
-    parse -> authenticate -> resolve model -> (limits, cache) -> forward -> (translate, stream) -> record
+    parse -> authenticate -> resolve model -> budget -> limits -> cache -> forward -> (translate, stream) -> record
+
+The budget runs before the cache: an over-budget caller is refused even what the cache could
+answer, so a budget means one thing. A cache hit ends the pipeline before ``forward``, so it
+takes no upstream capacity; it has passed authentication like every other request.
 
 A stage is ``async def stage(relay, call) -> RelayResponse | None``; returning a response ends
 the pipeline early (a cache hit), raising a :class:`RelayError` ends it with that error in the
@@ -18,20 +22,25 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
 from .call import Call
 from .config import RelayConfig, load_config
-from .errors import NotFound, RelayError
+from .errors import NotFound, PermissionDenied, RelayError
+from .metrics import CONTENT_TYPE, Metrics, metrics_or_none
 from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
+from .report import query_from, read_rows, summarize
 from .routing import Router
 from .stages import auth as auth_stage
-from .stages import parse, ratelimit, route, usage
-from .storage import Ledger, RateLimitStore, ledger_from_uri
+from .stages import budget, parse, ratelimit, route, usage
+from .stages import cache as cache_stage
+from .storage import Cache, Ledger, LedgerQuery, RateLimitStore, cache_from_uri, ledger_from_uri
 from .transport import UpstreamHttp, make_client
 from .types import Caller, RelayRequest, RelayResponse
 
@@ -93,7 +102,27 @@ async def list_models(relay: Relay, call: Call) -> RelayResponse:
 
 
 async def usage_report(relay: Relay, call: Call) -> RelayResponse:
-    return relay.json_response(call, relay.stats.report())
+    """Usage from the ledger: ``?caller=&model=&from=&to=&group_by=model,day&compare=catalog``.
+
+    :raises PermissionDenied: when a caller that is not an admin asks for another's usage.
+    """
+    params = dict(parse_qsl(call.request.query))
+    caller = call.caller
+    if not caller.admin:
+        if params.get("caller", caller.id) != caller.id:
+            raise PermissionDenied("Only an admin caller may read another caller's usage.")
+        params["caller"] = caller.id
+    query = query_from(params, tuple(sorted(relay.model_endpoints)))
+    group_by = [g for g in params.get("group_by", "").split(",") if g]
+    rows = await asyncio.to_thread(read_rows, relay.ledger, query)
+    return relay.json_response(call, summarize(relay.config, rows, group_by, params.get("compare") or None))
+
+
+async def metrics_text(relay: Relay, call: Call) -> RelayResponse:
+    if relay.metrics is None:
+        raise NotFound("Metrics are off (set metrics.enabled and install the 'metrics' extra).")
+    call.headers["content-type"] = CONTENT_TYPE
+    return RelayResponse(200, call.headers, relay.metrics.render())
 
 
 async def health_report(relay: Relay, call: Call) -> RelayResponse:
@@ -125,15 +154,33 @@ class Relay:
         self.keys = auth_stage.KeyTable(self.config.api_keys)
         self._transport = transport
         self._ledger = ledger
+        self._cache: Cache | None = None
+        #: Single-flight: cache key -> the answer of the identical request in progress.
+        self.flights: dict[str, asyncio.Future[bytes | None]] = {}
+        #: Cache writes in progress (awaited on shutdown).
+        self.background: set[asyncio.Task[None]] = set()
+        self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active else None
+        self.metrics: Metrics | None = metrics_or_none(self.config.metrics.enabled)
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
         self.stats = usage.UsageStats()
         self.traffic = ratelimit.Traffic(self.config, limits_store)
         self.router = Router(self.config)
+        if self.metrics is not None:
+            gate, traffic = self.traffic.gate, self.traffic
+            self.metrics.watch_queue_depth(lambda: {
+                ("waiting",): gate.waiting, ("in_flight",): gate.in_flight, ("sleeping",): traffic.sleeping,
+            })
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
-        chat = [parse.parse, auth_stage.authenticate, route.resolve, ratelimit.admit, route.forward]
+        # Budget before limits and cache: an over-budget caller is refused outright. Limits before
+        # the cache: caller rate limits count every request; a hit still never reaches forward,
+        # so it takes no upstream capacity (provider concurrency, queue) nor provider quota.
+        chat = [
+            parse.parse, auth_stage.authenticate, route.resolve, budget.check, ratelimit.admit,
+            cache_stage.lookup, route.forward,
+        ]
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, chat), model=True)
         counting = [parse.parse, auth_stage.authenticate, route.resolve, route.count_tokens]
@@ -141,6 +188,7 @@ class Relay:
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
         self.add_route("GET", "/v1/health", Route("health", OPENAI, [auth_stage.authenticate, health_report]))
+        self.add_route("GET", "/metrics", Route("metrics", OPENAI, [auth_stage.authenticate, metrics_text]))
 
     def add_route(self, method: str, path: str, route: Route, *, model: bool = False) -> None:
         """Serve ``path`` (relative to the prefix); ``model`` routes count in the usage totals."""
@@ -155,6 +203,13 @@ class Relay:
         if self._ledger is None:
             self._ledger = ledger_from_uri(self.config.storage.ledger)
         return self._ledger
+
+    @property
+    def cache(self) -> Cache:
+        """The response cache ``storage.cache`` names (opened on first use)."""
+        if self._cache is None:
+            self._cache = cache_from_uri(self.config.storage.cache)
+        return self._cache
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -177,9 +232,20 @@ class Relay:
         if not self.started:
             self.started = True
             _ = self.ledger, self.providers
+            if self.config.cache.mode != "off":
+                _ = self.cache
+            if self.spend is not None:
+                since = budget.month_start(time.time())
+                rows = await asyncio.to_thread(read_rows, self.ledger, LedgerQuery(since=since))
+                self.spend.seed(rows)
 
     async def shutdown(self) -> None:
         """Close the upstream client and flush the ledger; nothing recorded is lost."""
+        if self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+        if self._cache is not None:
+            await self._cache.aclose()
+            self._cache = None
         if self._providers is not None:
             for provider in self._providers.values():
                 await provider.aclose()
@@ -224,6 +290,7 @@ class Relay:
             raise
         if response.stream is None:
             call.status = response.status
+            call.output = [response.body]
             self.finish(call)
         return response
 
@@ -271,6 +338,10 @@ class Relay:
                 logger.exception("request_id=%s could not release its limits", call.request_id)
         try:
             usage.record(self, call)
+            if call.cache_key is not None:
+                cache_stage.complete(self, call)
+            if self.metrics is not None:
+                self.metrics.observe(call)
         except Exception:
             logger.exception("request_id=%s could not be recorded", call.request_id)
 

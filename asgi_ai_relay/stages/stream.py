@@ -5,6 +5,10 @@ whichever way the stream ends: the provider's terminal event (recorded before th
 it, so the ledger is never behind a client), a provider failure (the caller gets an error event
 in its own format, never a silent hang), or the caller going away (``aclose``, which also
 closes the upstream connection so the provider stops generating).
+
+It keeps the pieces it gives the caller in ``call.output`` (up to ``cache.max_entry_bytes``,
+then it stops keeping them) so a finished stream can be cached and replayed piece by piece,
+and its tokens estimated when the provider reported no usage.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..errors import RelayError
+from ..errors import RelayError, UpstreamError
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -30,7 +34,10 @@ CLIENT_CLOSED = 499
 
 
 class RelayStream:
-    __slots__ = ("_call", "_chunks", "_closed", "_head", "_recorded", "_relay", "_tail", "_translator", "_upstream", "on_end")
+    __slots__ = (
+        "_call", "_chunks", "_closed", "_head", "_kept", "_limit", "_recorded", "_relay", "_tail", "_translator",
+        "_upstream", "on_end",
+    )
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
         assert upstream.chunks is not None
@@ -45,6 +52,10 @@ class RelayStream:
         self._tail = b""
         #: Awaited once when the upstream is released, with the error that ended the stream.
         self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
+        #: What the caller was sent, kept (up to the cache's entry limit) for the cache.
+        call.output = []
+        self._kept = 0
+        self._limit = relay.config.cache.max_entry_bytes
 
     def __aiter__(self) -> RelayStream:
         return self
@@ -96,6 +107,8 @@ class RelayStream:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._tail = translator.close()
+                if self._tail and not self._recorded:
+                    self._keep(self._tail)  # given to the caller next, after the record
                 self._record(200, None)
                 await self._release()
                 return b""
@@ -103,9 +116,20 @@ class RelayStream:
             if out:
                 if self._call.ttfb_ms is None:
                     self._call.ttfb_ms = self._call.elapsed_ms()
+                if not self._recorded:
+                    self._keep(out)
                 if translator.done:
                     self._record(200, None)
                 return out
+
+    def _keep(self, piece: bytes) -> None:
+        output = self._call.output
+        if output is not None:
+            self._kept += len(piece)
+            if self._kept > self._limit:
+                self._call.output = None
+            else:
+                output.append(piece)
 
     async def _fail(self, error: RelayError) -> None:
         """End the stream with an error event in the caller's format (unless it had completed)."""
@@ -123,6 +147,9 @@ class RelayStream:
         if self._recorded:
             return
         self._recorded = True
+        if status == 200 and getattr(self._translator, "failed", False):
+            error = UpstreamError("The provider reported an error inside the stream.")
+            status = error.status_code
         call = self._call
         call.status = status
         call.error = error

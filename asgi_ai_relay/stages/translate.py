@@ -41,6 +41,9 @@ class StreamTranslator(Protocol):
     usage: Usage | None
     #: Set once the provider's terminal event has gone through (the stream is complete).
     done: bool
+    #: Set when the provider reported an error inside the stream (the caller has seen it);
+    #: optional for translators (read with ``getattr``).
+    failed: bool
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""
@@ -67,13 +70,14 @@ class _OpenAIStream:
     is left out so the caller sees exactly what it asked for.
     """
 
-    __slots__ = ("done", "include_usage", "splitter", "usage")
+    __slots__ = ("done", "failed", "include_usage", "splitter", "usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
         self.done = False
+        self.failed = False
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
@@ -83,6 +87,8 @@ class _OpenAIStream:
             elif b'"usage":{' in event.data or b'"usage": {' in event.data:
                 if not self._take_usage(event.data):
                     continue
+            elif event.data.startswith(b'{"error"'):
+                self.failed = True
             out.append(event.raw)
         return b"".join(out)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..pricing import estimate_usage, model_cost
 from ..storage import LedgerRow
 
 if TYPE_CHECKING:
@@ -23,29 +24,26 @@ __all__ = ["UsageStats", "cost_of", "record"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
-_MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
 
 
 def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
-    """USD, exact: uncached prompt tokens at the input price, cache reads at the cached price
-    and cache writes at the cache-write price (each the input price when not set), completion
-    tokens at the output price, all times the provider's multiplier."""
-    if usage is None:
-        return _ZERO
-    price = model.price
-    cached = min(usage.cached_tokens, usage.prompt_tokens)
-    written = min(usage.cache_creation_tokens, usage.prompt_tokens - cached)
-    cached_price = price.input if price.cached_input is None else price.cached_input
-    write_price = price.input if price.cache_write is None else price.cache_write
-    total = (
-        (usage.prompt_tokens - cached - written) * price.input
-        + cached * cached_price
-        + written * write_price
-        + usage.completion_tokens * price.output
-    ) / _MILLION
-    multiplier = relay.config.providers[model.provider].price_multiplier
-    return total * multiplier if multiplier != 1 else total
+    """USD, exact, through the model's provider (see :func:`asgi_ai_relay.pricing.cost_at`)."""
+    return model_cost(relay.config, model, usage)
+
+
+def _price(relay: Relay, call: Call) -> None:
+    """Fill in usage (estimated when the provider gave none) and cost, or saving for a hit."""
+    if call.usage is None and call.status == 200 and call.model is not None and call.output is not None \
+            and call.endpoint in relay.model_endpoints:
+        call.usage = estimate_usage(call.body, call.output, call.stream)
+    if call.usage is None or call.model is None:
+        return
+    if call.cache == "hit":
+        call.cost = _ZERO
+        call.saved = model_cost(relay.config, call.model, call.usage)
+    elif not call.cost:
+        call.cost = model_cost(relay.config, call.model, call.usage)
 
 
 class _Totals:
@@ -136,9 +134,10 @@ def _printable(value: object) -> str:
 
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request; runs once per request."""
+    _price(relay, call)
     usage = call.usage
-    if usage is not None and not call.cost and call.model is not None:
-        call.cost = cost_of(relay, call.model, usage)
+    if relay.spend is not None:
+        relay.spend.settle(call)
     latency = call.elapsed_ms()
     error = call.error
     relay.ledger.record(
@@ -164,6 +163,7 @@ def record(relay: Relay, call: Call) -> None:
             attempts=call.attempts,
             estimated=bool(usage and usage.estimated),
             attempt_log=orjson.dumps(call.attempt_log).decode() if call.attempt_log else None,
+            cache_saved_usd=call.saved,
         )
     )
     if call.endpoint in relay.model_endpoints:

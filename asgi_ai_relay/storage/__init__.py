@@ -4,19 +4,24 @@ imported only when named, so the embedded defaults need nothing installed."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
-from .base import LEDGER_COLUMNS, Ledger, LedgerRow, RateLimitStore
-from .memory import MemoryLedger, MemoryRateLimits
+from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
+from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
 
 __all__ = [
     "LEDGER_COLUMNS",
+    "Cache",
     "Ledger",
+    "LedgerQuery",
     "LedgerRow",
+    "MemoryCache",
     "MemoryLedger",
     "MemoryRateLimits",
+    "QueryableLedger",
     "RateLimitStore",
+    "cache_from_uri",
     "ledger_from_uri",
     "limits_from_uri",
 ]
@@ -29,9 +34,17 @@ def _sqlite(uri: str) -> Ledger:
     return SQLiteLedger(uri[len("sqlite:///") :])
 
 
+def _postgres(uri: str) -> Ledger:
+    from .postgres import PostgresLedger
+
+    return PostgresLedger(uri)
+
+
 LEDGER_SCHEMES: dict[str, Callable[[str], Ledger]] = {
     "memory": lambda uri: MemoryLedger(),
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
@@ -45,6 +58,48 @@ def ledger_from_uri(uri: str) -> Ledger:
     if factory is None:
         raise ConfigurationError(
             f"storage.ledger: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LEDGER_SCHEMES))})"
+        )
+    return factory(uri)
+
+
+def _memory_cache(uri: str) -> Cache:
+    params = dict(parse_qsl(urlsplit(uri).query))
+    unknown = sorted(set(params) - {"maxsize", "max_bytes", "ttl"})
+    if unknown:
+        raise ConfigurationError(f"storage.cache: unknown parameter {unknown[0]!r} in {uri!r} (maxsize, max_bytes, ttl)")
+    try:
+        return MemoryCache(
+            maxsize=int(params.get("maxsize", 10_000)),
+            max_bytes=int(params.get("max_bytes", 256 * 1024 * 1024)),
+            ttl=float(params.get("ttl", 3600)),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"storage.cache: parameters must be numbers in {uri!r}") from exc
+
+
+def _redis_cache(uri: str) -> Cache:
+    from .redis_cache import RedisCache
+
+    return RedisCache(uri)
+
+
+CACHE_SCHEMES: dict[str, Callable[[str], Cache]] = {
+    "memory": _memory_cache,
+    "redis": _redis_cache,
+    "rediss": _redis_cache,
+}
+
+
+def cache_from_uri(uri: str) -> Cache:
+    """The response cache for ``uri`` (``memory://?maxsize=&max_bytes=&ttl=``, ``redis://...``).
+
+    :raises ConfigurationError: for an unknown scheme or bad parameters.
+    """
+    scheme = urlsplit(uri).scheme
+    factory = CACHE_SCHEMES.get(scheme)
+    if factory is None:
+        raise ConfigurationError(
+            f"storage.cache: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(CACHE_SCHEMES))})"
         )
     return factory(uri)
 

@@ -11,12 +11,16 @@ if TYPE_CHECKING:
 
     from ..limits import Bucket, Decision
 
-__all__ = ["LEDGER_COLUMNS", "Ledger", "LedgerRow", "RateLimitStore"]
+__all__ = ["LEDGER_COLUMNS", "Cache", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore"]
 
 
 @dataclass(slots=True)
 class LedgerRow:
-    """One answered request (or one upstream attempt of it)."""
+    """One answered request (or one upstream attempt of it).
+
+    ``cost_usd`` is what the request cost (0 for a cache hit); ``cache_saved_usd`` is what a
+    cache hit would have cost had it gone upstream.
+    """
 
     ts: float
     request_id: str
@@ -41,12 +45,33 @@ class LedgerRow:
     #: Every upstream attempt of the request, as JSON: ``[{"deployment", "model", "provider",
     #: "status", "ms", "error"?, "wait_s"?} | {"deployment", "model", "skipped"}, ...]``.
     attempt_log: str | None = None
+    cache_saved_usd: Decimal = Decimal(0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    """Which rows a usage report reads: ``since <= ts < until``, any field ``None`` = all."""
+
+    caller: str | None = None
+    model: str | None = None
+    since: float | None = None
+    until: float | None = None
+    endpoints: tuple[str, ...] | None = None
+
+    def matches(self, row: LedgerRow) -> bool:
+        return (
+            (self.caller is None or row.caller == self.caller)
+            and (self.model is None or row.model == self.model)
+            and (self.since is None or row.ts >= self.since)
+            and (self.until is None or row.ts < self.until)
+            and (self.endpoints is None or row.endpoint in self.endpoints)
+        )
 
 
 @runtime_checkable
@@ -66,6 +91,25 @@ class Ledger(Protocol):
 
 
 @runtime_checkable
+class QueryableLedger(Ledger, Protocol):
+    def query(self, query: LedgerQuery) -> list[LedgerRow]:
+        """The stored rows ``query`` selects, oldest first (flushes first; may block: call it
+        from a thread)."""
+
+
+class Cache(Protocol):
+    """Response cache entries: opaque bytes under a key, each with a time to live."""
+
+    #: Seconds an entry lives when the request names no TTL.
+    default_ttl: float
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class RateLimitStore(Protocol):
     """GCRA state for rate limits (see :mod:`asgi_ai_relay.limits`), shared as widely as the
     backend reaches: one process (memory) or every process on one Redis."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..limits import Bucket, BucketState, Decision, adjusted, gcra
-from .base import LedgerRow
+from .base import LedgerQuery, LedgerRow
 
-__all__ = ["MemoryLedger", "MemoryRateLimits"]
+__all__ = ["MemoryCache", "MemoryLedger", "MemoryRateLimits"]
 
 
 class MemoryLedger:
@@ -26,7 +28,65 @@ class MemoryLedger:
     def rows(self) -> list[LedgerRow]:
         return list(self._rows)
 
+    def query(self, query: LedgerQuery) -> list[LedgerRow]:
+        return [row for row in list(self._rows) if query.matches(row)]
+
     def close(self) -> None:
+        return None
+
+
+class MemoryCache:
+    """An LRU bounded by entry count and by total bytes, each entry with its own expiry.
+
+    :param clock: monotonic seconds; tests drive time through it.
+    """
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = 10_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.default_ttl = ttl
+        self.clock = clock
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # WSGI adapters may use one relay from several threads
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (self.clock() + ttl, value)
+            self.bytes += len(value)
+            while len(self._entries) > self.maxsize or self.bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self.bytes -= len(value)
+
+    async def aclose(self) -> None:
         return None
 
 

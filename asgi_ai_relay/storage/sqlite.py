@@ -1,27 +1,21 @@
-"""The embedded ledger: a SQLite file, written in batches by one thread off the request path.
-
-``record`` only appends to a list, so a request never waits on disk nor makes a system call:
-the first row of a batch arms a timer on the event loop (``linger`` seconds), and when it fires
-the whole batch goes to the writer thread, which commits it in one transaction. Waking a thread
-per row cost more than the rest of the ledger together. ``flush`` and ``close`` hand over what
-is pending and wait until it is on disk, so a graceful stop loses nothing; a crash loses at most
-the last ``linger`` seconds.
-"""
+"""The embedded ledger: a SQLite file, written in batches by one thread off the request path
+(see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
+seconds). Columns added by newer versions are added to an older file on open."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import sqlite3
 import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigurationError, StorageError
-from .base import LEDGER_COLUMNS, LedgerRow
+from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
+from .batch import BatchWriter
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SQLiteLedger", "row_from_values", "where_clause"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -29,26 +23,48 @@ _TYPES = {
     "ts": "REAL NOT NULL", "stream": "INTEGER", "status": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "cached_tokens": "INTEGER", "cost_usd": "TEXT", "cache_hit": "INTEGER",
     "latency_ms": "REAL", "ttfb_ms": "REAL", "upstream_ms": "REAL", "attempts": "INTEGER", "estimated": "INTEGER",
+    "cache_saved_usd": "TEXT",
 }
+_DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0"}
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     + ", ".join(f"{name} {_TYPES.get(name, 'TEXT')}" for name in LEDGER_COLUMNS)
     + ")"
 )
 _INSERT = f"INSERT INTO relay_usage ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' for _ in LEDGER_COLUMNS)})"
-_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage ORDER BY id"
+_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage"
+_FLAGS = ("stream", "cache_hit", "estimated")
 
 
 def _values(row: LedgerRow) -> tuple[object, ...]:
     return tuple(str(v) if isinstance(v, Decimal) else v for v in (getattr(row, c) for c in LEDGER_COLUMNS))
 
 
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Ledger files written by an older version gain the columns added since (as NULL)."""
-    present = {row[1] for row in conn.execute("PRAGMA table_info(relay_usage)")}
-    for name in LEDGER_COLUMNS:
-        if name not in present:
-            conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}")
+def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
+    """A stored row back into a :class:`LedgerRow` (SQLite and PostgreSQL)."""
+    data = dict(zip(LEDGER_COLUMNS, values, strict=True))
+    for flag in _FLAGS:
+        data[flag] = bool(data[flag])
+    for money in ("cost_usd", "cache_saved_usd"):
+        data[money] = Decimal(data[money] if data[money] is not None else 0)
+    return LedgerRow(**data)
+
+
+def where_clause(query: LedgerQuery, mark: str = "?") -> tuple[str, list[Any]]:
+    """`` WHERE ...`` for ``query`` with ``mark`` placeholders, and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("caller", "=", query.caller), ("model", "=", query.model),
+        ("ts", ">=", query.since), ("ts", "<", query.until),
+    ):
+        if value is not None:
+            parts.append(f"{column} {op} {mark}")
+            params.append(value)
+    if query.endpoints is not None:
+        parts.append(f"endpoint IN ({', '.join(mark for _ in query.endpoints)})" if query.endpoints else "1 = 0")
+        params.extend(query.endpoints)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
 class SQLiteLedger:
@@ -56,17 +72,13 @@ class SQLiteLedger:
         if not path:
             raise ConfigurationError("storage.ledger: sqlite:///PATH needs a path")
         self.path = path
-        self.batch = batch
-        self.linger = linger
-        self._pending: list[LedgerRow] = []
-        self._lock = threading.Lock()
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.SimpleQueue[list[LedgerRow] | threading.Event | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # one connection, used by the writer and by queries
         self._conn = self._connect()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="asgi-ai-relay-ledger", daemon=True)
-        self._thread.start()
+        self._writer: BatchWriter[LedgerRow] = BatchWriter(
+            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger
+        )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -74,75 +86,44 @@ class SQLiteLedger:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
-            _add_missing_columns(conn)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(relay_usage)")}
+            for name in LEDGER_COLUMNS:
+                if name not in present:
+                    default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
+                    conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}{default}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite ledger at {self.path}: {exc}") from exc
         return conn
 
     def record(self, row: LedgerRow) -> None:
-        with self._lock:
-            self._pending.append(row)
-            first = len(self._pending) == 1
-            full = len(self._pending) >= self.batch
-        if full:
-            self._hand_over()
-        elif first:
-            try:
-                asyncio.get_running_loop().call_later(self.linger, self._hand_over)
-            except RuntimeError:  # recorded outside an event loop: no timer to arm
-                self._hand_over()
-
-    def _hand_over(self) -> None:
-        with self._lock:
-            rows, self._pending = self._pending, []
-        if rows:
-            self._queue.put(rows)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-            else:
-                self._write(item)
+        self._writer.put(row)
 
     def _write(self, rows: list[LedgerRow]) -> None:
-        if not rows:
-            return
         try:
-            with self._conn:
+            with self._lock, self._conn:
                 self._conn.execute("BEGIN")
                 self._conn.executemany(_INSERT, [_values(r) for r in rows])
         except sqlite3.Error:
             logger.exception("ledger: could not write %d rows to %s", len(rows), self.path)
 
     def flush(self) -> None:
-        if self._closed:
-            return
-        self._hand_over()
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout=30)
+        self._writer.flush()
+
+    def query(self, query: LedgerQuery) -> list[LedgerRow]:
+        self.flush()
+        where, params = where_clause(query)
+        sql = f"{_SELECT}{where} ORDER BY id"
+        if self._writer.closed:
+            with sqlite3.connect(self.path) as conn:
+                return [row_from_values(v) for v in conn.execute(sql, params).fetchall()]
+        with self._lock:
+            return [row_from_values(v) for v in self._conn.execute(sql, params).fetchall()]
 
     def rows(self) -> list[LedgerRow]:
-        self.flush()
-        cursor = sqlite3.connect(self.path) if self._closed else self._conn
-        result = []
-        for values in cursor.execute(_SELECT).fetchall():
-            data = dict(zip(LEDGER_COLUMNS, values, strict=True))
-            for flag in ("stream", "cache_hit", "estimated"):
-                data[flag] = bool(data[flag])
-            data["cost_usd"] = Decimal(data["cost_usd"])
-            result.append(LedgerRow(**data))
-        return result
+        return self.query(LedgerQuery())
 
     def close(self) -> None:
-        if self._closed:
+        if self._writer.closed:
             return
-        self._hand_over()
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        self._closed = True
+        self._writer.close()
         self._conn.close()
