@@ -87,6 +87,8 @@ class Relay:
     :param auth: the host's caller hook (see :mod:`asgi_ai_relay.stages.auth`).
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport for the upstream client (tests, custom networking).
+    :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
+        child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
     """
 
@@ -97,8 +99,10 @@ class Relay:
         auth: AuthHook | None = None,
         ledger: Ledger | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.config = load_config(config)
+        self.logger = logger if logger is not None else logging.getLogger("asgi_ai_relay")
         self.auth = auth
         self.keys = auth_stage.KeyTable(self.config.api_keys)
         self._transport = transport
