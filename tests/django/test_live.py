@@ -56,6 +56,9 @@ def test_openai_sdk_with_the_sites_login(kind, relay_settings):
         anonymous = openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             anonymous.chat.completions.create(model="test-model", messages=MESSAGES)
+        # A stream is recorded when the server reads the upstream's end, which may come just
+        # after the client has read the last event.
+        assert wait_for(lambda: len(relay_rows()) == 3)
     assert [(r.caller, r.stream, r.status) for r in relay_rows()] == [
         ("grace", False, 200), ("grace", True, 200), ("anonymous", False, 401),
     ]
