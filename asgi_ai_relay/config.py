@@ -137,6 +137,8 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
+    #: "aiohttp" (default, fastest) or "httpx".
+    client: str = "aiohttp"
     max_connections: int = 512
     max_keepalive: int = 256
     keepalive_expiry: float = 30.0
@@ -318,9 +320,13 @@ class _Reader:
         )
 
     def http(self) -> HttpSettings:
-        self.only("max_connections", "max_keepalive", "keepalive_expiry")
+        self.only("client", "max_connections", "max_keepalive", "keepalive_expiry")
         d = HttpSettings()
+        client = self.get("client", str, d.client)
+        if client not in ("aiohttp", "httpx"):
+            raise ConfigurationError(f"{self.key('client')}: one of aiohttp, httpx")
         return HttpSettings(
+            client=client,
             max_connections=self.integer("max_connections", d.max_connections),
             max_keepalive=self.integer("max_keepalive", d.max_keepalive, minimum=0),
             keepalive_expiry=self.number("keepalive_expiry", d.keepalive_expiry),

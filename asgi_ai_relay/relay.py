@@ -12,13 +12,14 @@ caller's own format. Every request that reaches a route is recorded once, by :me
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import httpx
 import orjson
 
 from .call import Call
@@ -29,6 +30,7 @@ from .providers import Provider, build_provider
 from .stages import auth as auth_stage
 from .stages import parse, route, usage
 from .storage import Ledger, ledger_from_uri
+from .transport import UpstreamHttp, make_client
 from .types import Caller, RelayRequest, RelayResponse
 
 __all__ = ["Relay", "Route", "Stage"]
@@ -39,6 +41,18 @@ Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
 AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Generated ids: a random per-process prefix and a counter, unique without a system call per
+# request (os.urandom, behind uuid4, was a visible cost in profiles).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_id_prefix() -> None:  # forked workers must not share the parent's ids
+    global _ID_PREFIX
+    _ID_PREFIX = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 class Route:
@@ -86,7 +100,7 @@ class Relay:
     :param config: a :class:`RelayConfig`, a mapping, a TOML path, or ``None`` for defaults.
     :param auth: the host's caller hook (see :mod:`asgi_ai_relay.stages.auth`).
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
-    :param transport: an httpx transport for the upstream client (tests, custom networking).
+    :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
     :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
         child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
@@ -98,7 +112,7 @@ class Relay:
         *,
         auth: AuthHook | None = None,
         ledger: Ledger | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.config = load_config(config)
@@ -107,7 +121,7 @@ class Relay:
         self.keys = auth_stage.KeyTable(self.config.api_keys)
         self._transport = transport
         self._ledger = ledger
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
         self.stats = usage.UsageStats()
         self.routes: dict[tuple[str, str], Route] = {}
@@ -142,20 +156,10 @@ class Relay:
         return self._providers
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The one pooled upstream client of this relay (opened on first use)."""
+    def client(self) -> UpstreamHttp:
+        """The one pooled upstream client of this relay (opened on first use, in the loop)."""
         if self._client is None:
-            limits = self.config.http
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                limits=httpx.Limits(
-                    max_connections=limits.max_connections,
-                    max_keepalive_connections=limits.max_keepalive,
-                    keepalive_expiry=limits.keepalive_expiry,
-                ),
-                follow_redirects=False,
-                trust_env=False,
-            )
+            self._client = make_client(self.config.http, self.config.timeouts, self._transport)
         return self._client
 
     async def startup(self) -> None:
@@ -252,5 +256,5 @@ class Relay:
         given = request.headers.get("x-request-id")
         if given and _REQUEST_ID.fullmatch(given):
             return given
-        return uuid.uuid4().hex
+        return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 

@@ -6,6 +6,8 @@ bytes; ``stream: true`` requests are relayed with a StreamingResponse over
 Python relay built on the same stack can reach.
 
 Upstream base URL (ending in /v1) comes from PASSTHROUGH_UPSTREAM.
+PASSTHROUGH_CLIENT=aiohttp swaps the shared httpx.AsyncClient for one
+aiohttp.ClientSession (same app otherwise): the floor for an aiohttp-based relay.
 Run: uvicorn passthrough:app --app-dir benchmarks --loop uvloop --http httptools
 """
 
@@ -25,12 +27,28 @@ from starlette.routing import Route
 UPSTREAM = os.environ.get("PASSTHROUGH_UPSTREAM", "http://127.0.0.1:8001/v1").rstrip("/")
 HEADERS = {"content-type": "application/json", "authorization": "Bearer bench-dummy"}
 
+CLIENT = os.environ.get("PASSTHROUGH_CLIENT", "httpx")
+
 _client: httpx.AsyncClient | None = None
+_session = None  # aiohttp.ClientSession when CLIENT == "aiohttp"
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app):
-    global _client
+    global _client, _session
+    if CLIENT == "aiohttp":
+        import aiohttp
+
+        _session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=30),
+            skip_auto_headers=("User-Agent",),
+        )
+        try:
+            yield
+        finally:
+            await _session.close()
+        return
     # Keep enough idle connections for the highest benchmark concurrency (64):
     # httpx's default of 20 keep-alive connections would make it reconnect.
     _client = httpx.AsyncClient(
@@ -50,6 +68,8 @@ async def chat_completions(request: Request) -> Response:
     except Exception:
         stream = False
     url = UPSTREAM + "/chat/completions"
+    if _session is not None:
+        return await _aiohttp_post(url, body, stream)
     if not stream:
         r = await _client.post(url, content=body, headers=HEADERS)
         return Response(r.content, status_code=r.status_code, media_type=r.headers.get("content-type"))
@@ -62,7 +82,27 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
+async def _aiohttp_post(url: str, body: bytes, stream: bool) -> Response:
+    up = await _session.post(url, data=body, headers=HEADERS)
+    ctype = up.headers.get("content-type")
+    if not stream:
+        try:
+            data = await up.read()
+        finally:
+            up.release()
+        return Response(data, status_code=up.status, media_type=ctype)
+
+    async def chunks():
+        async for chunk in up.content.iter_any():
+            yield chunk
+
+    return StreamingResponse(chunks(), status_code=up.status, media_type=ctype, background=BackgroundTask(up.release))
+
+
 async def models(request: Request) -> Response:
+    if _session is not None:
+        async with _session.get(UPSTREAM + "/models", headers=HEADERS) as up:
+            return Response(await up.read(), status_code=up.status, media_type=up.headers.get("content-type"))
     r = await _client.get(UPSTREAM + "/models", headers=HEADERS)
     return Response(r.content, status_code=r.status_code, media_type=r.headers.get("content-type"))
 

@@ -17,6 +17,7 @@ import atexit
 import csv
 import datetime as _dt
 import importlib.metadata as md
+import importlib.util
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ class Scenario:
     extra_toml: str = ""  # appended to the relay TOML (cache / limits sections go here)
     env: dict = field(default_factory=dict)  # "{upstream}" is replaced by the upstream base URL
     requires: tuple = ()  # repo-relative files that must exist, else "skipped"
+    requires_modules: tuple = ()  # importable modules needed by the server, else "skipped"
     opt_in: bool = False  # only run when asked for (litellm: slow install)
 
 
@@ -72,6 +74,15 @@ SCENARIOS = [
         app="passthrough:app",
         app_dir="benchmarks",
         env={"PASSTHROUGH_UPSTREAM": "{upstream}"},
+    ),
+    Scenario(
+        "passthrough-aiohttp",
+        "the same pass-through with one aiohttp.ClientSession",
+        "uvicorn",
+        app="passthrough:app",
+        app_dir="benchmarks",
+        env={"PASSTHROUGH_UPSTREAM": "{upstream}", "PASSTHROUGH_CLIENT": "aiohttp"},
+        requires_modules=("aiohttp",),
     ),
     Scenario(
         "relay",
@@ -323,6 +334,9 @@ def start_server(sc: Scenario, args, upstream_port: int, upstream_proc, tmp: Pat
     for req in sc.requires:
         if not (ROOT / req).exists():
             raise FileNotFoundError(f"{req} does not exist yet")
+    for mod in sc.requires_modules:
+        if importlib.util.find_spec(mod) is None:
+            raise ModuleNotFoundError(f"python module {mod!r} is not installed")
     port = free_port()
     log = tmp / f"{sc.name}.log"
     env = dict(os.environ)
@@ -468,6 +482,9 @@ def measure(loader: Loader, srv: Server, wl: Workload, args, upstream_pid: int) 
     r["server_cpu_pct"] = 100.0 * cpu / r["duration_s"] if r["duration_s"] else None
     r["upstream_cpu_pct"] = 100.0 * up / r["duration_s"] if r["duration_s"] else None
     r["cpu_busy_pct"] = busy
+    # Busy time on the server's core not spent by the server: other processes (noise).
+    if srv.sc.kind != "direct" and args.server_cpus and args.server_cpus.isdigit() and r["server_cpu_pct"] is not None:
+        r["other_on_server_cpu_pct"] = max(0.0, busy.get(f"cpu{args.server_cpus}", 0.0) - r["server_cpu_pct"])
     return r
 
 
@@ -509,6 +526,7 @@ def summarize(rounds: list[dict]) -> dict:
         "server_cpu_us_per_req": med([r.get("server_cpu_us_per_req") for r in rounds]),
         "server_cpu_pct": med([r.get("server_cpu_pct") for r in rounds]),
         "upstream_cpu_pct": med([r.get("upstream_cpu_pct") for r in rounds]),
+        "other_on_server_cpu_pct": med([r.get("other_on_server_cpu_pct") for r in rounds]),
     }
     if rounds and "ttfb_ms" in rounds[0]:
         s["ttfb_p50_ms"] = med([r["ttfb_ms"]["p50"] for r in rounds])
@@ -567,17 +585,20 @@ def report(rows, workloads, rss, skipped, meta) -> None:
           f"load={meta['settings']['load_generator']}")  # fmt: skip
     print("Figures are medians over rounds.  added = scenario minus direct.  %pt = throughput vs bare pass-through.")
     print("cpu/req = server process CPU time (utime+stime) per request.  up% = fake upstream CPU use.")
+    print("noise% = busy time on the server's CPU not spent by the server (other processes): should be ~0.")
+    if meta.get("busy_before"):
+        print(f"WARNING: the machine was not idle before the run ({meta['busy_before']}): figures are noisy.")
     print("=" * 100)
     closed = [r for r in rows if any(w.name == r["workload"] and w.kind == "closed" for w in workloads)]
     if closed:
         print("\nThroughput and latency (closed loop, N connections)")
         print_table(
-            ["workload", "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms", "%pt", "cpu/req us", "up%", "err"],
+            ["workload", "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms", "%pt", "cpu/req us", "up%", "noise%", "err"],
             [
                 [r["workload"], r["scenario"], fmt(r["rps"], ".0f"), fmt(r["p50_ms"], ".3f"), fmt(r["p90_ms"], ".3f"),
                  fmt(r["p99_ms"], ".3f"), signed(r.get("added_p50_ms"), "+.3f"), signed(r.get("added_p99_ms"), "+.3f"),
                  fmt(r.get("pct_of_passthrough"), ".0f"), fmt(r["server_cpu_us_per_req"], ".0f"),
-                 fmt(r["upstream_cpu_pct"], ".0f"), r["errors"]]
+                 fmt(r["upstream_cpu_pct"], ".0f"), fmt(r.get("other_on_server_cpu_pct"), ".0f"), r["errors"]]
                 for r in closed
             ],
         )  # fmt: skip
@@ -585,11 +606,12 @@ def report(rows, workloads, rss, skipped, meta) -> None:
     if rate:
         print("\nFixed rate (open loop, benchmarks/loadgen.py; latency counted from the scheduled send time)")
         print_table(
-            ["workload", "scenario", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms", "cpu/req us", "srv cpu%", "err"],
+            ["workload", "scenario", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms", "cpu/req us", "srv cpu%", "noise%", "err"],
             [
                 [r["workload"], r["scenario"], fmt(r["rps"], ".0f"), fmt(r["p50_ms"], ".3f"), fmt(r["p90_ms"], ".3f"),
                  fmt(r["p99_ms"], ".3f"), signed(r.get("added_p50_ms"), "+.3f"), signed(r.get("added_p99_ms"), "+.3f"),
-                 fmt(r["server_cpu_us_per_req"], ".0f"), fmt(r["server_cpu_pct"], ".0f"), r["errors"]]
+                 fmt(r["server_cpu_us_per_req"], ".0f"), fmt(r["server_cpu_pct"], ".0f"),
+                 fmt(r.get("other_on_server_cpu_pct"), ".0f"), r["errors"]]
                 for r in rate
             ],
         )  # fmt: skip
@@ -664,7 +686,7 @@ def write_results(out_dir: Path, meta, rows, rss, raw, skipped) -> None:
     cols = [
         "workload", "scenario", "rounds", "rps", "p50_ms", "p90_ms", "p99_ms", "added_p50_ms", "added_p99_ms",
         "pct_of_passthrough", "ttfb_p50_ms", "ttfb_p99_ms", "added_ttfb_p50_ms", "added_ttfb_p99_ms",
-        "server_cpu_us_per_req", "server_cpu_pct", "upstream_cpu_pct", "errors",
+        "server_cpu_us_per_req", "server_cpu_pct", "upstream_cpu_pct", "other_on_server_cpu_pct", "errors",
     ]  # fmt: skip
     with open(out_dir / "latest.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -732,6 +754,12 @@ def main(argv=None) -> int:
     signal.alarm(int(args.max_total_seconds))  # whole-run hard bound
     atexit.register(cleanup)
     t_start = time.monotonic()
+    snap = cpu_busy_snapshot()
+    time.sleep(1.0)
+    idle_check = cpu_busy_pct(snap, cpu_busy_snapshot())
+    busy_before = ", ".join(f"{k} {v:.0f}% busy" for k, v in idle_check.items() if v > 15)
+    if busy_before:
+        print(f"WARNING: machine not idle before the run ({busy_before}); figures will be noisy")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     workloads = make_workloads(args)
     skipped: dict[str, str] = {}
@@ -808,6 +836,8 @@ def main(argv=None) -> int:
             "cores": os.cpu_count(),
             "kernel": platform.release(),
             "fake_upstream_ceiling_rps": ceiling,
+            "cpu_busy_before_run_pct": idle_check,
+            "busy_before": busy_before or None,
             "elapsed_s": round(time.monotonic() - t_start, 1),
             "settings": {
                 "quick": args.quick,

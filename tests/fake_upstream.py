@@ -69,6 +69,7 @@ __all__ = [
     "completion_token_count",
     "count_words",
     "echo_reply",
+    "error_payload",
     "fake_tool_arguments",
     "fake_upstream_fixture",
     "last_user_text",
@@ -518,7 +519,7 @@ class RecordedRequest:
         return isinstance(self.json, dict) and self.json.get("stream") is True
 
 
-def _record(scope: Mapping[str, Any], body: bytes) -> RecordedRequest:
+def _recorded_request(scope: Mapping[str, Any], body: bytes) -> RecordedRequest:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
@@ -557,7 +558,7 @@ def _api_for(path: str, headers: Mapping[str, str]) -> Api:
 
 
 @dataclass
-class Reply:
+class _Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
@@ -610,20 +611,20 @@ def error_payload(api: Api, status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _json_reply(status: int, payload: Json) -> Reply:
-    return Reply(status=status, headers={"content-type": "application/json"}, body=_dumps(payload))
+def _json_reply(status: int, payload: Json) -> _Reply:
+    return _Reply(status=status, headers={"content-type": "application/json"}, body=_dumps(payload))
 
 
-def _error_reply(api: Api, status: int, message: str) -> Reply:
+def _error_reply(api: Api, status: int, message: str) -> _Reply:
     return _json_reply(status, error_payload(api, status, message))
 
 
-def _fault_reply(api: Api, behaviour: Behaviour, status: int) -> Reply:
+def _fault_reply(api: Api, behaviour: Behaviour, status: int) -> _Reply:
     body = behaviour.error_body
     if body is None:
         reply = _error_reply(api, status, f"Injected fault: HTTP {status}")
     elif isinstance(body, bytes | str):
-        reply = Reply(status, {"content-type": "application/json"}, body.encode() if isinstance(body, str) else body)
+        reply = _Reply(status, {"content-type": "application/json"}, body.encode() if isinstance(body, str) else body)
     else:
         reply = _json_reply(status, dict(body))
     if behaviour.retry_after is not None:
@@ -644,9 +645,9 @@ def _sse(data: Json, event: str | None = None, sep: bytes = b"\n\n") -> bytes:
     return head + b"data: " + _dumps(data) + sep
 
 
-def _stream_reply(events: list[bytes], content_type: str = "text/event-stream") -> Reply:
+def _stream_reply(events: list[bytes], content_type: str = "text/event-stream") -> _Reply:
     headers = {"content-type": content_type, "cache-control": "no-cache"}
-    return Reply(status=200, headers=headers, events=events)
+    return _Reply(status=200, headers=headers, events=events)
 
 
 def _stream_error_event(api: Api, status: int, sse: bool, separator: bytes) -> bytes:
@@ -715,7 +716,7 @@ def _openai_deltas(plan: ReplyPlan) -> list[dict[str, Any]]:
     return deltas
 
 
-def _openai_stream(plan: ReplyPlan, model: str, include_usage: bool) -> Reply:
+def _openai_stream(plan: ReplyPlan, model: str, include_usage: bool) -> _Reply:
     base: dict[str, Any] = {
         "id": _new_id("chatcmpl-"),
         "object": "chat.completion.chunk",
@@ -778,7 +779,7 @@ def _anthropic_deltas(plan: ReplyPlan) -> list[dict[str, Any]]:
     return [{"type": "input_json_delta", "partial_json": p} for p in pieces]
 
 
-def _anthropic_stream(plan: ReplyPlan, model: str) -> Reply:
+def _anthropic_stream(plan: ReplyPlan, model: str) -> _Reply:
     events = [
         _sse({"type": "message_start", "message": _anthropic_message(plan, model, streaming=True)}, "message_start"),
         _sse(
@@ -851,7 +852,7 @@ def _gemini_chunks(plan: ReplyPlan, model: str) -> list[dict[str, Any]]:
     return chunks
 
 
-def _gemini_stream(plan: ReplyPlan, model: str, sse: bool, separator: bytes) -> Reply:
+def _gemini_stream(plan: ReplyPlan, model: str, sse: bool, separator: bytes) -> _Reply:
     chunks = _gemini_chunks(plan, model)
     if sse:
         return _stream_reply([_sse(c, sep=separator) for c in chunks])
@@ -866,9 +867,9 @@ def _gemini_stream(plan: ReplyPlan, model: str, sse: bool, separator: bytes) -> 
 _MALFORMED_JSON = b'{"id": "broken", "choices": [{"message": {"content": "unterminated'
 
 
-def _malformed_reply(api: Api, stream: bool, sse: bool) -> Reply:
+def _malformed_reply(api: Api, stream: bool, sse: bool) -> _Reply:
     if not stream or not sse:
-        return Reply(200, {"content-type": "application/json"}, _MALFORMED_JSON)
+        return _Reply(200, {"content-type": "application/json"}, _MALFORMED_JSON)
     if api == "anthropic":
         events = [b'event: message_start\ndata: {"type": "message_start", "message": {\n\n']
     else:
@@ -907,7 +908,7 @@ class _Route:
     sse: bool = True
 
 
-def _route(request: RecordedRequest) -> _Route | Reply:
+def _route(request: RecordedRequest) -> _Route | _Reply:
     api = request.api or "openai"
     method, path = request.method, request.path
     if path in ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens") and method != "POST":
@@ -937,7 +938,7 @@ class _App:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        request = _record(scope, await _read_body(receive))
+        request = _recorded_request(scope, await _read_body(receive))
         seq = self._owner._record(request)
         behaviour = self._owner._next_behaviour()
         await self._pause(self._owner.delay_all + behaviour.delay)
@@ -957,7 +958,7 @@ class _App:
             return
         raise _AbortConnection("server stopping")
 
-    async def _send(self, send: Send, reply: Reply, behaviour: Behaviour) -> None:
+    async def _send(self, send: Send, reply: _Reply, behaviour: Behaviour) -> None:
         if reply.events is None:
             reply.headers["content-length"] = str(len(reply.body))
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
@@ -975,7 +976,7 @@ class _App:
             raise _AbortConnection("dropped by script")
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def _send_events(self, send: Send, reply: Reply, behaviour: Behaviour) -> None:
+    async def _send_events(self, send: Send, reply: _Reply, behaviour: Behaviour) -> None:
         events = reply.events or []
         stall_at, drop_at, error_at = (
             None if at is None else min(at, len(events))
@@ -1031,6 +1032,11 @@ class _Server(uvicorn.Server):
                 pass
 
 
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1053,8 +1059,9 @@ class FakeUpstream:
     """A fake OpenAI / Anthropic / Gemini server on 127.0.0.1 (see module docs).
 
     ``api_key``: when set, requests must carry it (``Authorization: Bearer`` on
-    OpenAI paths, ``x-api-key`` on Anthropic paths, ``x-goog-api-key`` or
-    ``?key=`` on Gemini paths) or get 401 in the provider's error format.
+    OpenAI paths, ``x-api-key`` or ``Authorization: Bearer`` on Anthropic paths
+    (the anthropic SDK sends the latter), ``x-goog-api-key`` or ``?key=`` on
+    Gemini paths) or get 401 in the provider's error format.
     ``require_anthropic_version``: answer 400 when ``anthropic-version`` is missing.
     ``gemini_sse_separator``: event separator for Gemini SSE (Google sends CRLF).
     """
@@ -1206,9 +1213,9 @@ class FakeUpstream:
 
     # ---- answering ------------------------------------------------------
 
-    def _reply_for(self, request: RecordedRequest, behaviour: Behaviour) -> Reply:
+    def _reply_for(self, request: RecordedRequest, behaviour: Behaviour) -> _Reply:
         route = _route(request)
-        if isinstance(route, Reply):
+        if isinstance(route, _Reply):
             return route
         if behaviour.status is not None:
             return _fault_reply(route.api, behaviour, behaviour.status)
@@ -1225,19 +1232,19 @@ class FakeUpstream:
             reply.stream_error = _stream_error_event(route.api, status, route.sse, self.gemini_sse_separator)
         return reply
 
-    def _auth_error(self, request: RecordedRequest, api: Api) -> Reply | None:
+    def _auth_error(self, request: RecordedRequest, api: Api) -> _Reply | None:
         if self.api_key is None:
             return None
         headers = request.headers
-        if api == "anthropic":
-            ok = headers.get("x-api-key") == self.api_key
+        if api == "anthropic":  # the anthropic SDK sends its key as a Bearer token
+            ok = self.api_key in (headers.get("x-api-key"), _bearer(headers))
         elif api == "gemini":
             ok = self.api_key in (headers.get("x-goog-api-key"), request.query.get("key"))
         else:
-            ok = headers.get("authorization") == f"Bearer {self.api_key}"
+            ok = _bearer(headers) == self.api_key
         return None if ok else _error_reply(api, 401, "Incorrect API key provided.")
 
-    def _invalid(self, request: RecordedRequest, route: _Route) -> Reply | None:
+    def _invalid(self, request: RecordedRequest, route: _Route) -> _Reply | None:
         if route.kind == "models":
             return None
         body = request.json
@@ -1256,7 +1263,7 @@ class FakeUpstream:
             return _error_reply("anthropic", 400, "anthropic-version: header is required")
         return None
 
-    def _render(self, request: RecordedRequest, route: _Route, behaviour: Behaviour) -> Reply:
+    def _render(self, request: RecordedRequest, route: _Route, behaviour: Behaviour) -> _Reply:
         if route.kind == "models":
             return _json_reply(200, self._models_payload(route.api))
         body: dict[str, Any] = request.json
@@ -1268,7 +1275,7 @@ class FakeUpstream:
         reply.headers["x-request-id" if route.api == "openai" else "request-id"] = _new_id("req_")
         return reply
 
-    def _render_plan(self, plan: ReplyPlan, route: _Route, model: str, body: Mapping[str, Any]) -> Reply:
+    def _render_plan(self, plan: ReplyPlan, route: _Route, model: str, body: Mapping[str, Any]) -> _Reply:
         if route.api == "openai":
             if route.stream:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -1291,7 +1298,7 @@ class FakeUpstream:
         created = 1_700_000_000
         return {
             "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "fake-upstream"} for m in self.models],
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in self.models],
         }
 
 

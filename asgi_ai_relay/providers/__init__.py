@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
+from ..transport import UpstreamHttp
 from .base import HttpProvider, Provider, UpstreamResponse
 from .mock import MockProvider
 from .openai import OpenAIProvider
 
 __all__ = ["HttpProvider", "MockProvider", "OpenAIProvider", "Provider", "UpstreamResponse", "build_provider"]
 
-HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, httpx.AsyncClient, Timeouts], HttpProvider]] = {
+HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], HttpProvider]] = {
     "openai": OpenAIProvider,
     "openai_compatible": OpenAIProvider,
 }
 
 
-def build_provider(config: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts) -> Provider:
+def build_provider(config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> Provider:
     """The provider for one ``[providers.NAME]`` table.
 
     :raises ConfigurationError: for a kind this build cannot serve.

@@ -1,56 +1,27 @@
 """What every provider is: one ``send`` that returns a whole or streamed upstream answer.
 
 A provider knows its endpoint URL, its auth header and its wire format; it knows nothing of
-the caller. Third-party exceptions (httpx's) become the relay's own in :func:`upstream_errors`.
+the caller. The HTTP client (:mod:`asgi_ai_relay.transport`) turns network failures into the
+relay's own errors; a provider turns an error status into :class:`UpstreamStatusError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from ..config import ModelConfig, ProviderConfig, Timeouts
-from ..errors import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from ..errors import UpstreamStatusError
+from ..transport import UpstreamHttp, UpstreamReply
 
-__all__ = ["HttpProvider", "Provider", "UpstreamResponse", "parse_retry_after", "upstream_errors"]
+__all__ = ["HttpProvider", "Provider", "UpstreamResponse", "parse_retry_after"]
 
 
-class UpstreamResponse:
-    """A provider's successful answer: ``body`` when whole, ``chunks`` when streamed.
-
-    ``aclose`` releases the connection; the relay calls it once it is done, including when the
-    client went away mid-stream.
-    """
-
-    __slots__ = ("_response", "body", "chunks", "headers", "status")
-
-    def __init__(
-        self,
-        status: int,
-        headers: Mapping[str, str],
-        body: bytes = b"",
-        chunks: AsyncIterator[bytes] | None = None,
-        response: httpx.Response | None = None,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.chunks = chunks
-        self._response = response
-
-    async def aclose(self) -> None:
-        if self._response is not None:
-            await self._response.aclose()
+#: What ``Provider.send`` returns: status, headers, and ``body`` or ``chunks``.
+UpstreamResponse = UpstreamReply
 
 
 class Provider:
@@ -96,31 +67,12 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-@contextlib.contextmanager
-def upstream_errors(provider: str, scrub: Any = None) -> Iterator[None]:
-    """Turn httpx's exceptions into the relay's own, never quoting a URL that may hold a key."""
-    try:
-        yield
-    except UpstreamError:
-        raise
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(f"Provider {provider!r} did not answer in time ({type(exc).__name__}).") from exc
-    except httpx.ConnectError as exc:
-        raise UpstreamConnectError(f"Could not connect to provider {provider!r}.") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise UpstreamProtocolError(f"Provider {provider!r} closed the connection unexpectedly.") from exc
-    except httpx.HTTPError as exc:
-        raise UpstreamConnectError(f"Request to provider {provider!r} failed ({type(exc).__name__}).") from exc
-
-
 class HttpProvider(Provider):
     """A provider reached over HTTP with the relay's shared, pooled client."""
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
+    def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config)
         self.client = client
-        self.whole_timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.pool)
-        self.stream_timeout = httpx.Timeout(timeouts.stream_idle, connect=timeouts.connect, pool=timeouts.pool)
         self.base_headers = self.auth_headers() | {"content-type": "application/json"} | dict(config.headers)
 
     def auth_headers(self) -> dict[str, str]:
@@ -142,44 +94,24 @@ class HttpProvider(Provider):
 
     async def send(self, model: ModelConfig, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
         headers = self.base_headers | dict(model.headers) if model.headers else self.base_headers
-        request = self.client.build_request(
-            "POST",
-            self.url(model, stream),
-            content=orjson.dumps(body),
-            headers=headers,
-            timeout=self.stream_timeout if stream else self.whole_timeout,
-        )
-        with upstream_errors(self.name):
-            response = await self.client.send(request, stream=stream)
-            if not stream:
-                if response.status_code >= 400:
-                    self.raise_for_status(response, response.content)
-                return UpstreamResponse(response.status_code, response.headers, response.content)
-            if response.status_code >= 400:
-                try:
-                    raw = await response.aread()
-                finally:
-                    await response.aclose()
-                self.raise_for_status(response, raw)
-            return UpstreamResponse(
-                response.status_code, response.headers, chunks=self._chunks(response), response=response
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+        reply = await self.client.post(self.name, self.url(model, stream), headers, orjson.dumps(body), stream=stream)
+        if reply.status >= 400:
+            try:
+                raw = await reply.read()
+            finally:
+                await reply.aclose()
+            self.raise_for_status(reply.status, reply.headers, raw)
+        return reply
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        with upstream_errors(self.name):
-            async for chunk in response.aiter_bytes():
-                yield chunk
-
-    def raise_for_status(self, response: httpx.Response, raw: bytes) -> None:
+    def raise_for_status(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             payload = None
         message, code = self.error_message(payload, raw)
         raise UpstreamStatusError(
-            f"Provider {self.name!r} answered {response.status_code}: {self.scrub(message)}",
-            upstream_status=response.status_code,
+            f"Provider {self.name!r} answered {status}: {self.scrub(message)}",
+            upstream_status=status,
             upstream_code=code,
-            retry_after=parse_retry_after(response.headers),
+            retry_after=parse_retry_after(headers),
         )

@@ -23,6 +23,8 @@ __all__ = ["OpenAIPassThrough", "StreamTranslator", "TRANSLATIONS", "Translation
 
 class StreamTranslator(Protocol):
     usage: Usage | None
+    #: Set once the provider's terminal event has gone through (the stream is complete).
+    done: bool
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""
@@ -46,17 +48,20 @@ class _OpenAIStream:
     is left out so the caller sees exactly what it asked for.
     """
 
-    __slots__ = ("include_usage", "splitter", "usage")
+    __slots__ = ("done", "include_usage", "splitter", "usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.splitter = SSESplitter()
         self.usage: Usage | None = None
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
         for event in self.splitter.feed(chunk):
-            if b'"usage":{' in event.data or b'"usage": {' in event.data:
+            if event.data == b"[DONE]":
+                self.done = True
+            elif b'"usage":{' in event.data or b'"usage": {' in event.data:
                 if not self._take_usage(event.data):
                     continue
             out.append(event.raw)
