@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .config import ModelConfig
     from .errors import RelayError
     from .protocol import WireFormat
+    from .stages.ratelimit import Ticket
 
 __all__ = ["Call"]
 
@@ -43,6 +44,8 @@ class Call:
     #: Headers every answer to this request carries (limits, cache, serving provider).
     headers: dict[str, str] = field(default_factory=dict)
     finished: bool = False
+    #: The rate-limit charges and concurrency slot this request holds until it finishes.
+    traffic: Ticket | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -24,9 +24,12 @@ __all__ = [
     "ApiKey",
     "DEFAULT_MODELS",
     "HttpSettings",
+    "LimitConfig",
+    "LimitsConfig",
     "ModelConfig",
     "Price",
     "ProviderConfig",
+    "QueueConfig",
     "RelayConfig",
     "Secret",
     "StorageConfig",
@@ -152,6 +155,49 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """Requests and tokens per minute (0: no limit); bursts default to the full minute."""
+
+    rpm: int = 0
+    tpm: int = 0
+    burst: int = 0
+    token_burst: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.rpm or self.tpm)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """``[limits]``: ``global`` for everyone together; ``caller``, ``model``, ``provider`` for
+    each one separately, with per-name overrides in ``callers``, ``models``, ``providers``."""
+
+    everyone: LimitConfig = field(default_factory=LimitConfig)
+    caller: LimitConfig = field(default_factory=LimitConfig)
+    model: LimitConfig = field(default_factory=LimitConfig)
+    provider: LimitConfig = field(default_factory=LimitConfig)
+    callers: Mapping[str, LimitConfig] = field(default_factory=dict)
+    models: Mapping[str, LimitConfig] = field(default_factory=dict)
+    providers: Mapping[str, LimitConfig] = field(default_factory=dict)
+    #: Completion tokens counted before the call when the request sets no ``max_tokens``.
+    estimated_output_tokens: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """``[queue]``: concurrency caps (0: none), the bounded priority queue, and what a limit
+    or a rate-limit storage outage does."""
+
+    max_in_flight: int = 0
+    per_provider: int = 0
+    max_queue: int = 1000
+    max_wait: float = 30.0
+    on_limit: str = "queue"
+    fail_mode: str = "open"
+    priority_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     prefix: str = "/ai"
     max_body_bytes: int = 4 * 1024 * 1024
@@ -162,6 +208,8 @@ class RelayConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
     log_requests: bool = True
 
 
@@ -270,7 +318,7 @@ class _Reader:
     def relay(self) -> RelayConfig:
         self.only(
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
-            "providers", "models", "storage", "log_requests", "default_models",
+            "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -287,6 +335,8 @@ class _Reader:
             providers=providers,
             models=models,
             storage=self.sub("storage").storage(),
+            limits=self.sub("limits").limits(providers, models),
+            queue=self.sub("queue").queue(),
             log_requests=self.get("log_requests", bool, True),
         )
 
@@ -339,6 +389,53 @@ class _Reader:
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
+        )
+
+    def limit(self) -> LimitConfig:
+        self.only("rpm", "tpm", "burst", "token_burst")
+        return LimitConfig(
+            rpm=self.integer("rpm", 0, minimum=0),
+            tpm=self.integer("tpm", 0, minimum=0),
+            burst=self.integer("burst", 0, minimum=0),
+            token_burst=self.integer("token_burst", 0, minimum=0),
+        )
+
+    def named_limits(self, name: str, known: Mapping[str, Any] | None) -> dict[str, LimitConfig]:
+        table = self.sub(name)
+        for key in table.data:
+            if known is not None and key not in known:
+                raise ConfigurationError(f"{table.key(key)}: unknown {name[:-1]} {key!r}")
+        return {key: table.sub(key).limit() for key in table.data}
+
+    def limits(self, providers: Mapping[str, ProviderConfig], models: Mapping[str, ModelConfig]) -> LimitsConfig:
+        self.only("global", "caller", "model", "provider", "callers", "models", "providers", "estimated_output_tokens")
+        return LimitsConfig(
+            everyone=self.sub("global").limit(),
+            caller=self.sub("caller").limit(),
+            model=self.sub("model").limit(),
+            provider=self.sub("provider").limit(),
+            callers=self.named_limits("callers", None),
+            models=self.named_limits("models", models),
+            providers=self.named_limits("providers", providers),
+            estimated_output_tokens=self.integer("estimated_output_tokens", 256, minimum=0),
+        )
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.get(name, str, choices[0])
+        if value not in choices:
+            raise ConfigurationError(f"{self.key(name)}: one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+
+    def queue(self) -> QueueConfig:
+        self.only("max_in_flight", "per_provider", "max_queue", "max_wait", "on_limit", "fail_mode", "priority_header")
+        return QueueConfig(
+            max_in_flight=self.integer("max_in_flight", 0, minimum=0),
+            per_provider=self.integer("per_provider", 0, minimum=0),
+            max_queue=self.integer("max_queue", 1000, minimum=0),
+            max_wait=self.number("max_wait", 30.0),
+            on_limit=self.choice("on_limit", ("queue", "reject")),
+            fail_mode=self.choice("fail_mode", ("open", "closed")),
+            priority_header=self.get("priority_header", bool, False),
         )
 
     def providers(self) -> dict[str, ProviderConfig]:

@@ -118,6 +118,12 @@ class RelayMiddleware:
         except RelayError as error:
             await self.send_whole(send, relay.reject(request, error))
             return
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        request.disconnected = disconnected
         response = await relay.handle(request)
         if response.stream is None:
             await self.send_whole(send, response)

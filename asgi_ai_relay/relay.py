@@ -12,6 +12,7 @@ caller's own format. Every request that reaches a route is recorded once, by :me
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -28,8 +29,8 @@ from .errors import NotFound, RelayError
 from .protocol import OPENAI, WireFormat
 from .providers import Provider, build_provider
 from .stages import auth as auth_stage
-from .stages import parse, route, usage
-from .storage import Ledger, ledger_from_uri
+from .stages import parse, ratelimit, route, usage
+from .storage import Ledger, RateLimitStore, ledger_from_uri
 from .transport import UpstreamHttp, make_client
 from .types import Caller, RelayRequest, RelayResponse
 
@@ -101,6 +102,7 @@ class Relay:
     :param auth: the host's caller hook (see :mod:`asgi_ai_relay.stages.auth`).
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
+    :param limits_store: a rate-limit store; by default the one ``storage.limits`` names.
     :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
         child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
@@ -113,6 +115,7 @@ class Relay:
         auth: AuthHook | None = None,
         ledger: Ledger | None = None,
         transport: Any = None,
+        limits_store: RateLimitStore | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.config = load_config(config)
@@ -124,10 +127,11 @@ class Relay:
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
         self.stats = usage.UsageStats()
+        self.traffic = ratelimit.Traffic(self.config, limits_store)
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
-        chat = [parse.parse, auth_stage.authenticate, route.resolve, route.forward]
+        chat = [parse.parse, auth_stage.authenticate, route.resolve, ratelimit.admit, route.forward]
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
@@ -177,6 +181,7 @@ class Relay:
             await self._client.aclose()
             self._client = None
             self._providers = None
+        await self.traffic.aclose()
         if self._ledger is not None:
             self._ledger.close()
         self.started = False
@@ -204,6 +209,12 @@ class Relay:
         except Exception:
             logger.exception("request_id=%s failed inside the relay", call.request_id)
             return self.error_response(call, RelayError("The relay failed to handle this request."))
+        except asyncio.CancelledError:
+            # The host gave up on the request (client gone, shutdown): still one ledger row,
+            # and whatever it held (a queue place, a slot) is given back.
+            call.status = ratelimit.CLIENT_CLOSED
+            self.finish(call)
+            raise
         if response.stream is None:
             call.status = response.status
             self.finish(call)
@@ -246,6 +257,11 @@ class Relay:
         if call.finished:
             return
         call.finished = True
+        if call.traffic is not None:
+            try:
+                self.traffic.release(call)
+            except Exception:
+                logger.exception("request_id=%s could not release its limits", call.request_id)
         try:
             usage.record(self, call)
         except Exception:

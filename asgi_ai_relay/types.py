@@ -62,6 +62,9 @@ class RelayRequest:
     host_user: Any = None
     host_request: Any = None
     host_caller: Any = None
+    #: Set by adapters that can tell: returns once the client has gone away. Stages that
+    #: wait (the queue) race it, so a departed client stops waiting at once.
+    disconnected: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)

@@ -7,10 +7,19 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import LEDGER_COLUMNS, Ledger, LedgerRow
-from .memory import MemoryLedger
+from .base import LEDGER_COLUMNS, Ledger, LedgerRow, RateLimitStore
+from .memory import MemoryLedger, MemoryRateLimits
 
-__all__ = ["LEDGER_COLUMNS", "Ledger", "LedgerRow", "MemoryLedger", "ledger_from_uri"]
+__all__ = [
+    "LEDGER_COLUMNS",
+    "Ledger",
+    "LedgerRow",
+    "MemoryLedger",
+    "MemoryRateLimits",
+    "RateLimitStore",
+    "ledger_from_uri",
+    "limits_from_uri",
+]
 
 
 def _sqlite(uri: str) -> Ledger:
@@ -36,5 +45,32 @@ def ledger_from_uri(uri: str) -> Ledger:
     if factory is None:
         raise ConfigurationError(
             f"storage.ledger: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LEDGER_SCHEMES))})"
+        )
+    return factory(uri)
+
+
+def _redis_limits(uri: str) -> RateLimitStore:
+    from .redis import RedisRateLimits
+
+    return RedisRateLimits(uri)
+
+
+LIMITS_SCHEMES: dict[str, Callable[[str], RateLimitStore]] = {
+    "memory": lambda uri: MemoryRateLimits(),
+    "redis": _redis_limits,
+    "rediss": _redis_limits,
+}
+
+
+def limits_from_uri(uri: str) -> RateLimitStore:
+    """The rate-limit store for ``uri`` (``memory://`` or ``redis://host:6379/0?prefix=relay``).
+
+    :raises ConfigurationError: for a scheme no backend serves, or a bad option.
+    """
+    scheme = urlsplit(uri).scheme
+    factory = LIMITS_SCHEMES.get(scheme)
+    if factory is None:
+        raise ConfigurationError(
+            f"storage.limits: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LIMITS_SCHEMES))})"
         )
     return factory(uri)

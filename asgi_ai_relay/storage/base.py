@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["LEDGER_COLUMNS", "Ledger", "LedgerRow"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..limits import Bucket, Decision
+
+__all__ = ["LEDGER_COLUMNS", "Ledger", "LedgerRow", "RateLimitStore"]
 
 
 @dataclass(slots=True)
@@ -55,3 +60,24 @@ class Ledger(Protocol):
 
     def close(self) -> None:
         """Flush and release the backend; safe to call twice."""
+
+
+@runtime_checkable
+class RateLimitStore(Protocol):
+    """GCRA state for rate limits (see :mod:`asgi_ai_relay.limits`), shared as widely as the
+    backend reaches: one process (memory) or every process on one Redis."""
+
+    async def acquire(self, buckets: Sequence[Bucket], costs: Sequence[float]) -> Decision:
+        """Charge every bucket its cost, all or none.
+
+        :raises StorageError: when the backend cannot be reached (in bounded time).
+        """
+
+    async def adjust(self, buckets: Sequence[Bucket], deltas: Sequence[float]) -> None:
+        """Charge (or refund, when negative) what an estimate got wrong.
+
+        :raises StorageError: when the backend cannot be reached.
+        """
+
+    async def aclose(self) -> None:
+        """Release connections; safe to call twice."""

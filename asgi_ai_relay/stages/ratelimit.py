@@ -1,0 +1,284 @@
+"""Stage 3: rate limits, then a concurrency slot, before anything leaves for a provider.
+
+Limits (``[limits]``) are GCRA buckets in the ``storage.limits`` backend: requests and tokens
+per minute, for everyone together, each caller, each model and each provider. A request is
+charged one request and an *estimate* of its tokens (body bytes / 4 plus its ``max_tokens``, or
+``limits.estimated_output_tokens``) in all its buckets at once; when it finishes,
+:meth:`Traffic.release` charges or refunds the difference to the real usage, and refunds the
+request itself if it never reached a provider.
+
+When a limit says wait, ``queue.on_limit = "queue"`` sleeps exactly until capacity returns (up
+to ``queue.max_wait``), ``"reject"`` answers 429 at once. Either way the answer carries
+``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too.
+
+Then the request takes a slot of :class:`~asgi_ai_relay.scheduler.Gate` (``queue.max_in_flight``,
+``queue.per_provider``), waiting in the weighted-fair priority queue when there is none. A full
+queue or a wait past ``max_wait`` answers 503 with ``Retry-After``. Slots are held until
+:meth:`Relay.finish`, so a stream holds its slot until it ends. A client that disconnects while
+waiting leaves at once (status 499 in the ledger).
+
+Concurrency caps are per process; rate limits are as wide as their backend (Redis: all hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequest, RateLimited, RelayError, ServiceUnavailable, StorageError
+from ..limits import Bucket, Decision, Rate, format_reset
+from ..scheduler import LEVEL_INDEX, Gate
+from ..storage import RateLimitStore, limits_from_uri
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..config import LimitConfig, RelayConfig
+    from ..relay import Relay
+    from ..types import RelayResponse
+
+__all__ = ["Ticket", "Traffic", "admit"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+#: Status recorded for a request whose client left while it waited (nginx's convention).
+CLIENT_CLOSED = 499
+_QUEUE_RETRY_AFTER = 1.0
+_CALLER_CACHE = 10_000
+
+
+class Ticket:
+    """What one request holds: charged buckets and its estimate, and its slot's provider."""
+
+    __slots__ = ("buckets", "charged", "estimate", "slot")
+
+    def __init__(self, buckets: Sequence[Bucket], estimate: int) -> None:
+        self.buckets = buckets
+        self.estimate = estimate
+        self.charged = False
+        self.slot: str | None = None
+
+
+def _buckets(scope: str, name: str, limit: LimitConfig | None) -> tuple[Bucket, ...]:
+    if not limit:
+        return ()
+    out = []
+    if limit.rpm:
+        out.append(Bucket(f"{scope}:{name}:r", Rate(limit.rpm, 60.0, limit.burst), "requests"))
+    if limit.tpm:
+        out.append(Bucket(f"{scope}:{name}:t", Rate(limit.tpm, 60.0, limit.token_burst), "tokens"))
+    return tuple(out)
+
+
+class Traffic:
+    """The limits and the queue of one relay, built once from its config.
+
+    :param store: a rate-limit store; by default the one ``storage.limits`` names.
+    :raises ConfigurationError: for an unknown ``storage.limits`` scheme.
+    """
+
+    def __init__(self, config: RelayConfig, store: RateLimitStore | None = None) -> None:
+        limits, queue = config.limits, config.queue
+        self.config = queue
+        self.limits = limits
+        self.store = store if store is not None else limits_from_uri(config.storage.limits)
+        self.gate = Gate(queue.max_in_flight, queue.per_provider, queue.max_queue)
+        self.everyone = _buckets("global", "all", limits.everyone)
+        self.models = {a: _buckets("model", a, limits.models.get(a, limits.model)) for a in config.models}
+        self.providers = {p: _buckets("provider", p, limits.providers.get(p, limits.provider)) for p in config.providers}
+        self.limited = bool(limits.everyone or limits.caller or limits.callers or limits.model or limits.models
+                            or limits.provider or limits.providers)
+        self.gated = bool(queue.max_in_flight or queue.per_provider)
+        self.active = self.limited or self.gated
+        self.sleeping = 0
+        self._callers: dict[str, tuple[Bucket, ...]] = {}
+        self._adjust_now = getattr(self.store, "adjust_now", None)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def buckets_for(self, call: Call) -> tuple[Bucket, ...]:
+        assert call.model is not None
+        caller = call.caller.id
+        mine = self._callers.get(caller)
+        if mine is None:
+            if len(self._callers) >= _CALLER_CACHE:
+                self._callers.clear()
+            mine = self._callers[caller] = _buckets("caller", caller, self.limits.callers.get(caller, self.limits.caller))
+        return self.everyone + mine + self.models.get(call.model.alias, ()) + self.providers.get(call.model.provider, ())
+
+    def estimate(self, call: Call) -> int:
+        """Tokens before the call: about 4 bytes a prompt token, plus the output it may ask for."""
+        body = call.body
+        out = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not isinstance(out, int) or isinstance(out, bool):
+            out = self.limits.estimated_output_tokens
+        return len(call.request.body) // 4 + max(out, 0)
+
+    def level(self, call: Call) -> int:
+        """:raises InvalidRequest: for an ``X-Priority`` that is not a level, where it is honoured."""
+        asked = call.request.headers.get("x-priority")
+        if asked is not None and (self.config.priority_header or call.caller.allow_priority_header):
+            level = LEVEL_INDEX.get(asked.strip().lower())
+            if level is None:
+                raise InvalidRequest("X-Priority must be one of critical, high, normal, low.", param="x-priority")
+            return level
+        return LEVEL_INDEX.get(call.caller.priority, 2)
+
+    # -- admission -----------------------------------------------------------------------
+
+    async def charge(self, call: Call, ticket: Ticket, deadline: float) -> None:
+        """Charge the limits, sleeping until capacity returns while ``on_limit`` is "queue".
+
+        :raises RateLimited: refused (with ``Retry-After`` and the ``x-ratelimit-*`` headers).
+        :raises ServiceUnavailable: the queue is full, or the store is down and fails closed.
+        """
+        costs = [1 if b.kind == "requests" else ticket.estimate for b in ticket.buckets]
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                decision = await self.store.acquire(ticket.buckets, costs)
+            except StorageError as exc:
+                self._storage_failed(exc)
+                return
+            self._headers(call, ticket.buckets, decision)
+            if decision.allowed:
+                ticket.charged = True
+                return
+            wait = decision.retry_after
+            if math.isinf(wait):
+                raise RateLimited("This request needs more tokens than the token limit allows at once.",
+                                  code="request_too_large_for_limit")
+            if self.config.on_limit == "reject" or loop.time() + wait > deadline:
+                raise RateLimited(f"Rate limit reached; retry in {wait:.2f}s.", retry_after=wait)
+            self._check_room()
+            self.sleeping += 1
+            try:
+                await self.wait(call, asyncio.sleep(wait), deadline)
+            finally:
+                self.sleeping -= 1
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.config.fail_mode == "closed":
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=_QUEUE_RETRY_AFTER) from exc
+        logger.debug("rate limits skipped (fail open): %s", exc)
+
+    def _check_room(self) -> None:
+        if self.gate.waiting + self.sleeping >= self.config.max_queue:
+            raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=_QUEUE_RETRY_AFTER,
+                                     code="queue_full")
+
+    async def enter(self, call: Call, ticket: Ticket, deadline: float) -> None:
+        """Take a concurrency slot, waiting in the priority queue when none is free.
+
+        :raises ServiceUnavailable: the queue is full, or the wait ran past ``max_wait``.
+        """
+        assert call.model is not None
+        provider = call.model.provider
+        if self.gate.try_enter(provider):
+            ticket.slot = provider
+            return
+        level = self.level(call)
+        self._check_room()
+
+        async def take() -> None:
+            await self.gate.enter(provider, level)
+            ticket.slot = provider
+
+        await self.wait(call, take(), deadline)
+
+    async def wait(self, call: Call, waiting: Awaitable[None], deadline: float) -> None:
+        """Wait for ``waiting`` until ``deadline``, giving up at once if the client leaves.
+
+        :raises ServiceUnavailable: past the deadline.
+        :raises RelayError: 499 when the client disconnected.
+        """
+        task = asyncio.ensure_future(waiting)
+        watch = call.request.disconnected
+        gone = asyncio.ensure_future(watch()) if watch is not None else None
+        waits = {task} if gone is None else {task, gone}
+        timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in waits:
+                pending.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if gone is not None and gone in done:
+            raise RelayError("The client closed the connection while queued.", status_code=CLIENT_CLOSED,
+                             code="client_closed")
+        if task not in done:
+            raise ServiceUnavailable("Timed out waiting in the relay's queue; retry shortly.",
+                                     retry_after=_QUEUE_RETRY_AFTER, code="queue_timeout")
+        task.result()
+
+    @staticmethod
+    def _headers(call: Call, buckets: Sequence[Bucket], decision: Decision) -> None:
+        tightest: dict[str, tuple[int, float, int]] = {}
+        for bucket, state in zip(buckets, decision.states, strict=True):
+            seen = tightest.get(bucket.kind)
+            if seen is None or state.remaining < seen[0]:
+                tightest[bucket.kind] = (state.remaining, state.reset, bucket.rate.limit)
+        headers = call.headers
+        for kind, (remaining, reset, limit) in tightest.items():
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
+
+    # -- after the answer ----------------------------------------------------------------
+
+    def release(self, call: Call) -> None:
+        """Free the slot and reconcile the estimate with the real usage; from ``Relay.finish``."""
+        ticket = call.traffic
+        call.traffic = None
+        if ticket is None:
+            return
+        if ticket.slot is not None:
+            self.gate.leave(ticket.slot)
+        if not ticket.charged:
+            return
+        used = call.usage.total_tokens if call.usage is not None else 0
+        sent = call.attempts > 0
+        deltas = [(used - ticket.estimate) if b.kind == "tokens" else (0 if sent else -1) for b in ticket.buckets]
+        changed = [(b, d) for b, d in zip(ticket.buckets, deltas, strict=True) if d]
+        if changed:
+            self._adjust([b for b, _ in changed], [d for _, d in changed])
+
+    def _adjust(self, buckets: list[Bucket], deltas: list[float]) -> None:
+        if self._adjust_now is not None:
+            self._adjust_now(buckets, deltas)
+            return
+        task = asyncio.get_running_loop().create_task(self._adjust_later(buckets, deltas))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _adjust_later(self, buckets: list[Bucket], deltas: list[float]) -> None:
+        try:
+            await self.store.adjust(buckets, deltas)
+        except StorageError as exc:
+            logger.debug("rate limits: could not reconcile usage: %s", exc)
+
+    async def settle(self) -> None:
+        """Wait for the reconciliations still on their way to the store."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.settle()
+        await self.store.aclose()
+
+
+async def admit(relay: Relay, call: Call) -> RelayResponse | None:
+    """The stage. :raises RateLimited, ServiceUnavailable: see :class:`Traffic`."""
+    traffic = relay.traffic
+    if not traffic.active:
+        return None
+    ticket = Ticket(traffic.buckets_for(call) if traffic.limited else (), 0)
+    call.traffic = ticket
+    deadline = asyncio.get_running_loop().time() + traffic.config.max_wait
+    if ticket.buckets:
+        ticket.estimate = traffic.estimate(call)
+        await traffic.charge(call, ticket, deadline)
+    if traffic.gated:
+        await traffic.enter(call, ticket, deadline)
+    return None
