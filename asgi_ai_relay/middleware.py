@@ -39,7 +39,8 @@ class RelayMiddleware:
     :param app: the host ASGI app; ``None`` to run the relay on its own.
     :param config: a :class:`RelayConfig`, a mapping, a TOML path, or ``None`` for defaults.
     :param relay: an existing :class:`Relay` to serve (shared with other adapters).
-    :param auth: the caller hook; defaults to reading ``scope["user"]``.
+    :param auth: the caller hook; defaults to reading ``scope["user"]``. A ``relay`` built
+        without a hook of its own takes this one.
     """
 
     def __init__(
@@ -52,7 +53,11 @@ class RelayMiddleware:
         **relay_options: Any,
     ) -> None:
         self.app = app
-        self.relay = relay if relay is not None else Relay(config, auth=auth, **relay_options)
+        if relay is None:
+            relay = Relay(config, auth=auth, **relay_options)
+        elif relay.auth is None:
+            relay.auth = auth
+        self.relay = relay
         self.prefix = self.relay.config.prefix
         self.max_body = self.relay.config.max_body_bytes
 

@@ -137,6 +137,8 @@ class Relay:
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
     :param limits_store: a rate-limit store; by default the one ``storage.limits`` names.
+    :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
+        child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
     """
 
@@ -148,8 +150,10 @@ class Relay:
         ledger: Ledger | None = None,
         transport: Any = None,
         limits_store: RateLimitStore | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.config = load_config(config)
+        self.logger = logger if logger is not None else logging.getLogger("asgi_ai_relay")
         self.auth = auth
         self.keys = auth_stage.KeyTable(self.config.api_keys)
         self._transport = transport

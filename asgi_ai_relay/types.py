@@ -48,7 +48,9 @@ class RelayRequest:
 
     ``path`` is relative to the relay prefix (``/v1/chat/completions``). ``headers`` has
     lower-cased names. ``host_user`` is whatever the host's auth put on its request (a Django
-    user, ``scope["user"]``...), for the caller hook to read.
+    user, ``scope["user"]``...), for the caller hook to read. ``host_caller`` is a caller a
+    synchronous adapter already resolved in the host's own context (Flask's request context, a
+    Django request thread): a :class:`Caller`, or a ``RelayError`` to refuse the request with.
     """
 
     method: str
@@ -59,6 +61,7 @@ class RelayRequest:
     client: str | None = None
     host_user: Any = None
     host_request: Any = None
+    host_caller: Any = None
     #: Set by adapters that can tell: returns once the client has gone away. Stages that
     #: wait (the queue) race it, so a departed client stops waiting at once.
     disconnected: Callable[[], Awaitable[None]] | None = None

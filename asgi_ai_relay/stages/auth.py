@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["AuthHook", "KeyTable", "authenticate", "presented_key"]
+__all__ = ["AuthHook", "KeyTable", "authenticate", "host_caller", "presented_key"]
 
 AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
 
@@ -34,6 +34,18 @@ def presented_key(request: RelayRequest) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return request.headers.get("x-api-key") or None
+
+
+async def host_caller(request: RelayRequest) -> Caller | None:
+    """The hook of adapters that resolve the caller before the core runs (Django, Flask): it
+    returns ``request.host_caller``.
+
+    :raises RelayError: the one the adapter put there (a user without the permission: 403).
+    """
+    resolved = request.host_caller
+    if isinstance(resolved, Exception):
+        raise resolved
+    return resolved if isinstance(resolved, Caller) else None
 
 
 def _digest(key: str) -> bytes:

@@ -168,8 +168,9 @@ def record(relay: Relay, call: Call) -> None:
     )
     if call.endpoint in relay.model_endpoints:
         relay.stats.add(call)
-    if relay.config.log_requests and logger.isEnabledFor(logging.INFO):
-        logger.info(
+    log = relay.logger
+    if relay.config.log_requests and log.isEnabledFor(logging.INFO):
+        log.info(
             "request_id=%s caller=%s endpoint=%s model=%s provider=%s status=%d latency_ms=%.1f "
             "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s",
             call.request_id,

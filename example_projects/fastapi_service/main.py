@@ -2,6 +2,11 @@
 
 Run it:   python example_projects/fastapi_service/main.py       (or: make demo)
 
+The service has its own login (a bearer token per user, Starlette's AuthenticationMiddleware);
+the relay takes its callers from ``scope["user"]``, so ``Authorization: Bearer ada-token``
+calls the relay as "ada" and the ledger says so. Without a token the call is anonymous.
+``GET /notes/summary`` is the service's own endpoint calling the relay in-process.
+
 With no provider key in the environment every model is served by the offline mock provider.
 Set OPENAI_API_KEY (or ANTHROPIC_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY) to relay the
 matching default model to the real provider, or point AI_RELAY_CONFIG at a TOML file.
@@ -13,10 +18,13 @@ import os
 import sys
 from typing import Any
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
 
-from asgi_ai_relay import RelayMiddleware
+from asgi_ai_relay import Relay, RelayMiddleware, RelayRequest
 
 PROVIDER_KEYS = {
     "openai": "OPENAI_API_KEY",
@@ -35,8 +43,21 @@ def relay_config() -> dict[str, Any] | str:
     return {"prefix": "/ai", "providers": providers}
 
 
+#: The service's users and their API tokens (a real service keeps these in its database).
+USERS = {"ada-token": "ada", "grace-token": "grace"}
+
+
+class TokenAuth(AuthenticationBackend):
+    async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser] | None:
+        scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+        user = USERS.get(token) if scheme.lower() == "bearer" else None
+        return (AuthCredentials(["authenticated"]), SimpleUser(user)) if user else None
+
+
+relay = Relay(relay_config())
 app = FastAPI(title="Notes service")
-app.add_middleware(RelayMiddleware, config=relay_config())
+app.add_middleware(RelayMiddleware, relay=relay)
+app.add_middleware(AuthenticationMiddleware, backend=TokenAuth())  # outermost: sets scope["user"]
 
 NOTES: list[str] = ["Buy milk", "Ship the relay"]
 
@@ -61,6 +82,19 @@ async def add_note(note: Note) -> dict[str, int]:
     return {"count": len(NOTES)}
 
 
+@app.get("/notes/summary")
+async def summarize_notes(request: Request, model: str = "gpt-4.1") -> dict[str, Any]:
+    """The service's own feature, answered by the relay in-process (same ledger, same caller)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Summarize: " + "; ".join(NOTES)}]}
+    answer = await relay.handle(
+        RelayRequest("POST", "/v1/chat/completions", {"content-type": "application/json"}, orjson.dumps(body), host_user=request.user)
+    )
+    payload = orjson.loads(answer.body)
+    if answer.status != 200:
+        raise HTTPException(answer.status, payload["error"]["message"])
+    return {"summary": payload["choices"][0]["message"]["content"], "cost_usd": answer.headers.get("x-relay-cost-usd")}
+
+
 def main() -> None:
     import logging
 
@@ -83,6 +117,9 @@ Notes service with asgi-ai-relay mounted at {base}/ai
 print(c.chat.completions.create(model='gpt-4.1', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)"
 
   curl {base}/ai/v1/models        curl {base}/ai/v1/usage
+
+  As a user of this service (the ledger records "ada"):   -H 'authorization: Bearer ada-token'
+  The service's own endpoint that calls the relay:         curl {base}/notes/summary
 """,
         file=sys.stderr,
         flush=True,

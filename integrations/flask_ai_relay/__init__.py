@@ -1,1 +1,128 @@
-"""Flask integration for asgi-ai-relay."""
+"""Flask integration for asgi-ai-relay: the relay's routes served from inside a Flask app.
+
+    relay = AIRelay(app)                     # or: relay = AIRelay(); relay.init_app(app)
+    app.config["AI_RELAY"] = {"prefix": "/ai", "providers": {...}}   # the schema every host shares
+
+    @relay.caller_loader
+    def load_caller():                       # runs in Flask's request context: g, session, current_user
+        if current_user.is_authenticated:    # flask-login; or: session.get("user_id")
+            return Caller(id=current_user.get_id())
+        return None                          # nobody: 401 (require_auth defaults to true here)
+
+Flask is WSGI: each relay request is answered in the thread the server gave it, which hands the
+async core to the process's one event loop thread and waits; a streamed answer is a generator
+pulling chunks from that loop, so a long stream holds its own thread and no other. The relay's
+per-request log line goes to ``app.logger.getChild("ai_relay")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+try:
+    from flask import Flask, Response, current_app, request
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("flask_ai_relay needs Flask: pip install 'asgi-ai-relay[flask]'") from exc
+from werkzeug.exceptions import HTTPException
+
+from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
+from asgi_ai_relay.errors import AuthenticationError, PayloadTooLarge, PermissionDenied, RelayError
+from asgi_ai_relay.stages.auth import host_caller
+from asgi_ai_relay.sync import SyncRelay
+
+__all__ = ["AIRelay", "CallerLoader"]
+
+#: Returns the caller (a :class:`Caller`, or just its id), or ``None`` when nobody is logged in.
+CallerLoader = Callable[[], "Caller | str | None"]
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+EXTENSION = "ai_relay"
+
+
+class AIRelay:
+    """The Flask extension.
+
+    :param app: the app to serve, or ``None`` to call :meth:`init_app` later.
+    :param config: settings merged over ``app.config["AI_RELAY"]`` for this instance.
+    :param relay_options: passed to :class:`Relay` (``ledger=``, ``transport=``...).
+    """
+
+    def __init__(self, app: Flask | None = None, *, config: dict[str, Any] | None = None, **relay_options: Any) -> None:
+        self.config = dict(config or {})
+        self.relay_options = relay_options
+        self.load_caller: CallerLoader | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def caller_loader(self, function: CallerLoader) -> CallerLoader:
+        """Decorator: register the function that tells who is calling (see the module docs)."""
+        self.load_caller = function
+        return function
+
+    def init_app(self, app: Flask) -> None:
+        """Validate the settings, build the app's relay and add its routes.
+
+        :raises ConfigurationError: naming the bad key of ``AI_RELAY``.
+        """
+        settings = {"require_auth": True, **app.config.get("AI_RELAY", {}), **self.config}
+        options = {"logger": app.logger.getChild("ai_relay"), **self.relay_options}
+        relay = Relay(settings, auth=host_caller, **options)
+        app.extensions[EXTENSION] = SyncRelay(relay)
+        prefix = relay.config.prefix
+        app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)
+        app.add_url_rule(f"{prefix}/<path:path>", EXTENSION, self.serve, methods=METHODS)
+        csrf = app.extensions.get("csrf")  # Flask-WTF: API routes take no form token
+        if csrf is not None:
+            csrf.exempt(self.serve)
+
+    @staticmethod
+    def relay_for(app: Flask) -> Relay:
+        """The relay :meth:`init_app` built for ``app`` (its ledger, its usage totals)."""
+        return app.extensions[EXTENSION].relay  # type: ignore[no-any-return]
+
+    def serve(self, path: str) -> Response:
+        sync: SyncRelay = current_app.extensions[EXTENSION]
+        relay_request = RelayRequest(
+            method=request.method,
+            path="/" + path if path else "",
+            headers={name.lower(): value for name, value in request.headers.items()},
+            query=request.query_string.decode("latin-1"),
+            client=request.remote_addr,
+        )
+        limit = sync.relay.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
+        relay_request.body = request.stream.read(limit + 1)
+        if len(relay_request.body) > limit:
+            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
+        relay_request.host_caller = self._caller()
+        response = sync.handle(relay_request)
+        return _flask_response(response, sync)
+
+    def _caller(self) -> Caller | RelayError | None:
+        """The loader's answer, taken here in the request context, before the core runs."""
+        if self.load_caller is None:
+            return None
+        try:
+            caller = self.load_caller()
+        except RelayError as error:
+            return error
+        except HTTPException as error:  # abort(401) / abort(403) in the loader
+            kind = {401: AuthenticationError, 403: PermissionDenied}.get(error.code or 0)
+            if kind is None:
+                raise
+            return kind(error.description or "Not allowed to call the relay.")
+        if caller is None or isinstance(caller, Caller):
+            return caller
+        return Caller(id=str(caller))
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
+
+
+def _flask_response(response: RelayResponse, sync: SyncRelay | None = None) -> Response:
+    if response.stream is None or sync is None:
+        return Response(response.body, status=response.status, headers=response.headers)
+    return Response(sync.chunks(response), status=response.status, headers=response.headers, direct_passthrough=True)

@@ -1,0 +1,170 @@
+"""Drive the async core from synchronous hosts (Flask, Django under WSGI).
+
+One event loop per process runs in a background thread for the life of the process, so the
+relay's pooled upstream connections survive from one request to the next. Request threads hand
+it coroutines and wait for their results; a streamed answer is pulled one chunk at a time, so
+a slow stream holds only its own request thread, never the loop.
+
+    relay = SyncRelay(Relay(config))
+    response = relay.handle(request)
+    for chunk in relay.chunks(response): ...     # closes the stream when done or dropped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .relay import Relay
+    from .types import RelayRequest, RelayResponse
+
+__all__ = ["LoopThread", "SyncRelay", "loop_thread"]
+
+T = TypeVar("T")
+
+
+async def _next(stream: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread.
+
+    :param name: the thread's name, as it shows in thread dumps.
+    """
+
+    def __init__(self, name: str = "asgi-ai-relay-loop") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closers: list[Callable[[], Awaitable[Any]]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, started on first use (and again in a forked worker)."""
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop, self._pid = loop, os.getpid()
+        # A forked worker inherits the parent's closers; they belong to objects it also inherited.
+
+    def run(self, coro: Coroutine[Any, Any, T] | Awaitable[T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result in the calling thread.
+
+        :raises RuntimeError: when called from the loop's own thread (it would deadlock).
+        :raises TimeoutError: when ``timeout`` seconds pass first (the coroutine is cancelled).
+        """
+        loop = self.loop
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("LoopThread.run() called from its own loop; await the coroutine instead")
+        if not asyncio.iscoroutine(coro):
+            coro = _await(coro)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except BaseException:  # a timeout, or the request thread interrupted: stop the work too
+            future.cancel()
+            raise
+
+    def iterate(self, stream: AsyncIterator[bytes]) -> Iterator[bytes]:
+        """A plain generator over an async stream; closing it (a WSGI server does when the
+        client goes away) calls the stream's ``aclose`` on the loop."""
+        try:
+            while (chunk := self.run(_next(stream))) is not None:
+                yield chunk
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                self.run(close())
+
+    def on_exit(self, closer: Callable[[], Awaitable[Any]]) -> None:
+        """Await ``closer()`` on the loop when the process exits (e.g. ``relay.shutdown``)."""
+        with self._lock:
+            self._closers.append(closer)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Run the exit closers, then stop the loop; called at interpreter exit."""
+        with self._lock:
+            closers, self._closers = self._closers, []
+            loop, pid = self._loop, self._pid
+        if loop is None or pid != os.getpid() or not loop.is_running():
+            return
+        for closer in closers:
+            try:
+                self.run(closer(), timeout)
+            except Exception:  # noqa: BLE001 - one failing closer must not keep the others from running
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._loop = None
+
+
+_runner: LoopThread | None = None
+_runner_lock = threading.Lock()
+
+
+def loop_thread() -> LoopThread:
+    """The process's one :class:`LoopThread`, shared by every synchronous adapter."""
+    global _runner
+    if _runner is None:
+        with _runner_lock:
+            if _runner is None:
+                _runner = LoopThread()
+                atexit.register(_runner.close)
+    return _runner
+
+
+class SyncRelay:
+    """A :class:`~asgi_ai_relay.Relay` driven from synchronous code through the process loop.
+
+    :param relay: the relay to drive; it is shut down (client closed, ledger flushed) on the
+        loop when the process exits.
+    :param runner: the loop to use; the process's one :func:`loop_thread` by default.
+    """
+
+    def __init__(self, relay: Relay, runner: LoopThread | None = None) -> None:
+        self.relay = relay
+        self.runner = runner if runner is not None else loop_thread()
+        self.runner.on_exit(relay.shutdown)
+
+    def handle(self, request: RelayRequest) -> RelayResponse:
+        """:meth:`Relay.handle`, from a request thread."""
+        return self.runner.run(self.relay.handle(request))
+
+    def chunks(self, response: RelayResponse) -> Iterator[bytes]:
+        """The body of a streamed answer as a plain generator (see :meth:`LoopThread.iterate`)."""
+        assert response.stream is not None
+        return self.runner.iterate(response.stream)

@@ -1,0 +1,118 @@
+"""The settings, read live from ``django.conf.settings``, and the process's one relay.
+
+``AI_RELAY``
+    The relay configuration: the schema every host shares (:mod:`asgi_ai_relay.config`).
+    ``require_auth`` defaults to ``True`` here, since the relay sits behind the site's login.
+``AI_RELAY_PERMISSION``
+    The permission a user needs, ``"django_ai_relay.use_relay"`` by default; ``None`` lets
+    any authenticated user call the relay.
+``AI_RELAY_CALLER``
+    A callable, or its dotted path, ``(HttpRequest) -> Caller | None`` that decides who is
+    calling in place of the default :func:`django_ai_relay.middleware.user_caller`. It may
+    raise ``PermissionDenied`` (Django's or the relay's) to refuse with a 403.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+from asgi_ai_relay import Caller, Relay, RelayConfig, load_config
+from asgi_ai_relay.stages.auth import host_caller
+from asgi_ai_relay.sync import SyncRelay
+
+__all__ = ["conf", "relay", "reset", "sync_relay"]
+
+DEFAULT_PERMISSION = "django_ai_relay.use_relay"
+DEFAULT_CALLER = "django_ai_relay.middleware.user_caller"
+
+CallerFunction = Callable[[HttpRequest], "Caller | None"]
+
+
+class Settings:
+    """One property per setting, so a test's ``override_settings`` is seen at once."""
+
+    @property
+    def AI_RELAY(self) -> Any:
+        return getattr(settings, "AI_RELAY", {})
+
+    @property
+    def AI_RELAY_PERMISSION(self) -> Any:
+        return getattr(settings, "AI_RELAY_PERMISSION", DEFAULT_PERMISSION)
+
+    @property
+    def AI_RELAY_CALLER(self) -> Any:
+        return getattr(settings, "AI_RELAY_CALLER", DEFAULT_CALLER)
+
+    def relay_config(self) -> RelayConfig:
+        """``AI_RELAY`` validated. :raises ConfigurationError: naming the bad key."""
+        data = self.AI_RELAY
+        if isinstance(data, Mapping) and "require_auth" not in data:
+            data = {**data, "require_auth": True}
+        return load_config(data)
+
+    def caller_function(self) -> CallerFunction:
+        """:raises ImportError: when ``AI_RELAY_CALLER`` names nothing importable."""
+        value = self.AI_RELAY_CALLER
+        function = import_string(value) if isinstance(value, str) else value
+        if not callable(function):
+            raise TypeError(f"AI_RELAY_CALLER must be callable, got {type(function).__name__}")
+        return function  # type: ignore[no-any-return]
+
+
+conf = Settings()
+
+_lock = threading.Lock()
+_relay: Relay | None = None
+_sync: SyncRelay | None = None
+_caller: CallerFunction | None = None
+
+
+def relay() -> Relay:
+    """The process's relay, built from the settings on first use."""
+    global _relay
+    if _relay is None:
+        with _lock:
+            if _relay is None:
+                built = Relay(conf.relay_config(), auth=host_caller)
+                # Django's ASGI handler runs no lifespan: flush the ledger when the process ends.
+                atexit.register(built.ledger.close)
+                _relay = built
+    return _relay
+
+
+def sync_relay() -> SyncRelay:
+    """The same relay, driven through the process's loop thread (WSGI)."""
+    global _sync
+    current = relay()
+    if _sync is None or _sync.relay is not current:
+        with _lock:
+            if _sync is None or _sync.relay is not current:
+                _sync = SyncRelay(current)
+    return _sync
+
+
+def caller_function() -> CallerFunction:
+    global _caller
+    if _caller is None:
+        _caller = conf.caller_function()
+    return _caller
+
+
+def reset(*, setting: str = "AI_RELAY", **kwargs: Any) -> None:
+    """Forget the relay built from older settings (a ``setting_changed`` receiver)."""
+    global _relay, _sync, _caller
+    if setting.startswith("AI_RELAY"):
+        with _lock:
+            _relay = _sync = _caller = None
+
+
+def connect_signals() -> None:
+    setting_changed.connect(reset, dispatch_uid="django_ai_relay.reset")

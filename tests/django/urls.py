@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.urls import path
+
+
+def host_form(request):
+    """A route of the host's own: CSRF protection must still apply to it."""
+    return HttpResponse(f"host {request.method}")
+
+
+urlpatterns = [path("host/form", host_form)]

@@ -1,0 +1,108 @@
+"""The loop thread that synchronous hosts drive the async core through."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from asgi_ai_relay.sync import LoopThread, loop_thread
+
+
+class Chunks:
+    def __init__(self, n):
+        self.left = n
+        self.closed = threading.Event()
+        self.loops = set()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        self.loops.add(id(asyncio.get_running_loop()))
+        if self.left == 0:
+            raise StopAsyncIteration
+        self.left -= 1
+        return b"chunk"
+
+    async def aclose(self):
+        self.closed.set()
+
+
+@pytest.fixture
+def runner():
+    runner = LoopThread("test-loop")
+    yield runner
+    runner.close()
+
+
+def test_one_loop_for_every_caller_thread(runner):
+    async def which():
+        return id(asyncio.get_running_loop()), threading.current_thread().name
+
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(runner.run(which()))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(set(seen)) == 1 and seen[0][1] == "test-loop"
+    assert loop_thread() is loop_thread()
+
+
+def test_iterate_runs_to_the_end_and_closes(runner):
+    chunks = Chunks(3)
+    assert list(runner.iterate(chunks)) == [b"chunk"] * 3
+    assert chunks.closed.is_set() and chunks.loops == {id(runner.loop)}
+
+
+def test_closing_the_generator_early_closes_the_stream(runner):
+    chunks = Chunks(10)
+    generator = runner.iterate(chunks)
+    assert next(generator) == b"chunk"
+    generator.close()  # what a WSGI server does when the client goes away
+    assert chunks.closed.is_set() and chunks.left == 9
+
+
+def test_errors_and_timeouts_reach_the_calling_thread(runner):
+    async def fail():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        runner.run(fail())
+    cancelled = threading.Event()
+
+    async def slow():
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    with pytest.raises(TimeoutError):
+        runner.run(slow(), timeout=0.05)
+    assert cancelled.wait(5)  # the work does not outlive the caller's wait
+
+
+def test_run_from_the_loop_itself_is_refused(runner):
+    async def nested():
+        coro = asyncio.sleep(0)
+        try:
+            runner.run(coro)
+        finally:
+            coro.close()
+
+    with pytest.raises(RuntimeError, match="its own loop"):
+        runner.run(nested())
+
+
+def test_exit_closers_run_on_the_loop(runner):
+    ran = []
+
+    async def closer():
+        ran.append(id(asyncio.get_running_loop()))
+
+    loop_id = id(runner.loop)
+    runner.on_exit(closer)
+    runner.close()
+    assert ran == [loop_id]
