@@ -17,6 +17,7 @@ from typing import Any
 
 from .config import RelayConfig
 from .errors import PayloadTooLarge, RelayError
+from .paths import relay_subpath
 from .relay import AuthHook, Relay
 from .types import ASGIApp, Caller, Message, Receive, RelayRequest, RelayResponse, Scope, Send
 
@@ -64,10 +65,9 @@ class RelayMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            prefix = self.prefix
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                await self.serve(scope, receive, send, path[len(prefix):])
+            path = relay_subpath(scope["path"], self.prefix, root_path=scope.get("root_path", ""), raw_path=scope.get("raw_path"))
+            if path is not None:
+                await self.serve(scope, receive, send, path)
                 return
         elif kind == "lifespan":
             await self.lifespan(scope, receive, send)

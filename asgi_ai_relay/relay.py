@@ -32,6 +32,7 @@ import orjson
 from .call import Call
 from .config import RelayConfig, load_config
 from .errors import NotFound, PermissionDenied, RelayError
+from .paths import REFUSED
 from .metrics import CONTENT_TYPE, Metrics, metrics_or_none
 from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
@@ -311,7 +312,9 @@ class Relay:
 
     def _unrouted(self, call: Call) -> RelayResponse:
         request = call.request
-        if any(path == request.path for (_, path) in self.routes):
+        if request.path == REFUSED:
+            error = NotFound("No relay endpoint here: the relay serves only exact, canonical paths (no '//', '.', '..', percent-encoding, or other case).")
+        elif any(path == request.path for (_, path) in self.routes):
             error = RelayError(f"Method {request.method} is not allowed on {request.path}.", status_code=405)
             error.error_type, error.code = "invalid_request_error", "method_not_allowed"
         else:

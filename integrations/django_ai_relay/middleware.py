@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 
 from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
 from asgi_ai_relay.errors import PayloadTooLarge, PermissionDenied, RelayError
+from asgi_ai_relay.paths import relay_subpath
 
 from . import conf as relay_conf
 
@@ -75,10 +76,11 @@ class AIRelayMiddleware:
     @staticmethod
     def relay_path(request: HttpRequest, relay: Relay) -> str | None:
         """The path below the prefix, or ``None`` when the request is not the relay's."""
-        path, prefix = request.path_info, relay.config.prefix
-        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-            return path[len(prefix) :]
-        return None
+        scope = getattr(request, "scope", None)  # ASGIRequest: the path as sent
+        raw = scope.get("raw_path") if scope is not None else request.META.get("RAW_URI") or request.META.get("REQUEST_URI")
+        if isinstance(raw, str):
+            raw = raw.partition("?")[0]
+        return relay_subpath(request.path_info, relay.config.prefix, raw_path=raw)
 
     @staticmethod
     def prepare(request: HttpRequest, path: str, relay: Relay) -> RelayRequest | RelayResponse:

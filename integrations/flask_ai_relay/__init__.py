@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 
 from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
 from asgi_ai_relay.errors import AuthenticationError, PayloadTooLarge, PermissionDenied, RelayError
+from asgi_ai_relay.paths import REFUSED, relay_subpath
 from asgi_ai_relay.stages.auth import host_caller
 from asgi_ai_relay.sync import SyncRelay
 
@@ -72,6 +73,7 @@ class AIRelay:
         prefix = relay.config.prefix
         app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)
         app.add_url_rule(f"{prefix}/<path:path>", EXTENSION, self.serve, methods=METHODS)
+        app.wsgi_app = _RefuseVariants(app.wsgi_app, app.extensions[EXTENSION])  # type: ignore[method-assign]
         csrf = app.extensions.get("csrf")  # Flask-WTF: API routes take no form token
         if csrf is not None:
             csrf.exempt(self.serve)
@@ -85,7 +87,7 @@ class AIRelay:
         sync: SyncRelay = current_app.extensions[EXTENSION]
         relay_request = RelayRequest(
             method=request.method,
-            path="/" + path if path else "",
+            path=_subpath(request.environ, sync.relay) or REFUSED,
             headers={name.lower(): value for name, value in request.headers.items()},
             query=request.query_string.decode("latin-1"),
             client=request.remote_addr,
@@ -116,6 +118,29 @@ class AIRelay:
         if caller is None or isinstance(caller, Caller):
             return caller
         return Caller(id=str(caller))
+
+
+def _subpath(environ: dict[str, Any], relay: Relay) -> str | None:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    path = environ.get("PATH_INFO", "")
+    return relay_subpath(path, relay.config.prefix, raw_path=raw.partition("?")[0] if isinstance(raw, str) else None)
+
+
+class _RefuseVariants:
+    """In front of the Flask app: other spellings of the prefix (``//ai``, ``/AI``, ``/ai/../x``,
+    ``%2F``) are answered 404 by the relay here, so they reach neither Flask's slash-merging
+    redirects nor a catch-all route of the host."""
+
+    def __init__(self, app: Any, sync: SyncRelay) -> None:
+        self.app = app
+        self.sync = sync
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if _subpath(environ, self.sync.relay) != REFUSED:
+            return self.app(environ, start_response)
+        request = RelayRequest(method=environ.get("REQUEST_METHOD", "GET"), path=REFUSED, headers={})
+        response = self.sync.handle(request)
+        return _flask_response(response)(environ, start_response)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
