@@ -189,6 +189,8 @@ class ModelConfig:
     context_window: int | None = None
     tier: int = 1
     capabilities: frozenset[str] = frozenset()
+    #: The most output tokens a request may ask for (``max_tokens``); above it: 400.
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +659,7 @@ class _Reader:
     ) -> ModelConfig:
         self.only(
             "provider", "upstream", "price", "headers", "fallbacks", "default_max_tokens", "context_fallbacks",
-            "deployments", "strategy", "retry", "context_window", "tier", "capabilities",
+            "deployments", "strategy", "retry", "context_window", "tier", "capabilities", "max_output_tokens",
         )
         deployments = self.deployments(alias, providers)
         provider = self.get("provider", str, base.provider if base else (deployments[0].provider if deployments else None))
@@ -685,6 +687,7 @@ class _Reader:
             context_window=self.integer("context_window", context_window) if context_window is not None else None,
             tier=self.integer("tier", base.tier if base else 1),
             capabilities=self.capabilities("capabilities") if "capabilities" in self.data else (base.capabilities if base else frozenset()),
+            max_output_tokens=self.integer("max_output_tokens", 1) if "max_output_tokens" in self.data else None,
         )
 
     def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 
+#: The longest error message a caller is sent (longer ones are cut).
+MAX_MESSAGE = 2000
+
+
 class RelayError(Exception):
     """Base of every error the relay raises.
 
@@ -64,6 +68,8 @@ class RelayError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        if len(message) > MAX_MESSAGE:  # a message may quote the caller's input: keep answers small
+            message = message[:MAX_MESSAGE] + "..."
         super().__init__(message)
         self.message = message
         if status_code is not None:

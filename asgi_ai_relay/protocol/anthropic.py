@@ -13,6 +13,7 @@ import orjson
 from ..errors import InvalidRequest, RelayError
 from ..types import Usage
 from .sse import encode_event
+from .openai import PART_TYPE
 
 __all__ = [
     "FINISH_TO_STOP",
@@ -126,6 +127,8 @@ def _validate_message(message: Any, where: str) -> None:
         for j, block in enumerate(content):
             if not isinstance(block, dict) or not isinstance(block.get("type"), str):
                 raise InvalidRequest(f"'{where}.content.{j}' must be an object with a 'type'.", param=f"{where}.content.{j}")
+            if not PART_TYPE.fullmatch(block["type"]):
+                raise InvalidRequest(f"'{where}.content.{j}.type' is not a content block type.", param=f"{where}.content.{j}.type")
     elif not isinstance(content, str):
         raise InvalidRequest(f"'{where}.content' must be a string or an array of blocks.", param=f"{where}.content")
 

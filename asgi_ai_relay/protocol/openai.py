@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,9 @@ __all__ = [
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+#: What a content part's ``type`` may look like. Types the relay cannot translate are refused
+#: by the translation; on the same-format path new types of the provider's go through.
+PART_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # parameter -> (accepted types, low, high); bounds None where OpenAI sets none.
 _NUMBERS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
@@ -100,18 +104,20 @@ def _validate_message(message: Any, where: str) -> None:
     role = message.get("role")
     if role not in ROLES:
         raise InvalidRequest(
-            f"'{where}.role' must be one of {', '.join(sorted(ROLES))}; got {role!r}.", param=f"{where}.role"
+            f"'{where}.role' must be one of {', '.join(sorted(ROLES))}; got {repr(role)[:40]}.", param=f"{where}.role"
         )
     content = message.get("content")
     if content is None:
         if role not in ("assistant", "function") :
-            raise InvalidRequest(f"'{where}.content' is required for role {role!r}.", param=f"{where}.content")
+            raise InvalidRequest(f"'{where}.content' is required for role {role}.", param=f"{where}.content")
     elif isinstance(content, list):
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise InvalidRequest(
                     f"'{where}.content[{j}]' must be an object with a 'type'.", param=f"{where}.content[{j}]"
                 )
+            if not PART_TYPE.fullmatch(part["type"]):
+                raise InvalidRequest(f"'{where}.content[{j}].type' is not a content part type.", param=f"{where}.content[{j}].type")
     elif not isinstance(content, str):
         raise InvalidRequest(
             f"'{where}.content' must be a string or an array of parts, not {_type_name(content)}.",

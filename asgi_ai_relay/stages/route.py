@@ -25,7 +25,7 @@ from ..retry import Verdict, classify, wait_before_retry
 from ..types import RelayResponse
 from . import translate
 from .stream import RelayStream
-from .usage import cost_of
+from .usage import cost_of, printable
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -39,7 +39,9 @@ _JSON = "application/json"
 
 
 async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
-    """:raises ModelNotFound: naming the model and the ones that exist."""
+    """:raises ModelNotFound: naming the model and the ones that exist.
+    :raises InvalidRequest: when the request asks for more output than the model's ``max_output_tokens``.
+    """
     name = call.requested_model or ""
     model = relay.config.models.get(name)
     if model is None:
@@ -47,12 +49,21 @@ async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
         if virtual is None:
             available = ", ".join(sorted([*relay.config.models, *relay.config.routing.virtual]))
             raise ModelNotFound(
-                f"The model '{call.requested_model}' does not exist on this relay. Available models: {available}.",
+                f"The model '{printable(call.requested_model)}' does not exist on this relay. Available models: {available}.",
                 param="model",
             )
         model, *call.candidates = await relay.router.choose(virtual, call)
+    if model.max_output_tokens is not None:
+        _check_output_limit(call, model.alias, model.max_output_tokens)
     call.model = model
     return None
+
+
+def _check_output_limit(call: Call, alias: str, limit: int) -> None:
+    for param in ("max_tokens", "max_completion_tokens"):
+        value = call.body.get(param) if isinstance(call.body, dict) else None
+        if isinstance(value, int) and value > limit:
+            raise InvalidRequest(f"'{param}' is {value}, above the {limit} output tokens model '{alias}' allows.", param=param)
 
 
 async def forward(relay: Relay, call: Call) -> RelayResponse | None:

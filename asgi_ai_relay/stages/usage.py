@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import Usage
 
-__all__ = ["UsageStats", "cost_of", "record"]
+__all__ = ["UsageStats", "cost_of", "printable", "record"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -126,7 +126,7 @@ class UsageStats:
             }
 
 
-def _printable(value: object) -> str:
+def printable(value: object) -> str:
     """A caller-supplied value made safe for one log line: short, no control characters."""
     text = str(value)[:100]
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -146,7 +146,7 @@ def record(relay: Relay, call: Call) -> None:
             request_id=call.request_id,
             caller=call.caller.id,
             endpoint=call.endpoint,
-            model=call.model.alias if call.model is not None else call.requested_model,
+            model=call.model.alias if call.model is not None else (printable(call.requested_model) if call.requested_model is not None else None),
             provider=call.provider,
             upstream_model=call.model.upstream if call.model is not None and call.provider else None,
             stream=call.stream,
@@ -176,7 +176,7 @@ def record(relay: Relay, call: Call) -> None:
             call.request_id,
             call.caller.id,
             call.endpoint,
-            call.model.alias if call.model is not None else _printable(call.requested_model),
+            call.model.alias if call.model is not None else printable(call.requested_model),
             call.provider,
             call.status,
             latency,
