@@ -10,6 +10,7 @@ Secrets are written ``"env:NAME"`` and read from the environment here, once; the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -212,9 +213,13 @@ class RoutingConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """A relay API key (what callers send), tied to a caller id."""
+    """A relay API key (what callers send), tied to a caller id; only its SHA-256 digest is kept.
 
-    key: Secret
+    Configured as ``{key = "env:NAME", caller = ...}`` or, hashed, ``{hash = "sha256:<hex>",
+    caller = ...}`` (``python -m asgi_ai_relay.keys create`` makes one).
+    """
+
+    digest: bytes
     caller: str
     admin: bool = False
     priority: str = "normal"
@@ -516,15 +521,33 @@ class _Reader:
             if isinstance(entry, str):
                 entry = {"key": entry, "caller": f"key-{i}"}
             item = _Reader(entry, path)
-            item.only("key", "caller", "admin", "priority")
-            key = item.secret("key")
-            if key is None or not key.get():
-                raise ConfigurationError(f"{path}.key: required")
+            item.only("key", "hash", "caller", "admin", "priority")
+            digest = item.key_digest(path)
             priority = item.get("priority", str, "normal")
             if priority not in ("critical", "high", "normal", "low"):
                 raise ConfigurationError(f"{path}.priority: one of critical, high, normal, low")
-            keys.append(ApiKey(key, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
+            keys.append(ApiKey(digest, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
         return tuple(keys)
+
+    def key_digest(self, path: str) -> bytes:
+        """The SHA-256 digest of an ``api_keys`` entry: from ``key`` or from ``hash``."""
+        if "key" in self.data and "hash" in self.data:
+            raise ConfigurationError(f"{path}.hash: give key or hash, not both")
+        if "hash" not in self.data and "key" not in self.data:
+            raise ConfigurationError(f"{path}.key: required (or hash = \"sha256:...\")")
+        if "key" in self.data:
+            key = self.secret("key")
+            if key is None or not key.get():
+                raise ConfigurationError(f"{path}.key: required")
+            return hashlib.sha256(key.get().encode("utf-8", "surrogatepass")).digest()
+        algorithm, _, hexdigest = self.get("hash", str, "").partition(":")
+        try:
+            digest = bytes.fromhex(hexdigest)
+        except ValueError:
+            digest = b""
+        if algorithm != "sha256" or len(digest) != 32:
+            raise ConfigurationError(f"{path}.hash: expected sha256:<64 hex digits>")
+        return digest
 
     def timeouts(self) -> Timeouts:
         self.only("connect", "read", "stream_idle", "pool", "total", "first_byte")

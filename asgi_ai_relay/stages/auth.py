@@ -2,8 +2,9 @@
 
 The host plugs in an :class:`AuthHook`, an async callable that reads the request (its user,
 its session) and returns a :class:`Caller` or ``None``, in the manner of Starlette's
-``AuthenticationBackend.authenticate``. Relay keys are looked up by their SHA-256 digest, so
-the comparison takes the same time whatever the key, and the keys themselves are not kept.
+``AuthenticationBackend.authenticate``. Relay keys are looked up by their SHA-256 digest: the
+keys themselves are not kept, and a lookup's timing can tell only about digests, which reveal
+nothing of a key (a hash lookup compares digests, never the key's characters one by one).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class KeyTable:
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
         self._callers = {
-            _digest(k.key.get()): Caller(id=k.caller, priority=k.priority, admin=k.admin) for k in keys
+            k.digest: Caller(id=k.caller, priority=k.priority, admin=k.admin) for k in keys
         }
 
     def __bool__(self) -> bool:
