@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import FakeUpstream
+from tests.secret_scan import SecretScanner, install
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 RELAY_KEY = "rk-relay-key-for-tests"
@@ -23,13 +25,40 @@ def _upstream_server() -> Iterator[FakeUpstream]:
         yield upstream
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _secret_scanner() -> Iterator[SecretScanner]:
+    scanner = SecretScanner({"UPSTREAM_KEY": UPSTREAM_KEY, "RELAY_KEY": RELAY_KEY})
+    with pytest.MonkeyPatch.context() as patch:
+        handler = install(scanner, patch.setattr)
+        try:
+            yield scanner
+        finally:
+            logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def secret_scan(_secret_scanner: SecretScanner) -> Iterator[SecretScanner]:
+    """Fails the test when a watched secret showed in a log record, an answer of the relay, a
+    ledger row, or (the caller's key) a request the fake upstream received. A test that
+    configures a secret of its own adds it: ``secret_scan.add("NAME", value)``."""
+    scanner = _secret_scanner
+    scanner.findings.clear()
+    watched = dict(scanner.secrets)
+    yield scanner
+    findings, scanner.findings[:] = list(scanner.findings), []
+    scanner.secrets = watched
+    if findings:
+        pytest.fail("secrets leaked:\n" + "\n".join(f"  {where}: {name} in {excerpt!r}" for where, name, excerpt in findings))
+
+
 @pytest.fixture
-def upstream(_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+def upstream(_upstream_server: FakeUpstream, _secret_scanner: SecretScanner) -> Iterator[FakeUpstream]:
     """The fake provider (a real HTTP server on 127.0.0.1), reset for each test."""
     _upstream_server.reset()
     if not _upstream_server.running:
         _upstream_server.start()
     yield _upstream_server
+    _secret_scanner.scan_requests(_upstream_server.requests, ("RELAY_KEY",))
     _upstream_server.reset()
     if not _upstream_server.running:
         _upstream_server.start()

@@ -523,6 +523,8 @@ class RecordedRequest:
     json: Json
     query_string: str = ""
     api: Api | None = None
+    #: The path exactly as sent, percent-encoding kept.
+    raw_path: str = ""
 
     @property
     def stream(self) -> bool:
@@ -551,6 +553,7 @@ def _recorded_request(scope: Mapping[str, Any], body: bytes) -> RecordedRequest:
         json=parsed,
         query_string=query_string,
         api=_api_for(scope["path"], headers),
+        raw_path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
     )
 
 
