@@ -32,6 +32,7 @@ import orjson
 from .call import Call
 from .config import RelayConfig, load_config
 from .errors import NotFound, PermissionDenied, RelayError
+from .openapi import openapi_document
 from .paths import REFUSED
 from .metrics import CONTENT_TYPE, Metrics, metrics_or_none
 from .protocol import ANTHROPIC, OPENAI, WireFormat
@@ -126,6 +127,11 @@ async def metrics_text(relay: Relay, call: Call) -> RelayResponse:
     return RelayResponse(200, call.headers, relay.metrics.render())
 
 
+async def openapi_json(relay: Relay, call: Call) -> RelayResponse:
+    call.headers["content-type"] = "application/json"
+    return RelayResponse(200, call.headers, relay.openapi)
+
+
 async def health_report(relay: Relay, call: Call) -> RelayResponse:
     return relay.json_response(call, await relay.router.health())
 
@@ -194,6 +200,11 @@ class Relay:
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
         self.add_route("GET", "/v1/health", Route("health", OPENAI, [auth_stage.authenticate, health_report]))
         self.add_route("GET", "/metrics", Route("metrics", OPENAI, [auth_stage.authenticate, metrics_text]))
+        self.add_route("GET", "/openapi.json", Route("openapi", OPENAI, [auth_stage.authenticate, openapi_json]))
+        from . import __version__
+
+        #: ``{prefix}/openapi.json``, serialised once.
+        self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 
     def add_route(self, method: str, path: str, route: Route, *, model: bool = False) -> None:
         """Serve ``path`` (relative to the prefix); ``model`` routes count in the usage totals."""

@@ -120,7 +120,7 @@ def validate_messages_request(body: Any) -> None:
 def _validate_message(message: Any, where: str) -> None:
     if not isinstance(message, dict):
         raise _where(where)
-    if message.get("role") not in ROLES:
+    if not isinstance(message.get("role"), str) or message["role"] not in ROLES:
         raise InvalidRequest(f"'{where}.role' must be 'user' or 'assistant'.", param=f"{where}.role")
     content = message.get("content")
     if isinstance(content, list):

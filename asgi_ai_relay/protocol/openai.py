@@ -102,7 +102,7 @@ def _validate_message(message: Any, where: str) -> None:
     if not isinstance(message, dict):
         raise InvalidRequest(f"'{where}' must be an object, not {_type_name(message)}.", param=where)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}; got {repr(role)[:40]}.", param=f"{where}.role"
         )
