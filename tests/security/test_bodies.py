@@ -209,3 +209,30 @@ async def test_part_types_the_provider_format_cannot_carry_are_refused(upstream)
     assert response.status_code == 400
     assert "video_url" in response.json()["error"]["message"]
     assert upstream.requests == []
+
+
+@pytest.mark.django_db
+def test_django_declared_length_over_the_limit(settings, upstream):
+    from django.test import Client
+
+    settings.AI_RELAY = make_config(upstream, max_body_bytes=LIMIT, require_auth=False)
+    response = Client().post("/ai/v1/chat/completions", data=b"{}", content_type="application/json", CONTENT_LENGTH=str(10**12))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    body = b'{"model": "test-model", "messages": [{"role": "user", "content": "' + b"x" * LIMIT + b'"}]}'
+    response = Client().post("/ai/v1/chat/completions", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert upstream.requests == []
+
+
+def test_flask_declared_length_over_the_limit(upstream):
+    from flask import Flask
+
+    from flask_ai_relay import AIRelay
+
+    app = Flask("limits")
+    app.config["AI_RELAY"] = make_config(upstream, max_body_bytes=LIMIT, require_auth=False)
+    AIRelay(app)
+    body = b'{"model": "test-model", "messages": [{"role": "user", "content": "' + b"x" * LIMIT + b'"}]}'
+    response = app.test_client().post("/ai/v1/chat/completions", data=body, content_type="application/json")
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+    assert upstream.requests == []
