@@ -42,6 +42,7 @@ async def test_asgi_endless_body_is_refused_while_reading():
 
     async def receive():  # no content-length, and it never ends
         nonlocal received
+        await asyncio.sleep(0)  # a real server yields here: lets the bound below cancel a reader that never stops
         received += 4096
         return {"type": "http.request", "body": b"x" * 4096, "more_body": True}
 
@@ -189,6 +190,16 @@ async def test_max_tokens_above_the_models_limit(client, upstream, endpoint, par
     ok = await client.post(endpoint, json={"model": "capped", "messages": OPENAI_MESSAGES, param: 100})
     assert ok.status_code == 200, ok.text
     assert len(upstream.requests) == 1
+
+
+async def test_an_error_quoting_the_callers_input_is_cut(client, upstream):
+    """Anthropic server tools cannot go to an OpenAI provider; the 400 names the tool's type,
+    which the caller chose: 50 kB of it must not come back."""
+    body = {"model": "test-model", "max_tokens": 10, "messages": OPENAI_MESSAGES, "tools": [{"type": "t" * 50_000, "name": "x"}]}
+    response = await client.post("/ai/v1/messages", json=body)
+    assert response.status_code == 400 and "has no equivalent" not in response.text
+    assert len(response.content) < 2200 and response.json()["error"]["message"].endswith("...")
+    assert upstream.requests == []
 
 
 def test_max_output_tokens_is_validated_in_config():
