@@ -184,8 +184,10 @@ async def run_rate(client: Client, rate: float, duration: float, max_conns: int)
     return stats, elapsed
 
 
-def build_request(host: str, port: int, method: str, path: str, body: bytes) -> bytes:
+def build_request(host: str, port: int, method: str, path: str, body: bytes, bearer: str = "") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: bench-loadgen\r\nAccept: */*\r\n"
+    if bearer:
+        head += f"Authorization: Bearer {bearer}\r\n"
     if body or method == "POST":
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + body
@@ -198,7 +200,7 @@ async def amain(args) -> dict:
             body = f.read()
     elif args.body:
         body = args.body.encode()
-    raw = build_request(args.host, args.port, args.method, args.path, body)
+    raw = build_request(args.host, args.port, args.method, args.path, body, args.bearer)
     client = Client(args.host, args.port, raw)
     if args.warmup > 0:
         await run_closed(client, args.connections if args.mode == "closed" else 4, args.warmup, 0)
@@ -238,6 +240,7 @@ def main() -> None:
     ap.add_argument("--method", default="POST")
     ap.add_argument("--body", default="")
     ap.add_argument("--body-file", default="")
+    ap.add_argument("--bearer", default="", help="send Authorization: Bearer <token>")
     ap.add_argument("--mode", choices=["closed", "rate"], default="closed")
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds (hard cap on the run)")
