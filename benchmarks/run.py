@@ -43,8 +43,13 @@ HOST = "127.0.0.1"  # the only address this harness ever sends traffic to
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-CHAT_BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello"}], "temperature": 0}
+# "__N__" becomes a per-request counter in the load generators, so every request is distinct and
+# the relay's cache (on by default for temperature 0) misses; the cache-hit scenario sends the
+# same body every time.
+CHAT_BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello __N__"}], "temperature": 0}
 STREAM_BODY = dict(CHAT_BODY, stream=True, stream_options={"include_usage": True})
+FIXED_CHAT_BODY = dict(CHAT_BODY, messages=[{"role": "user", "content": "hello"}])
+FIXED_STREAM_BODY = dict(STREAM_BODY, messages=FIXED_CHAT_BODY["messages"])
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -65,7 +70,21 @@ class Scenario:
     requires_modules: tuple = ()  # importable modules needed by the server, else "skipped"
     opt_in: bool = False  # only run when asked for (litellm: slow install)
     bearer: str = ""  # Authorization: Bearer token the clients send (generated per run when "auto")
+    fixed_body: bool = False  # the same body for every request (the cache-hit scenario)
 
+
+# Features on, with limits too generous to bite: the benchmark measures their cost, not their effect.
+RELAY_DEFAULT_FEATURES = """\
+[limits.global]
+rpm = 100000000
+tpm = 10000000000
+burst = 1000000
+[limits.caller]
+rpm = 100000000
+[queue]
+max_in_flight = 10000
+max_queue = 10000
+"""
 
 SCENARIOS = [
     Scenario("direct", "load generator -> fake upstream", "direct"),
@@ -88,19 +107,27 @@ SCENARIOS = [
     ),
     Scenario(
         "relay",
-        "example_projects/fastapi_service, relay at /ai",
+        "example_projects/fastapi_service, relay at /ai (ledger, limits, cache miss)",
         "uvicorn",
         app="main:app",
         app_dir="example_projects/fastapi_service",
         prefix="/ai",
         relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES,
         requires=("example_projects/fastapi_service/main.py",),
     ),
-    # When the response cache exists, a cache-hit scenario is one more entry, e.g.:
-    # Scenario("relay-cache", "relay, cache hit", "uvicorn", app="main:app",
-    #          app_dir="example_projects/fastapi_service", prefix="/ai", relay_toml=True,
-    #          extra_toml='[cache]\nbackend = "memory"\n',
-    #          requires=("example_projects/fastapi_service/main.py",)),
+    Scenario(
+        "relay-cache",
+        "the same relay, every request a cache hit",
+        "uvicorn",
+        app="main:app",
+        app_dir="example_projects/fastapi_service",
+        prefix="/ai",
+        relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES,
+        requires=("example_projects/fastapi_service/main.py",),
+        fixed_body=True,
+    ),
     Scenario("litellm", "LiteLLM proxy (own venv), same upstream", "litellm", opt_in=True, bearer="auto"),
 ]
 
@@ -410,7 +437,8 @@ class Loader:
         self.args = args
         self.cpus = args.client_cpus
         self.body_files = {}
-        for name, body in (("chat", CHAT_BODY), ("stream", STREAM_BODY)):
+        bodies = (("chat", CHAT_BODY), ("stream", STREAM_BODY), ("chat-fixed", FIXED_CHAT_BODY), ("stream-fixed", FIXED_STREAM_BODY))
+        for name, body in bodies:
             f = tmp / f"{name}.json"
             f.write_text(json.dumps(body))
             self.body_files[name] = f
@@ -436,8 +464,8 @@ class Loader:
                 return r
         raise RuntimeError("wrk printed no summary:\n" + out[-500:])
 
-    def run(self, wl: Workload, port: int, path: str, duration: float, bearer: str = "") -> dict:
-        body = self.body_files["stream" if wl.stream else "chat"]
+    def run(self, wl: Workload, port: int, path: str, duration: float, bearer: str = "", fixed: bool = False) -> dict:
+        body = self.body_files[("stream" if wl.stream else "chat") + ("-fixed" if fixed else "")]
         if wl.kind == "closed" and self.use_wrk:
             return self._wrk(port, path, body, wl.connections, duration, bearer)
         if wl.kind == "rate":
@@ -447,9 +475,9 @@ class Loader:
             extra = ["--mode", "closed", "--connections", str(wl.connections), "--duration", str(duration)]
         return self._loadgen(port, path, body, extra, duration + 60, bearer)
 
-    def count(self, port: int, path: str, n: int, conns: int, max_s: float, bearer: str = "") -> dict:
+    def count(self, port: int, path: str, n: int, conns: int, max_s: float, bearer: str = "", fixed: bool = False) -> dict:
         extra = ["--mode", "closed", "--connections", str(conns), "--requests", str(n), "--duration", str(max_s)]
-        return self._loadgen(port, path, self.body_files["chat"], extra, max_s + 60, bearer)
+        return self._loadgen(port, path, self.body_files["chat-fixed" if fixed else "chat"], extra, max_s + 60, bearer)
 
 
 def ensure_wrk(required: bool) -> bool:
@@ -477,11 +505,11 @@ def ensure_wrk(required: bool) -> bool:
 def measure(loader: Loader, srv: Server, wl: Workload, args, upstream_pid: int) -> dict:
     path = srv.path()
     if args.warmup > 0:
-        loader.run(wl, srv.port, path, args.warmup, srv.bearer)
+        loader.run(wl, srv.port, path, args.warmup, srv.bearer, srv.sc.fixed_body)
     cpu0 = proc_cpu_s(srv.pid)
     up0 = proc_cpu_s(upstream_pid)
     busy0 = cpu_busy_snapshot()
-    r = loader.run(wl, srv.port, path, args.duration, srv.bearer)
+    r = loader.run(wl, srv.port, path, args.duration, srv.bearer, srv.sc.fixed_body)
     busy = cpu_busy_pct(busy0, cpu_busy_snapshot())
     cpu = proc_cpu_s(srv.pid) - cpu0
     up = proc_cpu_s(upstream_pid) - up0
@@ -500,14 +528,14 @@ def rss_phase(loader: Loader, srv: Server, n_total: int) -> dict:
     path = srv.path()
     out = {"rss_start_mb": round(srv.rss_start_mb, 1)}
     first = min(1000, n_total)
-    r1 = loader.count(srv.port, path, first, 16, 120, srv.bearer)
+    r1 = loader.count(srv.port, path, first, 16, 120, srv.bearer, srv.sc.fixed_body)
     out["rss_after_1k_mb"] = round(proc_rss_mb(srv.pid), 1)
     rest = n_total - first
     done = r1["requests"]
     errors = r1["errors"] + r1["non2xx"]
     if rest > 0:
         max_s = min(3600.0, max(60.0, rest / 300.0))  # bounded in time as well as count
-        r2 = loader.count(srv.port, path, rest, 16, max_s, srv.bearer)
+        r2 = loader.count(srv.port, path, rest, 16, max_s, srv.bearer, srv.sc.fixed_body)
         done += r2["requests"]
         errors += r2["errors"] + r2["non2xx"]
     out["rss_after_n_mb"] = round(proc_rss_mb(srv.pid), 1)
