@@ -20,10 +20,10 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from .config import BreakerSettings
 from .errors import ConfigurationError, ServiceUnavailable
+from .storage import pick_backend
 
 __all__ = [
     "BUCKETS",
@@ -220,10 +220,5 @@ def breakers_from_uri(uri: str, settings: BreakerSettings) -> BreakerStore:
 
     :raises ConfigurationError: for a scheme no backend serves.
     """
-    scheme = urlsplit(uri).scheme
-    factory = BREAKER_SCHEMES.get(scheme)
-    if factory is None:
-        raise ConfigurationError(
-            f"storage.breakers: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(BREAKER_SCHEMES))})"
-        )
-    return factory(uri, settings)
+    backends = {scheme: (lambda uri, make=make: make(uri, settings)) for scheme, make in BREAKER_SCHEMES.items()}
+    return pick_backend("storage.breakers", backends, uri)

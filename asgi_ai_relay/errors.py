@@ -88,6 +88,17 @@ class StorageError(RelayError):
     error_type = "storage_error"
 
 
+class _RetryAfter:
+    """Errors that tell the caller when to come back: ``retry_after`` seconds and the header."""
+
+    headers: dict[str, str]
+
+    def _set_retry_after(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers.setdefault("retry-after", str(max(1, int(retry_after + 0.999))))
+
+
 class ClientError(RelayError):
     status_code = 400
     error_type = "invalid_request_error"
@@ -124,16 +135,14 @@ class PayloadTooLarge(ClientError):
     code = "request_too_large"
 
 
-class RateLimited(ClientError):
+class RateLimited(_RetryAfter, ClientError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.retry_after = retry_after
-        if retry_after is not None:
-            self.headers.setdefault("retry-after", str(max(1, int(retry_after + 0.999))))
+        self._set_retry_after(retry_after)
 
 
 class BudgetExceeded(RateLimited):
@@ -166,16 +175,14 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_bad_response"
 
 
-class ServiceUnavailable(UpstreamError):
+class ServiceUnavailable(_RetryAfter, UpstreamError):
     status_code = 503
     error_type = "service_unavailable"
     code = "service_unavailable"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.retry_after = retry_after
-        if retry_after is not None:
-            self.headers.setdefault("retry-after", str(max(1, int(retry_after + 0.999))))
+        self._set_retry_after(retry_after)
 
 
 _UPSTREAM_TYPES = {

@@ -104,9 +104,19 @@ def pct(values: list[int], p: float) -> float | None:
 
 
 class Client:
-    def __init__(self, host: str, port: int, raw: bytes) -> None:
+    """``raw`` is sent as is; a ``make_raw(n)`` callable, when given, builds request ``n``."""
+
+    def __init__(self, host: str, port: int, raw: bytes, make_raw=None) -> None:
         self.host, self.port, self.raw = host, port, raw
+        self.make_raw = make_raw
+        self.sent = 0
         self.loop = asyncio.get_running_loop()
+
+    def next_raw(self) -> bytes:
+        if self.make_raw is None:
+            return self.raw
+        self.sent += 1
+        return self.make_raw(self.sent)
 
     async def connect(self) -> Conn:
         _, conn = await asyncio.wait_for(self.loop.create_connection(Conn, self.host, self.port), 10)
@@ -122,7 +132,7 @@ class Client:
             t0 = time.perf_counter_ns()
             if t_start is not None:  # fixed-rate: count from the scheduled time if we are late
                 t0 = min(t0, t_start)
-            await conn.request(self.raw)
+            await conn.request(self.next_raw())
             stats.ok(conn, t0, time.perf_counter_ns())
             return conn
         except (OSError, ConnectionError, asyncio.TimeoutError, httptools.HttpParserError):
@@ -184,8 +194,14 @@ async def run_rate(client: Client, rate: float, duration: float, max_conns: int)
     return stats, elapsed
 
 
-def build_request(host: str, port: int, method: str, path: str, body: bytes) -> bytes:
+#: Replaced by a per-request counter wherever it appears in the body.
+UNIQUE = b"__N__"
+
+
+def build_request(host: str, port: int, method: str, path: str, body: bytes, bearer: str = "") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: bench-loadgen\r\nAccept: */*\r\n"
+    if bearer:
+        head += f"Authorization: Bearer {bearer}\r\n"
     if body or method == "POST":
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + body
@@ -198,8 +214,12 @@ async def amain(args) -> dict:
             body = f.read()
     elif args.body:
         body = args.body.encode()
-    raw = build_request(args.host, args.port, args.method, args.path, body)
-    client = Client(args.host, args.port, raw)
+    raw = build_request(args.host, args.port, args.method, args.path, body, args.bearer)
+    make_raw = None
+    if UNIQUE in body:  # a distinct body per request (a cache-miss workload)
+        def make_raw(n: int) -> bytes:
+            return build_request(args.host, args.port, args.method, args.path, body.replace(UNIQUE, str(n).encode()), args.bearer)
+    client = Client(args.host, args.port, raw, make_raw)
     if args.warmup > 0:
         await run_closed(client, args.connections if args.mode == "closed" else 4, args.warmup, 0)
     if args.mode == "closed":
@@ -238,6 +258,7 @@ def main() -> None:
     ap.add_argument("--method", default="POST")
     ap.add_argument("--body", default="")
     ap.add_argument("--body-file", default="")
+    ap.add_argument("--bearer", default="", help="send Authorization: Bearer <token>")
     ap.add_argument("--mode", choices=["closed", "rate"], default="closed")
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds (hard cap on the run)")

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -42,8 +43,13 @@ HOST = "127.0.0.1"  # the only address this harness ever sends traffic to
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-CHAT_BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello"}], "temperature": 0}
+# "__N__" becomes a per-request counter in the load generators, so every request is distinct and
+# the relay's cache (on by default for temperature 0) misses; the cache-hit scenario sends the
+# same body every time.
+CHAT_BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello __N__"}], "temperature": 0}
 STREAM_BODY = dict(CHAT_BODY, stream=True, stream_options={"include_usage": True})
+FIXED_CHAT_BODY = dict(CHAT_BODY, messages=[{"role": "user", "content": "hello"}])
+FIXED_STREAM_BODY = dict(STREAM_BODY, messages=FIXED_CHAT_BODY["messages"])
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -63,7 +69,22 @@ class Scenario:
     requires: tuple = ()  # repo-relative files that must exist, else "skipped"
     requires_modules: tuple = ()  # importable modules needed by the server, else "skipped"
     opt_in: bool = False  # only run when asked for (litellm: slow install)
+    bearer: str = ""  # Authorization: Bearer token the clients send (generated per run when "auto")
+    fixed_body: bool = False  # the same body for every request (the cache-hit scenario)
 
+
+# Features on, with limits too generous to bite: the benchmark measures their cost, not their effect.
+RELAY_DEFAULT_FEATURES = """\
+[limits.global]
+rpm = 100000000
+tpm = 10000000000
+burst = 1000000
+[limits.caller]
+rpm = 100000000
+[queue]
+max_in_flight = 10000
+max_queue = 10000
+"""
 
 SCENARIOS = [
     Scenario("direct", "load generator -> fake upstream", "direct"),
@@ -86,20 +107,28 @@ SCENARIOS = [
     ),
     Scenario(
         "relay",
-        "example_projects/fastapi_service, relay at /ai",
+        "example_projects/fastapi_service, relay at /ai (ledger, limits, cache miss)",
         "uvicorn",
         app="main:app",
         app_dir="example_projects/fastapi_service",
         prefix="/ai",
         relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES,
         requires=("example_projects/fastapi_service/main.py",),
     ),
-    # When the response cache exists, a cache-hit scenario is one more entry, e.g.:
-    # Scenario("relay-cache", "relay, cache hit", "uvicorn", app="main:app",
-    #          app_dir="example_projects/fastapi_service", prefix="/ai", relay_toml=True,
-    #          extra_toml='[cache]\nbackend = "memory"\n',
-    #          requires=("example_projects/fastapi_service/main.py",)),
-    Scenario("litellm", "LiteLLM proxy (own venv), same upstream", "litellm", opt_in=True),
+    Scenario(
+        "relay-cache",
+        "the same relay, every request a cache hit",
+        "uvicorn",
+        app="main:app",
+        app_dir="example_projects/fastapi_service",
+        prefix="/ai",
+        relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES,
+        requires=("example_projects/fastapi_service/main.py",),
+        fixed_body=True,
+    ),
+    Scenario("litellm", "LiteLLM proxy (own venv), same upstream", "litellm", opt_in=True, bearer="auto"),
 ]
 
 RELAY_TOML = """\
@@ -233,8 +262,8 @@ def cpu_busy_pct(a, b) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- servers
 class Server:
-    def __init__(self, sc: Scenario, port: int, proc: subprocess.Popen | None, pid: int, log: Path | None):
-        self.sc, self.port, self.proc, self.pid, self.log = sc, port, proc, pid, log
+    def __init__(self, sc, port, proc, pid, log, bearer: str = ""):
+        self.sc, self.port, self.proc, self.pid, self.log, self.bearer = sc, port, proc, pid, log, bearer
         self.rss_start_mb = proc_rss_mb(pid)
 
     def path(self) -> str:
@@ -261,10 +290,12 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"server did not listen on {HOST}:{port} within {timeout:.0f}s")
 
 
-def http(port: int, method: str, path: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+def http(port: int, method: str, path: str, body: dict | None = None, timeout: float = 10.0, bearer: str = "") -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://{HOST}:{port}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
+    if bearer:
+        req.add_header("Authorization", f"Bearer {bearer}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -274,7 +305,7 @@ def http(port: int, method: str, path: str, body: dict | None = None, timeout: f
 
 def preflight(srv: Server) -> None:
     """One whole and one streamed request must come back right, or the scenario is skipped."""
-    st, b = http(srv.port, "POST", srv.path(), CHAT_BODY)
+    st, b = http(srv.port, "POST", srv.path(), CHAT_BODY, bearer=srv.bearer)
     if st != 200:
         raise RuntimeError(f"POST {srv.path()} -> {st}: {b[:300]!r}")
     try:
@@ -282,7 +313,7 @@ def preflight(srv: Server) -> None:
         obj["choices"][0]["message"]["content"]
     except Exception:
         raise RuntimeError(f"POST {srv.path()} returned no chat.completion: {b[:300]!r}")
-    st, b = http(srv.port, "POST", srv.path(), STREAM_BODY)
+    st, b = http(srv.port, "POST", srv.path(), STREAM_BODY, bearer=srv.bearer)
     if st != 200 or b"data: [DONE]" not in b or b'"content"' not in b:
         raise RuntimeError(f"stream POST {srv.path()} -> {st}: {b[:300]!r}")
 
@@ -339,6 +370,7 @@ def start_server(sc: Scenario, args, upstream_port: int, upstream_proc, tmp: Pat
             raise ModuleNotFoundError(f"python module {mod!r} is not installed")
     port = free_port()
     log = tmp / f"{sc.name}.log"
+    bearer = ("sk-bench-" + secrets.token_hex(16)) if sc.bearer == "auto" else sc.bearer
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env["PYTHONPATH"] = str(ROOT)
@@ -372,6 +404,7 @@ def start_server(sc: Scenario, args, upstream_port: int, upstream_proc, tmp: Pat
         )
         # Keep LiteLLM off the network: local cost map, no telemetry.
         env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", LITELLM_LOG="ERROR")
+        env["LITELLM_MASTER_KEY"] = bearer  # it refuses to start without one; clients send it
         env.pop("PYTHONPATH", None)
         cmd = [str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port), "--num_workers", "1"]
         startup_timeout = 120.0
@@ -383,7 +416,7 @@ def start_server(sc: Scenario, args, upstream_port: int, upstream_proc, tmp: Pat
     except RuntimeError as e:
         raise RuntimeError(f"{e}\n{log_tail(log)}")
     time.sleep(0.3)
-    srv = Server(sc, port, p, p.pid, log)
+    srv = Server(sc, port, p, p.pid, log, bearer)
     try:
         preflight(srv)
     except Exception as e:
@@ -404,23 +437,26 @@ class Loader:
         self.args = args
         self.cpus = args.client_cpus
         self.body_files = {}
-        for name, body in (("chat", CHAT_BODY), ("stream", STREAM_BODY)):
+        bodies = (("chat", CHAT_BODY), ("stream", STREAM_BODY), ("chat-fixed", FIXED_CHAT_BODY), ("stream-fixed", FIXED_STREAM_BODY))
+        for name, body in bodies:
             f = tmp / f"{name}.json"
             f.write_text(json.dumps(body))
             self.body_files[name] = f
         self.use_wrk = args.loadgen in ("auto", "wrk") and ensure_wrk(args.loadgen == "wrk")
 
-    def _loadgen(self, port, path, body, extra, timeout) -> dict:
+    def _loadgen(self, port, path, body, extra, timeout, bearer="") -> dict:
         cmd = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "--path", path, "--body-file", str(body)]
+        if bearer:
+            cmd += ["--bearer", bearer]
         out = run_bounded(cmd + extra, self.cpus, timeout)
         return json.loads(out.strip().splitlines()[-1])
 
-    def _wrk(self, port, path, body, conns, duration) -> dict:
+    def _wrk(self, port, path, body, conns, duration, bearer="") -> dict:
         cmd = [
             "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
             "-s", str(BENCH / "wrk_post.lua"), f"http://{HOST}:{port}{path}",
         ]  # fmt: skip
-        out = run_bounded(cmd, self.cpus, duration + 60, env=dict(os.environ, BENCH_BODY_FILE=str(body)))
+        out = run_bounded(cmd, self.cpus, duration + 60, env=dict(os.environ, BENCH_BODY_FILE=str(body), BENCH_BEARER=bearer))
         for line in out.splitlines():
             if line.startswith("BENCHJSON "):
                 r = json.loads(line[len("BENCHJSON ") :])
@@ -428,20 +464,20 @@ class Loader:
                 return r
         raise RuntimeError("wrk printed no summary:\n" + out[-500:])
 
-    def run(self, wl: Workload, port: int, path: str, duration: float) -> dict:
-        body = self.body_files["stream" if wl.stream else "chat"]
+    def run(self, wl: Workload, port: int, path: str, duration: float, bearer: str = "", fixed: bool = False) -> dict:
+        body = self.body_files[("stream" if wl.stream else "chat") + ("-fixed" if fixed else "")]
         if wl.kind == "closed" and self.use_wrk:
-            return self._wrk(port, path, body, wl.connections, duration)
+            return self._wrk(port, path, body, wl.connections, duration, bearer)
         if wl.kind == "rate":
             extra = ["--mode", "rate", "--rate", str(wl.rate), "--duration", str(duration)]
             extra += ["--max-connections", str(wl.connections)]
         else:
             extra = ["--mode", "closed", "--connections", str(wl.connections), "--duration", str(duration)]
-        return self._loadgen(port, path, body, extra, duration + 60)
+        return self._loadgen(port, path, body, extra, duration + 60, bearer)
 
-    def count(self, port: int, path: str, n: int, conns: int, max_s: float) -> dict:
+    def count(self, port: int, path: str, n: int, conns: int, max_s: float, bearer: str = "", fixed: bool = False) -> dict:
         extra = ["--mode", "closed", "--connections", str(conns), "--requests", str(n), "--duration", str(max_s)]
-        return self._loadgen(port, path, self.body_files["chat"], extra, max_s + 60)
+        return self._loadgen(port, path, self.body_files["chat-fixed" if fixed else "chat"], extra, max_s + 60, bearer)
 
 
 def ensure_wrk(required: bool) -> bool:
@@ -469,11 +505,11 @@ def ensure_wrk(required: bool) -> bool:
 def measure(loader: Loader, srv: Server, wl: Workload, args, upstream_pid: int) -> dict:
     path = srv.path()
     if args.warmup > 0:
-        loader.run(wl, srv.port, path, args.warmup)
+        loader.run(wl, srv.port, path, args.warmup, srv.bearer, srv.sc.fixed_body)
     cpu0 = proc_cpu_s(srv.pid)
     up0 = proc_cpu_s(upstream_pid)
     busy0 = cpu_busy_snapshot()
-    r = loader.run(wl, srv.port, path, args.duration)
+    r = loader.run(wl, srv.port, path, args.duration, srv.bearer, srv.sc.fixed_body)
     busy = cpu_busy_pct(busy0, cpu_busy_snapshot())
     cpu = proc_cpu_s(srv.pid) - cpu0
     up = proc_cpu_s(upstream_pid) - up0
@@ -492,14 +528,14 @@ def rss_phase(loader: Loader, srv: Server, n_total: int) -> dict:
     path = srv.path()
     out = {"rss_start_mb": round(srv.rss_start_mb, 1)}
     first = min(1000, n_total)
-    r1 = loader.count(srv.port, path, first, 16, 120)
+    r1 = loader.count(srv.port, path, first, 16, 120, srv.bearer, srv.sc.fixed_body)
     out["rss_after_1k_mb"] = round(proc_rss_mb(srv.pid), 1)
     rest = n_total - first
     done = r1["requests"]
     errors = r1["errors"] + r1["non2xx"]
     if rest > 0:
         max_s = min(3600.0, max(60.0, rest / 300.0))  # bounded in time as well as count
-        r2 = loader.count(srv.port, path, rest, 16, max_s)
+        r2 = loader.count(srv.port, path, rest, 16, max_s, srv.bearer, srv.sc.fixed_body)
         done += r2["requests"]
         errors += r2["errors"] + r2["non2xx"]
     out["rss_after_n_mb"] = round(proc_rss_mb(srv.pid), 1)

@@ -8,6 +8,20 @@ f:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+local bearer = os.getenv("BENCH_BEARER")
+if bearer and bearer ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. bearer
+end
+
+-- "__N__" in the body becomes a per-request counter: every request distinct (a cache-miss load).
+if string.find(body, "__N__", 1, true) then
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    local unique = string.gsub(body, "__N__", tostring(counter))
+    return wrk.format(nil, nil, nil, unique)
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -3,12 +3,15 @@ imported only when named, so the embedded defaults need nothing installed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
 from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
 from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
+
+T = TypeVar("T")
 
 __all__ = [
     "LEDGER_COLUMNS",
@@ -24,7 +27,21 @@ __all__ = [
     "cache_from_uri",
     "ledger_from_uri",
     "limits_from_uri",
+    "pick_backend",
 ]
+
+
+def pick_backend(key: str, schemes: Mapping[str, Callable[[str], T]], uri: str) -> T:
+    """The backend ``schemes`` names for ``uri``'s scheme.
+
+    :param key: the config key, for the error message (``storage.ledger``).
+    :raises ConfigurationError: for a scheme no backend serves.
+    """
+    scheme = urlsplit(uri).scheme
+    factory = schemes.get(scheme)
+    if factory is None:
+        raise ConfigurationError(f"{key}: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(schemes))})")
+    return factory(uri)
 
 
 def _sqlite(uri: str) -> Ledger:
@@ -53,13 +70,7 @@ def ledger_from_uri(uri: str) -> Ledger:
 
     :raises ConfigurationError: for a scheme no backend serves.
     """
-    scheme = urlsplit(uri).scheme
-    factory = LEDGER_SCHEMES.get(scheme)
-    if factory is None:
-        raise ConfigurationError(
-            f"storage.ledger: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LEDGER_SCHEMES))})"
-        )
-    return factory(uri)
+    return pick_backend("storage.ledger", LEDGER_SCHEMES, uri)
 
 
 def _memory_cache(uri: str) -> Cache:
@@ -95,13 +106,7 @@ def cache_from_uri(uri: str) -> Cache:
 
     :raises ConfigurationError: for an unknown scheme or bad parameters.
     """
-    scheme = urlsplit(uri).scheme
-    factory = CACHE_SCHEMES.get(scheme)
-    if factory is None:
-        raise ConfigurationError(
-            f"storage.cache: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(CACHE_SCHEMES))})"
-        )
-    return factory(uri)
+    return pick_backend("storage.cache", CACHE_SCHEMES, uri)
 
 
 def _redis_limits(uri: str) -> RateLimitStore:
@@ -122,10 +127,4 @@ def limits_from_uri(uri: str) -> RateLimitStore:
 
     :raises ConfigurationError: for a scheme no backend serves, or a bad option.
     """
-    scheme = urlsplit(uri).scheme
-    factory = LIMITS_SCHEMES.get(scheme)
-    if factory is None:
-        raise ConfigurationError(
-            f"storage.limits: unknown scheme {scheme!r} in {uri!r} (known: {', '.join(sorted(LIMITS_SCHEMES))})"
-        )
-    return factory(uri)
+    return pick_backend("storage.limits", LIMITS_SCHEMES, uri)
