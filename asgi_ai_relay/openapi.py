@@ -13,8 +13,8 @@ __all__ = ["openapi_document"]
 
 _REF = "#/components/schemas/"
 
-_TEXT_PART = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}}}
-_CHAT_MESSAGE = {
+_TEXT_PART: dict[str, Any] = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}}}
+_CHAT_MESSAGE: dict[str, Any] = {
     "type": "object",
     "required": ["role", "content"],
     "properties": {
@@ -24,7 +24,7 @@ _CHAT_MESSAGE = {
         "tool_call_id": {"type": "string"},
     },
 }
-_CHAT_REQUEST = {
+_CHAT_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": {
@@ -41,7 +41,7 @@ _CHAT_REQUEST = {
         "user": {"type": "string"},
     },
 }
-_ANTHROPIC_MESSAGE = {
+_ANTHROPIC_MESSAGE: dict[str, Any] = {
     "type": "object",
     "required": ["role", "content"],
     "properties": {
@@ -49,7 +49,7 @@ _ANTHROPIC_MESSAGE = {
         "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
     },
 }
-_MESSAGES_REQUEST = {
+_MESSAGES_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["model", "messages", "max_tokens"],
     "properties": {
@@ -62,14 +62,14 @@ _MESSAGES_REQUEST = {
         "stop_sequences": {"type": "array", "items": {"type": "string"}},
     },
 }
-_OPENAI_ERROR = {
+_OPENAI_ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
         "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]},
     }}},
 }
-_ANTHROPIC_ERROR = {
+_ANTHROPIC_ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["type", "error"],
     "properties": {"type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"]}},

@@ -323,8 +323,12 @@ class Relay:
 
     def _unrouted(self, call: Call) -> RelayResponse:
         request = call.request
+        error: RelayError
         if request.path == REFUSED:
-            error = NotFound("No relay endpoint here: the relay serves only exact, canonical paths (no '//', '.', '..', percent-encoding, or other case).")
+            error = NotFound(
+                "No relay endpoint here: the relay serves only exact, canonical paths "
+                "(no '//', '.', '..', percent-encoding, or other case)."
+            )
         elif any(path == request.path for (_, path) in self.routes):
             error = RelayError(f"Method {request.method} is not allowed on {request.path}.", status_code=405)
             error.error_type, error.code = "invalid_request_error", "method_not_allowed"
