@@ -185,16 +185,17 @@ class Relay:
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
+        # Auth first: a caller the relay does not know learns nothing about its bodies or models.
         # Budget before limits and cache: an over-budget caller is refused outright. Limits before
         # the cache: caller rate limits count every request; a hit still never reaches forward,
         # so it takes no upstream capacity (provider concurrency, queue) nor provider quota.
         chat = [
-            parse.parse, auth_stage.authenticate, route.resolve, budget.check, ratelimit.admit,
+            auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
             cache_stage.lookup, route.forward,
         ]
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, chat), model=True)
-        counting = [parse.parse, auth_stage.authenticate, route.resolve, route.count_tokens]
+        counting = [auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens]
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, counting))
         self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
         self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))

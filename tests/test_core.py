@@ -116,3 +116,14 @@ def test_client_disconnect_mid_stream_cancels_upstream(upstream, relay):
         (row,) = relay.ledger.rows()
     assert row.status == 499 and row.stream
     assert time.monotonic() - started < 10  # well before the provider's 30 s stall ends
+
+
+async def test_unknown_caller_is_refused_before_its_body_is_read(upstream):
+    relay = Relay(make_config(upstream, require_auth=True, api_keys=[{"key": "env:TEST_RELAY_KEY", "caller": "team-a"}]))
+    transport = httpx.ASGITransport(app=RelayMiddleware(relay=relay))
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test/ai") as client:
+        bad = await client.post("/v1/chat/completions", content=b"{not json")
+        unknown_model = await client.post("/v1/chat/completions", json={**GOOD, "model": "secret-model"})
+    await relay.shutdown()
+    assert bad.status_code == 401 and unknown_model.status_code == 401
+    assert "secret-model" not in unknown_model.text and "test-model" not in unknown_model.text

@@ -80,7 +80,7 @@ async def test_usage_matches_the_ledger(upstream, tmp_path, backend, relays):
     check(everyone, expected(chat_rows)["all"])
     assert everyone["currency"] == "CNY" and everyone["errors"] == 1
     by_caller = expected(chat_rows, lambda r: r.caller)
-    assert [g["key"]["caller"] for g in everyone["groups"]] == sorted(by_caller) == ["a", "anonymous", "b"]  # a body refused before auth
+    assert [g["key"]["caller"] for g in everyone["groups"]] == sorted(by_caller) == ["a", "b"]  # a refused body is its caller's
     for group in everyone["groups"]:
         check(group, by_caller[group["key"]["caller"]])
 
