@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Metrics:
         self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=_BUCKETS, registry=r)
         self._watched: dict[str, tuple[str, tuple[str, ...], Reading]] = {}
         r.register(_Watched(self._watched))
+        self._series: dict[tuple[str, str, str, int, str], _Series] = {}
 
     def watch(self, name: str, documentation: str, labels: Iterable[str], read: Reading) -> None:
         """Expose a gauge whose values ``read()`` returns at each scrape, e.g.
@@ -57,29 +59,59 @@ class Metrics:
 
     def observe(self, call: Call) -> None:
         model = call.model.alias if call.model is not None else ""
-        provider = call.provider or ""
-        cache = call.cache or ""
-        self.requests.labels(call.endpoint, model, provider, str(call.status), cache).inc()
-        self.latency.labels(call.endpoint, model).observe(call.elapsed_ms() / 1000)
-        if cache:
-            self.cache.labels(cache).inc()
+        key = (call.endpoint, model, call.provider or "", call.status, call.cache or "")
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._children(*key)
+        series.requests.inc()
+        series.latency.observe(call.elapsed_ms() / 1000)
+        if series.cache is not None:
+            series.cache.inc()
         usage = call.usage
         if usage is not None:
-            self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-            self.tokens.labels(model, "completion").inc(usage.completion_tokens)
+            series.prompt.inc(usage.prompt_tokens)
+            series.completion.inc(usage.completion_tokens)
             if usage.cached_tokens:
-                self.tokens.labels(model, "cached").inc(usage.cached_tokens)
+                series.cached.inc(usage.cached_tokens)
         if call.cost:
-            self.cost.labels(model, provider).inc(float(call.cost))
+            series.cost.inc(float(call.cost))
         if call.saved:
-            self.saved.labels(model).inc(float(call.saved))
+            series.saved.inc(float(call.saved))
         if call.stream and call.ttfb_ms is not None:
-            self.ttfb.labels(model).observe(call.ttfb_ms / 1000)
+            series.ttfb.observe(call.ttfb_ms / 1000)
+
+    def _children(self, endpoint: str, model: str, provider: str, status: int, cache: str) -> _Series:
+        """The labelled children one kind of request updates; looking them up is most of the
+        cost of ``labels()``, so each combination is looked up once."""
+        return _Series(
+            requests=self.requests.labels(endpoint, model, provider, str(status), cache),
+            latency=self.latency.labels(endpoint, model),
+            cache=self.cache.labels(cache) if cache else None,
+            prompt=self.tokens.labels(model, "prompt"),
+            completion=self.tokens.labels(model, "completion"),
+            cached=self.tokens.labels(model, "cached"),
+            cost=self.cost.labels(model, provider),
+            saved=self.saved.labels(model),
+            ttfb=self.ttfb.labels(model),
+        )
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    requests: Any
+    latency: Any
+    cache: Any
+    prompt: Any
+    completion: Any
+    cached: Any
+    cost: Any
+    saved: Any
+    ttfb: Any
 
 
 class _Watched:

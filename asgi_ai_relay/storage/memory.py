@@ -54,7 +54,11 @@ class MemoryCache:
         self.default_ttl = ttl
         self.clock = clock
         self.bytes = 0
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # Values (in LRU order) and expiry times in two maps rather than one map of tuples: a
+        # tuple per entry is a new object for the garbage collector to promote, and a filling
+        # cache then set off full collections, the relay's largest latency spikes under load.
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._expires: dict[str, float] = {}
         self._lock = threading.Lock()  # WSGI adapters may use one relay from several threads
 
     def __len__(self) -> int:
@@ -62,28 +66,33 @@ class MemoryCache:
 
     async def get(self, key: str) -> bytes | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
+            value = self._entries.get(key)
+            if value is None:
                 return None
-            if entry[0] <= self.clock():
+            if self._expires[key] <= self.clock():
                 self._drop(key)
                 return None
             self._entries.move_to_end(key)
-            return entry[1]
+            return value
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         if len(value) > self.max_bytes:
             return
+        # An exact-size copy: orjson's output keeps its working buffer (4-8 KiB however short the
+        # JSON), which made a full cache of small answers several times its counted bytes.
+        value = bytes(memoryview(value))
         with self._lock:
             if key in self._entries:
                 self._drop(key)
-            self._entries[key] = (self.clock() + ttl, value)
+            self._entries[key] = value
+            self._expires[key] = self.clock() + ttl
             self.bytes += len(value)
             while len(self._entries) > self.maxsize or self.bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
     def _drop(self, key: str) -> None:
-        _, value = self._entries.pop(key)
+        value = self._entries.pop(key)
+        del self._expires[key]
         self.bytes -= len(value)
 
     async def aclose(self) -> None:

@@ -58,7 +58,7 @@ class PostgresLedger:
             f"INSERT INTO {self.table} ({', '.join(LEDGER_COLUMNS)}) "
             f"VALUES ({', '.join('%s' for _ in LEDGER_COLUMNS)})"
         )
-        self._writer: BatchWriter[LedgerRow] = BatchWriter(
+        self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter(
             self._write, name="asgi-ai-relay-ledger-pg", batch=batch, linger=linger
         )
 
@@ -75,10 +75,10 @@ class PostgresLedger:
         return conn
 
     def record(self, row: LedgerRow) -> None:
-        self._writer.put(row)
+        # A tuple of plain values, as the SQLite ledger queues (untracked by the collector).
+        self._writer.put(tuple(getattr(row, c) for c in LEDGER_COLUMNS))
 
-    def _write(self, rows: list[LedgerRow]) -> None:
-        values = [tuple(getattr(r, c) for c in LEDGER_COLUMNS) for r in rows]
+    def _write(self, values: list[tuple[Any, ...]]) -> None:
         for attempt in (1, 2):
             try:
                 with self._lock, self._conn.transaction(), self._conn.cursor() as cursor:
@@ -91,7 +91,7 @@ class PostgresLedger:
                 self._reconnect()
             except self._psycopg.Error:
                 break
-        logger.exception("ledger: could not write %d rows to PostgreSQL table %s", len(rows), self.table)
+        logger.exception("ledger: could not write %d rows to PostgreSQL table %s", len(values), self.table)
 
     def _reconnect(self) -> None:
         try:

@@ -76,7 +76,7 @@ class SQLiteLedger:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, used by the writer and by queries
         self._conn = self._connect()
-        self._writer: BatchWriter[LedgerRow] = BatchWriter(
+        self._writer: BatchWriter[tuple[object, ...]] = BatchWriter(
             self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger
         )
 
@@ -96,13 +96,15 @@ class SQLiteLedger:
         return conn
 
     def record(self, row: LedgerRow) -> None:
-        self._writer.put(row)
+        # Queued as a tuple of plain values: the garbage collector stops tracking it, so rows
+        # waiting for their batch do not count towards (and trigger) full collections.
+        self._writer.put(_values(row))
 
-    def _write(self, rows: list[LedgerRow]) -> None:
+    def _write(self, rows: list[tuple[object, ...]]) -> None:
         try:
             with self._lock, self._conn:
                 self._conn.execute("BEGIN")
-                self._conn.executemany(_INSERT, [_values(r) for r in rows])
+                self._conn.executemany(_INSERT, rows)
         except sqlite3.Error:
             logger.exception("ledger: could not write %d rows to %s", len(rows), self.path)
 
