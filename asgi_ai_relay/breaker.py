@@ -220,5 +220,8 @@ def breakers_from_uri(uri: str, settings: BreakerSettings) -> BreakerStore:
 
     :raises ConfigurationError: for a scheme no backend serves.
     """
-    backends = {scheme: (lambda uri, make=make: make(uri, settings)) for scheme, make in BREAKER_SCHEMES.items()}
-    return pick_backend("storage.breakers", backends, uri)
+
+    def bound(make: Callable[[str, BreakerSettings], BreakerStore]) -> Callable[[str], BreakerStore]:
+        return lambda uri: make(uri, settings)
+
+    return pick_backend("storage.breakers", {scheme: bound(make) for scheme, make in BREAKER_SCHEMES.items()}, uri)

@@ -140,7 +140,7 @@ class RelayMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
         message = await receive()
-        body = message.get("body", b"")
+        body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             return body
         parts = [body]

@@ -166,7 +166,7 @@ class Router:
     async def health(self) -> dict[str, Any]:
         """Per deployment: breaker state, recent error rate, latency, calls in flight."""
         now = self.clock()
-        deployments = {}
+        deployments: dict[str, dict[str, Any]] = {}
         for alias, targets in self.targets.items():
             for target in targets:
                 view = await self.breakers.view(target.name, now)

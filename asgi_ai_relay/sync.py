@@ -89,9 +89,8 @@ class LoopThread:
         loop = self.loop
         if threading.current_thread() is self._thread:
             raise RuntimeError("LoopThread.run() called from its own loop; await the coroutine instead")
-        if not asyncio.iscoroutine(coro):
-            coro = _await(coro)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        work: Coroutine[Any, Any, T] = coro if asyncio.iscoroutine(coro) else _await(coro)
+        future = asyncio.run_coroutine_threadsafe(work, loop)
         try:
             return future.result(timeout)
         except BaseException:  # a timeout, or the request thread interrupted: stop the work too

@@ -62,7 +62,7 @@ _ERROR_TYPES = {
 }
 
 # parameter -> (accepted types, low, high)
-_NUMBERS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+_NUMBERS: dict[str, tuple[tuple[type[int | float], ...], float | None, float | None]] = {
     "max_tokens": ((int,), 1, None),
     "temperature": ((int, float), 0, 1),
     "top_p": ((int, float), 0, 1),

@@ -82,8 +82,8 @@ class AnthropicDecoder:
             self.done = True
             return []
         if kind == "error":
-            error = data.get("error") or {}
-            raise stream_failure(error, _ERROR_STATUS.get(error.get("type"), 502))
+            error: dict[str, Any] = data.get("error") or {}
+            raise stream_failure(error, _ERROR_STATUS.get(error.get("type") or "", 502))
         return []
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -126,7 +126,7 @@ class AnthropicEncoder:
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_" + str(chunk.get("id") or new_id("")).removeprefix("chatcmpl-"),
             "type": "message", "role": "assistant", "model": chunk.get("model"), "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": usage_to_anthropic(None),
@@ -167,7 +167,7 @@ class AnthropicEncoder:
         index = int(call.get("index", 0))
         function = call.get("function") or {}
         if index not in self._tools:
-            block = {"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": function.get("name"), "input": {}}
+            block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": function.get("name"), "input": {}}
             out += self._open_block(block)
             self._tools[index] = self._open  # type: ignore[assignment]
         if function.get("arguments"):

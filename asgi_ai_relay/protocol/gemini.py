@@ -62,7 +62,7 @@ def from_openai(body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[
     _refuse(body, provider)
     system: list[str] = []
     contents: list[dict[str, Any]] = []
-    names: dict[str, str] = {}  # tool call id -> function name
+    names: dict[str, str | None] = {}  # tool call id -> function name
     for i, message in enumerate(body["messages"]):
         if message.get("role") in ("system", "developer"):
             system.append(plain_text(message.get("content")))
@@ -132,7 +132,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": modes[choice]}} if choice in modes else None
 
 
-def _turn(message: dict[str, Any], where: str, provider: str, names: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+def _turn(message: dict[str, Any], where: str, provider: str, names: dict[str, str | None]) -> tuple[str, list[dict[str, Any]]]:
     role = message.get("role")
     if role == "tool":
         call_id = message.get("tool_call_id")

@@ -25,7 +25,7 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 PART_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # parameter -> (accepted types, low, high); bounds None where OpenAI sets none.
-_NUMBERS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+_NUMBERS: dict[str, tuple[tuple[type[int | float], ...], float | None, float | None]] = {
     "temperature": ((int, float), 0, 2),
     "top_p": ((int, float), 0, 1),
     "presence_penalty": ((int, float), -2, 2),
@@ -89,7 +89,7 @@ def validate_chat_request(body: Any) -> None:
             raise InvalidRequest(f"'tools[{i}]' must be an object with a function.", param=f"tools[{i}]")
 
 
-def _check_number(value: Any, name: str, types: tuple[type, ...], low: float | None, high: float | None) -> None:
+def _check_number(value: Any, name: str, types: tuple[type[int | float], ...], low: float | None, high: float | None) -> None:
     if isinstance(value, bool) or not isinstance(value, types):
         expected = "an integer" if types == (int,) else "a number"
         raise InvalidRequest(f"'{name}' must be {expected}, not {_type_name(value)}.", param=name)

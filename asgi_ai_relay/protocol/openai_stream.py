@@ -21,9 +21,13 @@ _DONE = b"data: [DONE]\n\n"
 class Decoder(Protocol):
     """Provider stream bytes -> OpenAI chunk dicts (without usage-only chunks)."""
 
-    usage: Usage | None
-    #: Set once the provider's terminal event has arrived.
-    done: bool
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the provider reported so far (``None`` until it does)."""
+
+    @property
+    def done(self) -> bool:
+        """Set once the provider's terminal event has arrived."""
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]: ...
 

@@ -53,7 +53,7 @@ class MockProvider(Provider):
         reply = "" if tool_call else self._reply(model.upstream, messages)
         completion_tokens = estimate_tokens(reply or orjson.dumps(tool_call).decode())
         if body.get("max_tokens") or body.get("max_completion_tokens"):
-            limit = int(body.get("max_completion_tokens") or body.get("max_tokens"))
+            limit = int(body.get("max_completion_tokens") or body["max_tokens"])
             completion_tokens = min(completion_tokens, limit)
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -102,12 +102,14 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     :raises InvalidRequest: for a bad ``use_cache`` field or ``x-relay-cache-ttl`` header.
     """
     if not _wanted(relay, call):
-        return _bypass(call)
+        _bypass(call)
+        return None
     read, write = _directives(call)
     cache = relay.cache
     ttl = _ttl(relay, call, cache.default_ttl) if write else 0.0
     if not read and (not write or ttl <= 0):
-        return _bypass(call)
+        _bypass(call)
+        return None
     key = cache_key(relay, call)
     flight = relay.flights.get(key) if read else None
     if flight is not None:  # in progress, or just answered: fresher than the backend
@@ -132,7 +134,6 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
 def _bypass(call: Call) -> None:
     call.cache = "bypass"
     call.headers["x-relay-cache"] = "bypass"
-    return None
 
 
 async def _get(relay: Relay, key: str) -> bytes | None:
@@ -244,7 +245,12 @@ def complete(relay: Relay, call: Call) -> None:
         flight.set_result(raw)
     task = asyncio.get_running_loop().create_task(_store(relay, key, raw, call.cache_ttl))
     relay.background.add(task)
-    task.add_done_callback(lambda t: (relay.background.discard(t), _land(relay, key, flight)))
+    task.add_done_callback(lambda t: _landed(relay, t, key, flight))
+
+
+def _landed(relay: Relay, task: asyncio.Task[None], key: str, flight: asyncio.Future[bytes | None] | None) -> None:
+    relay.background.discard(task)
+    _land(relay, key, flight)
 
 
 def _land(relay: Relay, key: str, flight: asyncio.Future[bytes | None] | None) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..breaker import CircuitOpen, Ticket
 from ..errors import ClientError, InvalidRequest, ModelNotFound, RelayError, UpstreamError, UpstreamTimeout
@@ -187,7 +187,7 @@ class _Attempts:
         started, before = time.perf_counter(), call.attempts
         limit = min(self.remaining(), self.relay.config.timeouts.first_byte if call.stream else self.remaining())
         # In the log before the call: a stream may complete (and be recorded) inside start().
-        entry = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
+        entry: dict[str, Any] = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
         call.attempt_log.append(entry)
         target.in_flight += 1
         try:

@@ -38,12 +38,16 @@ __all__ = [
 
 
 class StreamTranslator(Protocol):
-    usage: Usage | None
-    #: Set once the provider's terminal event has gone through (the stream is complete).
-    done: bool
-    #: Set when the provider reported an error inside the stream (the caller has seen it);
-    #: optional for translators (read with ``getattr``).
-    failed: bool
+    # Translators may also set ``failed: bool`` when the provider reported an error inside the
+    # stream (the caller has seen it); it is optional, so it is read with ``getattr``.
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the provider reported so far (``None`` until it does)."""
+
+    @property
+    def done(self) -> bool:
+        """Set once the provider's terminal event has gone through (the stream is complete)."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Provider bytes in, caller bytes out (possibly empty until an event completes)."""

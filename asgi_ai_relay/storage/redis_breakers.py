@@ -121,7 +121,7 @@ class RedisBreakers:
 
     async def record(self, ticket: Ticket, ok: bool, now: float) -> None:
         s = self.settings
-        args = [repr(now), int(ok), int(ticket.probe), s.window / BUCKETS, BUCKETS,
+        args: list[str | int | float] = [repr(now), int(ok), int(ticket.probe), s.window / BUCKETS, BUCKETS,
                 s.failure_threshold, s.failure_rate, s.min_requests, self._ttl_ms]
         try:
             await self._record(keys=[self.key(ticket.name)], args=args)

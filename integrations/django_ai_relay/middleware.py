@@ -67,7 +67,8 @@ class AIRelayMiddleware:
         relay = relay_conf.relay()
         path = self.relay_path(request, relay)
         if path is None:
-            return await self.get_response(request)  # type: ignore[no-any-return]
+            passed_on: HttpResponseBase = await self.get_response(request)
+            return passed_on
         # Reading the body and asking the auth backends may touch files and the database.
         prepared = await sync_to_async(self.prepare)(request, path, relay)
         response = prepared if isinstance(prepared, RelayResponse) else await relay.handle(prepared)
@@ -123,7 +124,7 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
-    body = request.read(limit + 1)
+    body: bytes = request.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
     return body
