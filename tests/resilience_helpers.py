@@ -4,7 +4,7 @@ a sleep that records its waits, and a relay wired to both providers."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -57,6 +57,24 @@ def second(_second_server: FakeUpstream) -> Iterator[FakeUpstream]:
     _second_server.reset()
 
 
+#: The relays ``build_relay`` made during the running test (while ``_shutdown_relays`` is active).
+_built: list[list[Relay]] = []
+
+
+@pytest.fixture(autouse=True)
+async def _shutdown_relays() -> AsyncIterator[None]:
+    """Shut down every relay ``build_relay`` made during the test, in the test's own event loop
+    (its pooled upstream client belongs to that loop). Import it into modules using ``build_relay``."""
+    relays: list[Relay] = []
+    _built.append(relays)
+    try:
+        yield
+    finally:
+        _built.remove(relays)
+        for relay in relays:
+            await relay.shutdown()
+
+
 def provider(server: FakeUpstream) -> dict[str, Any]:
     return {"kind": "openai_compatible", "base_url": f"{server.url}/v1", "api_key": "env:TEST_UPSTREAM_KEY"}
 
@@ -91,6 +109,8 @@ def build_relay(
     relay.router.clock = clock
     relay.router.sleep = sleeps
     relay.router.rng = random.Random(1234)
+    if _built:
+        _built[-1].append(relay)
     return relay, clock, sleeps
 
 

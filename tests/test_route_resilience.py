@@ -10,6 +10,7 @@ from tests.fake_upstream import Fault, echo_reply
 from tests.resilience_helpers import (  # noqa: F401 - fixtures
     MESSAGES,
     _second_server,
+    _shutdown_relays,
     attempts_of,
     build_relay,
     chat,

@@ -18,7 +18,7 @@ from asgi_ai_relay.errors import (
 from asgi_ai_relay.retry import Verdict, backoff, classify, wait_before_retry
 from asgi_ai_relay.routing import Router
 from tests.fake_upstream import Fault
-from tests.resilience_helpers import _second_server, build_relay, chat, client, second  # noqa: F401
+from tests.resilience_helpers import _second_server, _shutdown_relays, build_relay, chat, client, second  # noqa: F401
 
 
 def status(code, message="x", code_name=None, retry_after=None):
