@@ -163,14 +163,20 @@ def test_request_log_line_goes_through_python_logging(relay_settings, client, me
 
 
 def test_async_path_whole_and_streamed(relay_settings, member):
+    from django_ai_relay import conf
+
     @async_to_sync  # keeps Django's thread-sensitive calls on this thread, in the test transaction
     async def run():
         client = AsyncClient()
         await client.aforce_login(member)
-        whole = await client.post(URL, orjson.dumps(BODY), content_type="application/json")
-        streamed = await client.post(URL, orjson.dumps({**BODY, "stream": True}), content_type="application/json")
-        raw = b"".join([chunk async for chunk in streamed.streaming_content])
-        anonymous = await AsyncClient().post(URL, orjson.dumps(BODY), content_type="application/json")
+        try:
+            whole = await client.post(URL, orjson.dumps(BODY), content_type="application/json")
+            streamed = await client.post(URL, orjson.dumps({**BODY, "stream": True}), content_type="application/json")
+            raw = b"".join([chunk async for chunk in streamed.streaming_content])
+            anonymous = await AsyncClient().post(URL, orjson.dumps(BODY), content_type="application/json")
+        finally:
+            # The relay's upstream client belongs to this event loop: close it before the loop goes.
+            await conf.relay().shutdown()
         return whole, streamed, raw, anonymous
 
     whole, streamed, raw, anonymous = run()
