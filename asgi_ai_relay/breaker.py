@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .config import BreakerSettings
-from .errors import ConfigurationError, ServiceUnavailable
+from .errors import ServiceUnavailable
 from .storage import pick_backend
 
 __all__ = [

@@ -174,7 +174,6 @@ class Relay:
         self.metrics: Metrics | None = metrics_or_none(self.config.metrics.enabled)
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
-        self.stats = usage.UsageStats()
         self.traffic = ratelimit.Traffic(self.config, limits_store)
         self.router = Router(self.config)
         if self.metrics is not None:

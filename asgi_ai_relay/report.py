@@ -26,7 +26,7 @@ import orjson
 from .config import RelayConfig, load_config
 from .errors import InvalidRequest
 from .pricing import CATALOG, cost_at, list_price, to_currency
-from .stages.usage import _percentile
+from .stages.usage import percentile
 from .storage import Ledger, LedgerQuery, LedgerRow, ledger_from_uri
 from .types import Usage
 
@@ -121,7 +121,7 @@ class Summary:
             "cache_hit_rate": round(self.cache_hits / self.requests, 6) if self.requests else 0.0,
             "cache_saved_usd": str(self.saved_usd),
             "estimated_rows": self.estimated,
-            "latency_ms": {p: _percentile(ordered, n) for p, n in (("p50", 50), ("p95", 95), ("p99", 99))},
+            "latency_ms": {p: percentile(ordered, n) for p, n in (("p50", 50), ("p95", 95), ("p99", 99))},
         }
         if compare is not None:
             out["compare"] = {

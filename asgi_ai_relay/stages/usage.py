@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import deque
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import Usage
 
-__all__ = ["UsageStats", "cost_of", "printable", "record"]
+__all__ = ["cost_of", "percentile", "printable", "record"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -46,84 +44,12 @@ def _price(relay: Relay, call: Call) -> None:
         call.cost = model_cost(relay.config, call.model, call.usage)
 
 
-class _Totals:
-    __slots__ = ("completion_tokens", "cost", "errors", "latencies", "prompt_tokens", "requests", "cached_tokens")
-
-    def __init__(self, window: int) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cached_tokens = 0
-        self.cost = _ZERO
-        self.latencies: deque[float] = deque(maxlen=window)
-
-    def add(self, call: Call) -> None:
-        self.requests += 1
-        if call.status >= 400:
-            self.errors += 1
-        if call.usage is not None:
-            self.prompt_tokens += call.usage.prompt_tokens
-            self.completion_tokens += call.usage.completion_tokens
-            self.cached_tokens += call.usage.cached_tokens
-        self.cost += call.cost
-        self.latencies.append(call.elapsed_ms())
-
-    def report(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "cost_usd": str(self.cost),
-            "latency_ms": {
-                "avg": round(sum(ordered) / len(ordered), 3) if ordered else None,
-                "p50": _percentile(ordered, 50),
-                "p95": _percentile(ordered, 95),
-                "p99": _percentile(ordered, 99),
-            },
-        }
-
-
-def _percentile(ordered: list[float], p: int) -> float | None:
+def percentile(ordered: list[float], p: int) -> float | None:
     """Nearest-rank percentile."""
     if not ordered:
         return None
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return round(ordered[rank - 1], 3)
-
-
-class UsageStats:
-    """Totals since the process started, overall and per model, for ``GET /v1/usage``.
-
-    Latency percentiles are over the most recent ``window`` requests of each model.
-    """
-
-    def __init__(self, window: int = 10_000) -> None:
-        self.window = window
-        self.total = _Totals(window)
-        self.by_model: dict[str, _Totals] = {}
-        self._lock = threading.Lock()  # WSGI hosts may finish requests from several threads
-
-    def add(self, call: Call) -> None:
-        key = call.model.alias if call.model is not None else (call.requested_model or "(none)")
-        with self._lock:
-            self.total.add(call)
-            totals = self.by_model.get(key)
-            if totals is None:
-                totals = self.by_model[key] = _Totals(self.window)
-            totals.add(call)
-
-    def report(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "object": "relay.usage",
-                **self.total.report(),
-                "models": {name: totals.report() for name, totals in sorted(self.by_model.items())},
-            }
 
 
 def printable(value: object) -> str:
@@ -166,8 +92,6 @@ def record(relay: Relay, call: Call) -> None:
             cache_saved_usd=call.saved,
         )
     )
-    if call.endpoint in relay.model_endpoints:
-        relay.stats.add(call)
     log = relay.logger
     if relay.config.log_requests and log.isEnabledFor(logging.INFO):
         log.info(
