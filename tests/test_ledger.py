@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 
-from asgi_ai_relay import Relay
 from asgi_ai_relay.storage import LEDGER_COLUMNS, LedgerQuery, LedgerRow, ledger_from_uri
 from tests.conftest import make_config
 from tests.fake_upstream import plan_reply

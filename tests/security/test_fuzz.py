@@ -13,7 +13,6 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
-from schemathesis.config import GenerationConfig  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 
 from asgi_ai_relay import Relay, RelayMiddleware  # noqa: E402
