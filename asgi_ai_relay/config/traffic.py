@@ -1,0 +1,142 @@
+"""Readers of the sections that shape traffic: ``[timeouts]``, ``[http]``, ``[storage]``,
+``[limits]``, ``[queue]``, ``[retry]``, ``[breaker]``, ``[routing]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigurationError
+from .schema import (
+    BreakerSettings,
+    HttpSettings,
+    ModelConfig,
+    ProviderConfig,
+    RetrySettings,
+    RoutingConfig,
+    StorageConfig,
+    Timeouts,
+    VirtualModel,
+)
+from .settings import LimitConfig, LimitsConfig, QueueConfig
+from .table import _Table
+
+
+class _TrafficReader(_Table):
+    """Mixin of :class:`~.reader._Reader`: the traffic sections."""
+
+    def timeouts(self) -> Timeouts:
+        self.only("connect", "read", "stream_idle", "pool", "total", "first_byte")
+        d = Timeouts()
+        return Timeouts(
+            connect=self.number("connect", d.connect),
+            read=self.number("read", d.read),
+            stream_idle=self.number("stream_idle", d.stream_idle),
+            pool=self.number("pool", d.pool),
+            total=self.number("total", d.total),
+            first_byte=self.number("first_byte", d.first_byte),
+        )
+
+    def http(self) -> HttpSettings:
+        self.only("client", "max_connections", "max_keepalive", "keepalive_expiry")
+        d = HttpSettings()
+        client = self.get("client", str, d.client)
+        if client not in ("aiohttp", "httpx"):
+            raise ConfigurationError(f"{self.key('client')}: one of aiohttp, httpx")
+        return HttpSettings(
+            client=client,
+            max_connections=self.integer("max_connections", d.max_connections),
+            max_keepalive=self.integer("max_keepalive", d.max_keepalive, minimum=0),
+            keepalive_expiry=self.number("keepalive_expiry", d.keepalive_expiry),
+        )
+
+    def storage(self) -> StorageConfig:
+        self.only("ledger", "cache", "limits", "breakers")
+        d = StorageConfig()
+        return StorageConfig(
+            ledger=self.get("ledger", str, d.ledger),
+            cache=self.get("cache", str, d.cache),
+            limits=self.get("limits", str, d.limits),
+            breakers=self.get("breakers", str, d.breakers),
+        )
+
+    def limit(self) -> LimitConfig:
+        self.only("rpm", "tpm", "burst", "token_burst")
+        return LimitConfig(
+            rpm=self.integer("rpm", 0, minimum=0),
+            tpm=self.integer("tpm", 0, minimum=0),
+            burst=self.integer("burst", 0, minimum=0),
+            token_burst=self.integer("token_burst", 0, minimum=0),
+        )
+
+    def named_limits(self, name: str, known: Mapping[str, Any] | None) -> dict[str, LimitConfig]:
+        table = self.sub(name)
+        for key in table.data:
+            if known is not None and key not in known:
+                raise ConfigurationError(f"{table.key(key)}: unknown {name[:-1]} {key!r}")
+        return {key: table.sub(key).limit() for key in table.data}
+
+    def limits(self, providers: Mapping[str, ProviderConfig], models: Mapping[str, ModelConfig]) -> LimitsConfig:
+        self.only("global", "caller", "model", "provider", "callers", "models", "providers", "estimated_output_tokens")
+        return LimitsConfig(
+            everyone=self.sub("global").limit(),
+            caller=self.sub("caller").limit(),
+            model=self.sub("model").limit(),
+            provider=self.sub("provider").limit(),
+            callers=self.named_limits("callers", None),
+            models=self.named_limits("models", models),
+            providers=self.named_limits("providers", providers),
+            estimated_output_tokens=self.integer("estimated_output_tokens", 256, minimum=0),
+        )
+
+    def queue(self) -> QueueConfig:
+        self.only("max_in_flight", "per_provider", "max_queue", "max_wait", "on_limit", "fail_mode", "priority_header")
+        return QueueConfig(
+            max_in_flight=self.integer("max_in_flight", 0, minimum=0),
+            per_provider=self.integer("per_provider", 0, minimum=0),
+            max_queue=self.integer("max_queue", 1000, minimum=0),
+            max_wait=self.number("max_wait", 30.0),
+            on_limit=self.choice("on_limit", ("queue", "reject")),
+            fail_mode=self.choice("fail_mode", ("open", "closed")),
+            priority_header=self.get("priority_header", bool, False),
+        )
+
+    def retry(self, base: RetrySettings) -> RetrySettings:
+        self.only("max_attempts", "base_delay", "max_delay", "deadline")
+        return RetrySettings(
+            max_attempts=self.integer("max_attempts", base.max_attempts),
+            base_delay=self.number("base_delay", base.base_delay),
+            max_delay=self.number("max_delay", base.max_delay),
+            deadline=self.number("deadline", base.deadline),
+        )
+
+    def breaker(self) -> BreakerSettings:
+        self.only("failure_threshold", "failure_rate", "min_requests", "window", "cooldown", "half_open_probes")
+        d = BreakerSettings()
+        rate = float(self.get("failure_rate", (int, float), d.failure_rate))
+        if not 0 <= rate <= 1:
+            raise ConfigurationError(f"{self.key('failure_rate')}: between 0 and 1 (0 turns it off)")
+        return BreakerSettings(
+            failure_threshold=self.integer("failure_threshold", d.failure_threshold),
+            failure_rate=rate,
+            min_requests=self.integer("min_requests", d.min_requests),
+            window=self.number("window", d.window),
+            cooldown=self.number("cooldown", d.cooldown),
+            half_open_probes=self.integer("half_open_probes", d.half_open_probes),
+        )
+
+    def routing(self, models: Mapping[str, ModelConfig]) -> RoutingConfig:
+        self.only("virtual")
+        table = self.sub("virtual")
+        virtual = {}
+        for name in table.data:
+            if name in models:
+                raise ConfigurationError(f"{table.key(name)}: a model with this name exists")
+            item = table.sub(name)
+            item.only("models", "min_tier", "needs")
+            candidates = item.names("models", ())
+            for candidate in candidates:
+                if candidate not in models:
+                    raise ConfigurationError(f"{item.key('models')}: unknown model {candidate!r}")
+            virtual[name] = VirtualModel(name, candidates, item.integer("min_tier", 1), item.capabilities("needs"))
+        return RoutingConfig(virtual)
