@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
-from .hub import parse_data_url, plain_text, untranslatable
+from .hub import parse_data_url, plain_text, refuse_single_choice_text, untranslatable
 
 __all__ = ["from_openai", "to_openai"]
 
@@ -208,14 +208,9 @@ def from_openai(body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[
 
 
 def _refuse(body: dict[str, Any], provider: str) -> None:
-    if (body.get("n") or 1) > 1:
-        raise untranslatable("n", provider, _FORMAT, "one choice per request only")
-    if body.get("logprobs"):
-        raise untranslatable("logprobs", provider, _FORMAT)
+    refuse_single_choice_text(body, provider, _FORMAT)
     if (body.get("response_format") or {}).get("type", "text") != "text":
         raise untranslatable("response_format", provider, _FORMAT)
-    if any(m != "text" for m in body.get("modalities") or ()):
-        raise untranslatable("modalities", provider, _FORMAT, "text output only")
     if (body.get("temperature") or 0) > 1:
         raise untranslatable("temperature", provider, _FORMAT, "it accepts 0 to 1")
 

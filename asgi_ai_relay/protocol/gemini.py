@@ -26,7 +26,7 @@ import orjson
 from ..config import ModelConfig
 from ..errors import UpstreamProtocolError
 from ..types import Usage
-from .hub import new_id, parse_data_url, plain_text, untranslatable
+from .hub import new_id, parse_data_url, plain_text, refuse_single_choice_text, untranslatable
 from .openai import usage_to_openai
 
 __all__ = ["FINISH", "completion_from_response", "from_openai", "usage_from_metadata"]
@@ -87,12 +87,7 @@ def from_openai(body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[
 
 
 def _refuse(body: dict[str, Any], provider: str) -> None:
-    if (body.get("n") or 1) > 1:
-        raise untranslatable("n", provider, _FORMAT, "one choice per request only")
-    if body.get("logprobs"):
-        raise untranslatable("logprobs", provider, _FORMAT)
-    if any(m != "text" for m in body.get("modalities") or ()):
-        raise untranslatable("modalities", provider, _FORMAT, "text output only")
+    refuse_single_choice_text(body, provider, _FORMAT)
 
 
 def _generation_config(body: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 
-__all__ = ["data_url", "new_id", "parse_data_url", "plain_text", "untranslatable"]
+__all__ = ["data_url", "new_id", "parse_data_url", "plain_text", "refuse_single_choice_text", "untranslatable"]
 
 
 def untranslatable(param: str, provider: str, fmt: str, why: str = "") -> InvalidRequest:
@@ -21,6 +21,19 @@ def untranslatable(param: str, provider: str, fmt: str, why: str = "") -> Invali
     return InvalidRequest(
         f"'{param}' cannot be sent to provider {provider!r} ({fmt} format){detail}.", param=param, code="untranslatable"
     )
+
+
+def refuse_single_choice_text(body: dict[str, Any], provider: str, fmt: str) -> None:
+    """What neither Anthropic nor Gemini can express: several choices, logprobs, non-text output.
+
+    :raises InvalidRequest: naming the parameter and the provider.
+    """
+    if (body.get("n") or 1) > 1:
+        raise untranslatable("n", provider, fmt, "one choice per request only")
+    if body.get("logprobs"):
+        raise untranslatable("logprobs", provider, fmt)
+    if any(m != "text" for m in body.get("modalities") or ()):
+        raise untranslatable("modalities", provider, fmt, "text output only")
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:
