@@ -530,15 +530,18 @@ def rss_phase(loader: Loader, srv: Server, n_total: int) -> dict:
     first = min(1000, n_total)
     r1 = loader.count(srv.port, path, first, 16, 120, srv.bearer, srv.sc.fixed_body)
     out["rss_after_1k_mb"] = round(proc_rss_mb(srv.pid), 1)
-    rest = n_total - first
     done = r1["requests"]
     errors = r1["errors"] + r1["non2xx"]
-    if rest > 0:
-        max_s = min(3600.0, max(60.0, rest / 300.0))  # bounded in time as well as count
-        r2 = loader.count(srv.port, path, rest, 16, max_s, srv.bearer, srv.sc.fixed_body)
-        done += r2["requests"]
-        errors += r2["errors"] + r2["non2xx"]
-    out["rss_after_n_mb"] = round(proc_rss_mb(srv.pid), 1)
+    # Two halves, so a bounded structure filling (the response cache) can be told from a leak:
+    # a leak keeps growing in the second half, a bound does not.
+    half = (n_total - first) // 2
+    for key, count in (("rss_after_half_mb", half), ("rss_after_n_mb", n_total - first - half)):
+        if count > 0:
+            max_s = min(3600.0, max(60.0, count / 300.0))  # bounded in time as well as count
+            r = loader.count(srv.port, path, count, 16, max_s, srv.bearer, srv.sc.fixed_body)
+            done += r["requests"]
+            errors += r["errors"] + r["non2xx"]
+        out[key] = round(proc_rss_mb(srv.pid), 1)
     out["requests"] = done
     out["errors"] = errors
     return out
@@ -664,12 +667,13 @@ def report(rows, workloads, rss, skipped, meta) -> None:
             ],
         )  # fmt: skip
     if rss:
-        print("\nServer RSS (MB): at start, after the first 1,000 requests, after N requests (chat, 16 connections)")
+        print("\nServer RSS (MB): at start, after the first 1,000 requests, after half of the rest and after N (chat, 16 connections)")
         print_table(
-            ["scenario", "start", "after 1k", "after N", "N", "growth 1k->N", "err"],
+            ["scenario", "start", "after 1k", "after N/2", "after N", "N", "growth 1k->N", "growth N/2->N", "err"],
             [
-                [name, fmt(v["rss_start_mb"], ".1f"), fmt(v["rss_after_1k_mb"], ".1f"), fmt(v["rss_after_n_mb"], ".1f"),
-                 v["requests"], signed(v["rss_after_n_mb"] - v["rss_after_1k_mb"], "+.1f"), v["errors"]]
+                [name, fmt(v["rss_start_mb"], ".1f"), fmt(v["rss_after_1k_mb"], ".1f"), fmt(v.get("rss_after_half_mb"), ".1f"),
+                 fmt(v["rss_after_n_mb"], ".1f"), v["requests"], signed(v["rss_after_n_mb"] - v["rss_after_1k_mb"], "+.1f"),
+                 signed(v["rss_after_n_mb"] - v.get("rss_after_half_mb", v["rss_after_n_mb"]), "+.1f"), v["errors"]]
                 for name, v in rss.items()
             ],
         )  # fmt: skip
@@ -726,12 +730,12 @@ def write_results(out_dir: Path, meta, rows, rss, raw, skipped) -> None:
     ]  # fmt: skip
     with open(out_dir / "latest.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(cols + ["rss_start_mb", "rss_after_1k_mb", "rss_after_n_mb", "rss_requests"])
+        w.writerow(cols + ["rss_start_mb", "rss_after_1k_mb", "rss_after_half_mb", "rss_after_n_mb", "rss_requests"])
         for r in rows:
             x = rss.get(r["scenario"], {})
             w.writerow(
                 [("" if r.get(c) is None else (round(r[c], 4) if isinstance(r[c], float) else r[c])) for c in cols]
-                + [x.get("rss_start_mb", ""), x.get("rss_after_1k_mb", ""), x.get("rss_after_n_mb", ""), x.get("requests", "")]
+                + [x.get("rss_start_mb", ""), x.get("rss_after_1k_mb", ""), x.get("rss_after_half_mb", ""), x.get("rss_after_n_mb", ""), x.get("requests", "")]
             )
 
 
