@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -216,9 +217,12 @@ async def amain(args) -> dict:
         body = args.body.encode()
     raw = build_request(args.host, args.port, args.method, args.path, body, args.bearer)
     make_raw = None
-    if UNIQUE in body:  # a distinct body per request (a cache-miss workload)
+    if UNIQUE in body:  # a distinct body per request, also across runs (a cache-miss workload)
+        run = os.urandom(6).hex().encode()
+
         def make_raw(n: int) -> bytes:
-            return build_request(args.host, args.port, args.method, args.path, body.replace(UNIQUE, str(n).encode()), args.bearer)
+            unique = body.replace(UNIQUE, run + b"-" + str(n).encode())
+            return build_request(args.host, args.port, args.method, args.path, unique, args.bearer)
     client = Client(args.host, args.port, raw, make_raw)
     if args.warmup > 0:
         await run_closed(client, args.connections if args.mode == "closed" else 4, args.warmup, 0)

@@ -43,9 +43,9 @@ HOST = "127.0.0.1"  # the only address this harness ever sends traffic to
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# "__N__" becomes a per-request counter in the load generators, so every request is distinct and
-# the relay's cache (on by default for temperature 0) misses; the cache-hit scenario sends the
-# same body every time.
+# "__N__" becomes a run id and a per-request counter in the load generators, so every request is
+# distinct, within a run and across the runs against one server, and the relay's cache (on by
+# default for temperature 0) misses; the cache-hit scenario sends the same body every time.
 CHAT_BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello __N__"}], "temperature": 0}
 STREAM_BODY = dict(CHAT_BODY, stream=True, stream_options={"include_usage": True})
 FIXED_CHAT_BODY = dict(CHAT_BODY, messages=[{"role": "user", "content": "hello"}])
@@ -456,7 +456,9 @@ class Loader:
             "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
             "-s", str(BENCH / "wrk_post.lua"), f"http://{HOST}:{port}{path}",
         ]  # fmt: skip
-        out = run_bounded(cmd, self.cpus, duration + 60, env=dict(os.environ, BENCH_BODY_FILE=str(body), BENCH_BEARER=bearer))
+        run_id = secrets.token_hex(6)  # each wrk run's bodies differ from every earlier run's
+        env = dict(os.environ, BENCH_BODY_FILE=str(body), BENCH_BEARER=bearer, BENCH_RUN_ID=run_id)
+        out = run_bounded(cmd, self.cpus, duration + 60, env=env)
         for line in out.splitlines():
             if line.startswith("BENCHJSON "):
                 r = json.loads(line[len("BENCHJSON ") :])

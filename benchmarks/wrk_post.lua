@@ -13,12 +13,14 @@ if bearer and bearer ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. bearer
 end
 
--- "__N__" in the body becomes a per-request counter: every request distinct (a cache-miss load).
+-- "__N__" in the body becomes this run's id and a per-request counter: every request distinct,
+-- within the run and across runs against the same server (a cache-miss load).
 if string.find(body, "__N__", 1, true) then
+  local run = os.getenv("BENCH_RUN_ID") or tostring(os.time())
   local counter = 0
   request = function()
     counter = counter + 1
-    local unique = string.gsub(body, "__N__", tostring(counter))
+    local unique = string.gsub(body, "__N__", run .. "-" .. tostring(counter))
     return wrk.format(nil, nil, nil, unique)
   end
 end
