@@ -238,6 +238,11 @@ def complete(relay: Relay, call: Call) -> None:
     if raw is None:
         _land(relay, key, flight)
         return
+    store_now = getattr(relay.cache, "set_now", None)
+    if store_now is not None:  # an in-process cache: stored before anyone can look again
+        store_now(key, raw, call.cache_ttl)
+        _land(relay, key, flight)
+        return
     current = relay.flights.get(key)
     if flight is None and (current is None or current.done()):
         # A refresh (no-cache): newcomers read it here until the cache write has landed.

@@ -76,6 +76,10 @@ class MemoryCache:
             return value
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self.set_now(key, value, ttl)
+
+    def set_now(self, key: str, value: bytes, ttl: float) -> None:
+        """``set`` without awaiting: the relay stores misses through it directly, no task each."""
         if len(value) > self.max_bytes:
             return
         # An exact-size copy: orjson's output keeps its working buffer (4-8 KiB however short the
