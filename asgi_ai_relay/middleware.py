@@ -124,9 +124,13 @@ class RelayMiddleware:
                 pass
 
         request.disconnected = disconnected
-        response = await relay.handle(request)
+        response = await relay.handle(request, record_after_send=True)
         if response.stream is None:
-            await self.send_whole(send, response)
+            try:
+                await self.send_whole(send, response)
+            finally:
+                if response.sent is not None:
+                    response.sent()
         else:
             await self.send_stream(receive, send, response)
 

@@ -24,6 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -280,8 +281,15 @@ class Relay:
     def match(self, method: str, path: str) -> Route | None:
         return self.routes.get((method, path))
 
-    async def handle(self, request: RelayRequest) -> RelayResponse:
-        """Answer one request. Never raises for anything the request did."""
+    async def handle(self, request: RelayRequest, *, record_after_send: bool = False) -> RelayResponse:
+        """Answer one request. Never raises for anything the request did.
+
+        :param record_after_send: for an adapter that writes the answer itself: a whole answer
+            comes back with ``response.sent`` set, and the request is recorded (ledger, limits,
+            cache, metrics) when the adapter calls it, after the bytes are on their way, so the
+            caller does not wait for the bookkeeping. The adapter must call it exactly once,
+            also when the send fails (``try``/``finally``). Errors and streams record as usual.
+        """
         route = self.routes.get((request.method, request.path))
         call = self._new_call(request, route)
         if route is None:
@@ -307,7 +315,10 @@ class Relay:
         if response.stream is None:
             call.status = response.status
             call.output = [response.body]
-            self.finish(call)
+            if record_after_send:
+                response.sent = partial(self.finish, call)
+            else:
+                self.finish(call)
         return response
 
     def reject(self, request: RelayRequest, error: RelayError) -> RelayResponse:

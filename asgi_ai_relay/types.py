@@ -75,6 +75,8 @@ class RelayResponse:
     headers: dict[str, str]
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
+    #: Set when the adapter asked to record after sending (see :meth:`Relay.handle`).
+    sent: Callable[[], None] | None = None
 
     def header_list(self) -> list[tuple[bytes, bytes]]:
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]

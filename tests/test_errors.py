@@ -13,7 +13,7 @@ from tests.fake_upstream import Fault
 GOOD = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["h1", "aiohttp", "httpx"])
 def relay(upstream, request):
     """Every case runs on both upstream client backends."""
     # One attempt: these cases are about how a single upstream fault is answered (retries and

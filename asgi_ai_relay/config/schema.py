@@ -203,8 +203,9 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    #: "aiohttp" (default, fastest) or "httpx".
-    client: str = "aiohttp"
+    #: "h1" (default: the relay's own lean HTTP/1.1 client, see ``asgi_ai_relay.h1``),
+    #: "aiohttp" (needs the ``aiohttp`` extra) or "httpx".
+    client: str = "h1"
     max_connections: int = 512
     max_keepalive: int = 256
     keepalive_expiry: float = 30.0

@@ -41,8 +41,8 @@ class _TrafficReader(_Table):
         self.only("client", "max_connections", "max_keepalive", "keepalive_expiry")
         d = HttpSettings()
         client = self.get("client", str, d.client)
-        if client not in ("aiohttp", "httpx"):
-            raise ConfigurationError(f"{self.key('client')}: one of aiohttp, httpx")
+        if client not in ("h1", "aiohttp", "httpx"):
+            raise ConfigurationError(f"{self.key('client')}: one of h1, aiohttp, httpx")
         return HttpSettings(
             client=client,
             max_connections=self.integer("max_connections", d.max_connections),

@@ -82,7 +82,7 @@ def test_upstream_client_follows_the_lifespan(upstream):
     with LiveServer(build_app(relay), lifespan="on") as live:
         assert relay.started  # opened at startup, before any request
         client = relay.client
-        assert not client.session.closed
+        assert not client.closed
         assert sdk(live, "tok-ada").chat.completions.create(model="test-model", messages=MESSAGES).choices
         assert relay.client is client  # one pooled client for every request
-    assert client.session.closed and not relay.started
+    assert client.closed and not relay.started
