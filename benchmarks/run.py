@@ -387,7 +387,7 @@ def start_server(sc: Scenario, args, upstream_port: int, upstream_proc, tmp: Pat
         cmd = [
             sys.executable, "-m", "uvicorn", sc.app, "--app-dir", str(ROOT / sc.app_dir),
             "--host", HOST, "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            "--loop", args.server_loop, "--http", "httptools", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     elif sc.kind == "litellm":
         exe = litellm_venv(args)
@@ -623,7 +623,7 @@ def report(rows, workloads, rss, skipped, meta) -> None:
     print("=" * 100)
     print(f"asgi-ai-relay benchmark  {meta['date']}  {meta['cpu_model']} x{meta['cores']}  "
           f"rounds={meta['settings']['rounds']} duration={meta['settings']['duration_s']}s "
-          f"load={meta['settings']['load_generator']}")  # fmt: skip
+          f"load={meta['settings']['load_generator']} loop={meta['settings'].get('server_loop', 'uvloop')}")  # fmt: skip
     print("Figures are medians over rounds.  added = scenario minus direct.  %pt = throughput vs bare pass-through.")
     print("cpu/req = server process CPU time (utime+stime) per request.  up% = fake upstream CPU use.")
     print("noise% = busy time on the server's CPU not spent by the server (other processes): should be ~0.")
@@ -690,7 +690,7 @@ def report(rows, workloads, rss, skipped, meta) -> None:
 
 def versions() -> dict:
     v = {"python": platform.python_version()}
-    for pkg in ("uvicorn", "httpx", "starlette", "fastapi", "uvloop", "httptools", "orjson", "asgi-ai-relay"):
+    for pkg in ("uvicorn", "httpx", "starlette", "fastapi", "uvloop", "httptools", "orjson", "aiohttp", "asgi-ai-relay"):
         try:
             v[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -756,6 +756,8 @@ def parse_args(argv=None):
     ap.add_argument("--rate", type=float, default=500.0, help="fixed-rate run, req/s (0: off)")
     ap.add_argument("--rss-requests", type=int, default=None, help="requests in the RSS run (default 100000; quick 5000; 0: off)")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto", help="closed-loop load generator")
+    ap.add_argument("--server-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="event loop of every uvicorn server under test (default asyncio: see README)")
     ap.add_argument("--server-cpus", default="1", help="taskset CPU list for the server under test (default 1)")
     ap.add_argument("--client-cpus", default="0", help="taskset CPU list for load generator + fake upstream (default 0)")
     ap.add_argument("--upstream-cpus", default=None, help="taskset CPU list for the fake upstream (default: --client-cpus)")
@@ -894,6 +896,7 @@ def main(argv=None) -> int:
                 "client_cpus": args.client_cpus,
                 "upstream_cpus": args.upstream_cpus,
                 "load_generator": "wrk" if loader.use_wrk else "loadgen.py",
+                "server_loop": args.server_loop,
                 "scenarios": names,
                 "relay_toml_template": RELAY_TOML,
             },

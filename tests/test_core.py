@@ -127,3 +127,59 @@ async def test_unknown_caller_is_refused_before_its_body_is_read(upstream):
     await relay.shutdown()
     assert bad.status_code == 401 and unknown_model.status_code == 401
     assert "secret-model" not in unknown_model.text and "test-model" not in unknown_model.text
+
+
+def _asgi_call(body: bytes):
+    """A raw ASGI HTTP call to the relay: the scope and a receive that yields ``body`` once."""
+    scope = {
+        "type": "http", "method": "POST", "path": "/ai/v1/chat/completions", "raw_path": b"/ai/v1/chat/completions",
+        "root_path": "", "query_string": b"", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000), "scheme": "http", "http_version": "1.1",
+    }
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return scope, receive
+
+
+async def test_answer_is_written_before_the_request_is_recorded(relay):
+    """Under the ASGI middleware the caller's answer goes out first; the ledger row follows."""
+    import orjson
+
+    rows_when_body_sent = []
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+        if message["type"] == "http.response.body":
+            rows_when_body_sent.append(len(relay.ledger.rows()))
+
+    scope, receive = _asgi_call(orjson.dumps(GOOD))
+    await RelayMiddleware(relay=relay)(scope, receive, send)
+    assert messages[0]["status"] == 200 and rows_when_body_sent == [0]
+    (row,) = relay.ledger.rows()
+    assert row.status == 200 and row.prompt_tokens > 0
+    await relay.shutdown()
+
+
+async def test_answer_that_cannot_be_written_is_still_recorded(relay):
+    """The client is gone when the answer is written: the send fails, the row is still there."""
+    import orjson
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            raise OSError("client went away")
+
+    scope, receive = _asgi_call(orjson.dumps(GOOD))
+    with pytest.raises(OSError):
+        await RelayMiddleware(relay=relay)(scope, receive, send)
+    (row,) = relay.ledger.rows()
+    assert row.status == 200
+    assert relay.traffic.gate.in_flight == 0  # and its concurrency slot was given back
+    await relay.shutdown()

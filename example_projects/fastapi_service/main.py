@@ -138,7 +138,10 @@ print(c.chat.completions.create(model='gpt-4.1', messages=[{{'role': 'user', 'co
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # asyncio's own loop rather than uvloop: libuv accepts one new connection per loop iteration,
+    # which under load delays a burst of new clients by up to a few hundred milliseconds
+    # (benchmarks/README.md); per request the two measured the same here.
+    uvicorn.run(app, host=host, port=port, log_level="info", loop="asyncio")
 
 
 if __name__ == "__main__":
