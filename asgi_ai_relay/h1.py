@@ -154,6 +154,7 @@ class _Connection(asyncio.Protocol):
         self.decoder: Any = None
         self.paused = False
         self.informational = False
+        self.stream = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -169,9 +170,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(_Broken(f"unreadable answer ({exc})"))
-        except _Broken as exc:
-            self._fail(exc)
+            # httptools wraps what a callback raised; a _Broken of ours keeps its own reason.
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, _Broken) else _Broken(f"unreadable answer ({exc})"))
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -239,7 +240,8 @@ class _Connection(asyncio.Protocol):
                 return
         self.body.append(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+        # Only a stream's reader takes chunks off as they come: a whole answer is read to its end.
+        if self.stream and self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
 
@@ -265,8 +267,9 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange --------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, stream: bool) -> None:
         self._begin()
+        self.stream = stream
         self.active = True
         self.last_data = self.loop.time()
         assert self.transport is not None
@@ -357,7 +360,7 @@ class H1Client:
         timeout = self.timeouts.stream_idle if stream else self.timeouts.read
         for attempt in (1, 2):
             conn = await self._acquire(target, provider)
-            conn.send(data)
+            conn.send(data, stream)
             try:
                 if stream:
                     while not conn.headers_done:
