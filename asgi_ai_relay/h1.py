@@ -459,9 +459,7 @@ class H1Client:
                 loop.create_connection(
                     lambda: _Connection(self, target.key), target.host, target.port,
                     ssl=context, server_hostname=target.host if context is not None else None,
-                    # Happy Eyeballs (RFC 8305): a provider name with an unreachable IPv6 address
-                    # costs a quarter second, not the whole connect timeout.
-                    happy_eyeballs_delay=0.25,
+                    **self._connect_options(loop),
                 ),
                 self.timeouts.connect,
             )
@@ -475,6 +473,13 @@ class H1Client:
             self._gone()
             raise
         return conn
+
+    @staticmethod
+    def _connect_options(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        # Happy Eyeballs (RFC 8305): a provider name with an unreachable IPv6 address costs a
+        # quarter second, not the whole connect timeout. asyncio's own loops take the option;
+        # uvloop's create_connection does not.
+        return {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
 
     def _release(self, conn: _Connection) -> None:
         conn.active = False

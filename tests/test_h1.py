@@ -329,6 +329,28 @@ async def test_keep_alive_reuses_one_connection(make_client):
     assert {request.connection for request in server.requests} == {0}
 
 
+def test_works_on_uvloop():
+    """The same client on uvloop, the loop uvicorn picks when it is installed: a whole answer, a
+    streamed one, one connection for both."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[bytes, bytes, int]:
+        async with Upstream(serve(echo)) as server:
+            client = H1Client(HttpSettings(), Timeouts(connect=WAIT, read=WAIT, stream_idle=WAIT, pool=WAIT))
+            try:
+                whole = await post(client, server, b"1")
+                streamed = b"".join(await pieces(await post(client, server, b"2", stream=True)))
+            finally:
+                await client.aclose()
+            return whole.body, streamed, server.connections
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == (b"re: 1", b"re: 2", 1)
+    finally:
+        loop.close()
+
+
 async def test_chunked_whole_answer(make_client):
     """A chunked answer read whole is the exact concatenation of its chunks (sent in separate writes)."""
     parts = [b'{"a": ', b"1, ", b'"b": "' + b"x" * 5000 + b'"}']
