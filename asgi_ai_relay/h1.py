@@ -73,6 +73,10 @@ class _Broken(Exception):
     """The answer was not valid HTTP/1.1 (or not one this client reads)."""
 
 
+class _Trailing(Exception):
+    """Bytes after the complete answer: the answer stands, the connection is not reused."""
+
+
 class _Idle(Exception):
     """No byte arrived for the read timeout."""
 
@@ -165,6 +169,9 @@ class _Connection(asyncio.Protocol):
         if not self.active:  # nothing asked for: an idle connection must stay silent
             self.abort()
             return
+        if self.complete:  # bytes after the whole answer: keep the answer, not the connection
+            self.keep_alive = False
+            return
         self.got_bytes = True
         self.last_data = self.loop.time()
         try:
@@ -172,7 +179,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised; a _Broken of ours keeps its own reason.
             cause = exc.__context__
-            self._fail(cause if isinstance(cause, _Broken) else _Broken(f"unreadable answer ({exc})"))
+            if isinstance(cause, _Trailing):
+                self.keep_alive = False
+            else:
+                self._fail(cause if isinstance(cause, _Broken) else _Broken(f"unreadable answer ({exc})"))
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -196,6 +206,10 @@ class _Connection(asyncio.Protocol):
         pass
 
     # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request (in the same read): stop there
+            raise _Trailing
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4

@@ -721,6 +721,25 @@ async def test_connection_close_answer_is_not_reused(make_client):
     assert server.connections == 2
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_second_answer_to_one_request_is_not_taken(make_client, stream):
+    """A confused server that sends two answers to one request (in one write): the first is the
+    answer, the second is not mixed into it, and the connection is not used again."""
+
+    def respond(peer: Peer, request: Request) -> None:
+        peer.send(answer(b"first") + answer(b"second"))
+
+    async with Upstream(serve(respond)) as server:
+        client = make_client()
+        reply = await post(client, server, stream=stream)
+        body = b"".join(await pieces(reply)) if stream else reply.body
+        again = await post(client, server)
+
+    assert (reply.status, body) == (200, b"first")
+    assert again.body == b"first"
+    assert server.connections == 2
+
+
 @pytest.mark.parametrize(
     "keep_alive, connections",
     [("timeout=1", 2), ("max=100, timeout=1", 2), ("timeout=30, max=100", 1)],
