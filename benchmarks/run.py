@@ -128,6 +128,18 @@ SCENARIOS = [
         requires=("example_projects/fastapi_service/main.py",),
         fixed_body=True,
     ),
+    Scenario(
+        "relay-nocache",
+        "the same relay with the response cache off (opt-in: tells the cache's fill from the rest in the RSS run)",
+        "uvicorn",
+        app="main:app",
+        app_dir="example_projects/fastapi_service",
+        prefix="/ai",
+        relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES + '[cache]\nmode = "off"\n',
+        requires=("example_projects/fastapi_service/main.py",),
+        opt_in=True,
+    ),
     Scenario("litellm", "LiteLLM proxy (own venv), same upstream", "litellm", opt_in=True, bearer="auto"),
 ]
 
