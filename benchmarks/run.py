@@ -86,6 +86,15 @@ max_in_flight = 10000
 max_queue = 10000
 """
 
+def relay_scenario(name: str, about: str, **changes) -> Scenario:
+    """The example service with the relay mounted, on the generated config (see RELAY_TOML)."""
+    fields = dict(
+        app="main:app", app_dir="example_projects/fastapi_service", prefix="/ai", relay_toml=True,
+        extra_toml=RELAY_DEFAULT_FEATURES, requires=("example_projects/fastapi_service/main.py",),
+    )
+    return Scenario(name, about, "uvicorn", **{**fields, **changes})
+
+
 SCENARIOS = [
     Scenario("direct", "load generator -> fake upstream", "direct"),
     Scenario(
@@ -105,39 +114,12 @@ SCENARIOS = [
         env={"PASSTHROUGH_UPSTREAM": "{upstream}", "PASSTHROUGH_CLIENT": "aiohttp"},
         requires_modules=("aiohttp",),
     ),
-    Scenario(
-        "relay",
-        "example_projects/fastapi_service, relay at /ai (ledger, limits, cache miss)",
-        "uvicorn",
-        app="main:app",
-        app_dir="example_projects/fastapi_service",
-        prefix="/ai",
-        relay_toml=True,
-        extra_toml=RELAY_DEFAULT_FEATURES,
-        requires=("example_projects/fastapi_service/main.py",),
-    ),
-    Scenario(
-        "relay-cache",
-        "the same relay, every request a cache hit",
-        "uvicorn",
-        app="main:app",
-        app_dir="example_projects/fastapi_service",
-        prefix="/ai",
-        relay_toml=True,
-        extra_toml=RELAY_DEFAULT_FEATURES,
-        requires=("example_projects/fastapi_service/main.py",),
-        fixed_body=True,
-    ),
-    Scenario(
+    relay_scenario("relay", "example_projects/fastapi_service, relay at /ai (ledger, limits, cache miss)"),
+    relay_scenario("relay-cache", "the same relay, every request a cache hit", fixed_body=True),
+    relay_scenario(
         "relay-nocache",
         "the same relay with the response cache off (opt-in: tells the cache's fill from the rest in the RSS run)",
-        "uvicorn",
-        app="main:app",
-        app_dir="example_projects/fastapi_service",
-        prefix="/ai",
-        relay_toml=True,
         extra_toml=RELAY_DEFAULT_FEATURES + '[cache]\nmode = "off"\n',
-        requires=("example_projects/fastapi_service/main.py",),
         opt_in=True,
     ),
     Scenario("litellm", "LiteLLM proxy (own venv), same upstream", "litellm", opt_in=True, bearer="auto"),
