@@ -185,9 +185,6 @@ class _Connection(asyncio.Protocol):
                 self._fail(cause if isinstance(cause, _Broken) else _Broken(f"unreadable answer ({exc})"))
         self._wake()
 
-    def eof_received(self) -> bool | None:
-        return None  # close the transport: connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.active and not self.complete and self.error is None:
@@ -198,12 +195,6 @@ class _Connection(asyncio.Protocol):
                 self._fail(_Closed(early=not self.got_bytes))
         self._wake()
         self.client._lost(self)
-
-    def pause_writing(self) -> None:  # the request is written once; nothing to throttle
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # -- httptools callbacks -------------------------------------------------------------
 

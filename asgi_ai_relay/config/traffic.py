@@ -40,11 +40,8 @@ class _TrafficReader(_Table):
     def http(self) -> HttpSettings:
         self.only("client", "max_connections", "max_keepalive", "keepalive_expiry")
         d = HttpSettings()
-        client = self.get("client", str, d.client)
-        if client not in ("h1", "aiohttp", "httpx"):
-            raise ConfigurationError(f"{self.key('client')}: one of h1, aiohttp, httpx")
         return HttpSettings(
-            client=client,
+            client=self.choice("client", (d.client, "aiohttp", "httpx")),
             max_connections=self.integer("max_connections", d.max_connections),
             max_keepalive=self.integer("max_keepalive", d.max_keepalive, minimum=0),
             keepalive_expiry=self.number("keepalive_expiry", d.keepalive_expiry),
