@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,31 @@ if TYPE_CHECKING:
     from .protocol import WireFormat
     from .stages.ratelimit import Ticket
 
-__all__ = ["Call"]
+__all__ = ["Call", "Once", "Release"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+#: Gives back one thing a request took; runs once, synchronously (async work it schedules).
+Release = Callable[[], None]
+
+
+class Once:
+    """A release that runs at most once, however many paths call it (early give-back, then the
+    request's own exit)."""
+
+    __slots__ = ("_release",)
+
+    def __init__(self, release: Release) -> None:
+        self._release: Release | None = release
+
+    @property
+    def pending(self) -> bool:
+        return self._release is not None
+
+    def __call__(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +89,23 @@ class Call:
     finished: bool = False
     #: The rate-limit charges and concurrency slot this request holds until it finishes.
     traffic: Ticket | None = None
+    #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
+    releases: list[Release] = field(default_factory=list)
+
+    def hold(self, release: Release) -> Release:
+        """Register the release of something just taken; returns ``release`` for an early,
+        idempotent give-back (see :class:`Once`)."""
+        self.releases.append(release)
+        return release
+
+    def release_all(self) -> None:
+        """Give back everything still held, newest first; a failing release does not stop the rest."""
+        releases, self.releases = self.releases, []
+        for release in reversed(releases):
+            try:
+                release()
+            except Exception:
+                logger.exception("request_id=%s could not release what it held", self.request_id)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

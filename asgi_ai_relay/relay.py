@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -276,6 +276,13 @@ class Relay:
             self._ledger.close()
         self.started = False
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, awaited on shutdown: for a release that needs I/O
+        (a Redis refund), scheduled from the synchronous :meth:`finish`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     # -- requests ------------------------------------------------------------------------
 
     def match(self, method: str, path: str) -> Route | None:
@@ -364,6 +371,12 @@ class Relay:
         if call.finished:
             return
         call.finished = True
+        try:
+            usage.price(self, call)
+        except Exception:
+            logger.exception("request_id=%s could not be priced", call.request_id)
+        # What the request took is given back once its real usage and cost are known.
+        call.release_all()
         if call.traffic is not None:
             try:
                 self.traffic.release(call)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import Usage
 
-__all__ = ["cost_of", "percentile", "printable", "record"]
+__all__ = ["cost_of", "percentile", "price", "printable", "record"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -30,7 +30,7 @@ def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
     return model_cost(relay.config, model, usage)
 
 
-def _price(relay: Relay, call: Call) -> None:
+def price(relay: Relay, call: Call) -> None:
     """Fill in usage (estimated when the provider gave none) and cost, or saving for a hit."""
     if call.usage is None and call.status == 200 and call.model is not None and call.output is not None \
             and call.endpoint in relay.model_endpoints:
@@ -59,8 +59,7 @@ def printable(value: object) -> str:
 
 
 def record(relay: Relay, call: Call) -> None:
-    """Ledger row, totals and log line for a finished request; runs once per request."""
-    _price(relay, call)
+    """Ledger row, totals and log line for a finished request (priced); runs once per request."""
     usage = call.usage
     if relay.spend is not None:
         relay.spend.settle(call)
