@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .types import ANONYMOUS, Caller, RelayRequest, Usage
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from .config import ModelConfig
     from .errors import RelayError
     from .protocol import WireFormat
-    from .stages.ratelimit import Ticket
 
 __all__ = ["Call", "Once", "Release"]
 
@@ -24,6 +23,7 @@ logger = logging.getLogger("asgi_ai_relay")
 
 #: Gives back one thing a request took; runs once, synchronously (async work it schedules).
 Release = Callable[[], None]
+R = TypeVar("R", bound=Release)
 
 
 class Once:
@@ -38,6 +38,10 @@ class Once:
     @property
     def pending(self) -> bool:
         return self._release is not None
+
+    def discard(self) -> None:
+        """Forget the release: what it would give back was handed over some other way."""
+        self._release = None
 
     def __call__(self) -> None:
         release, self._release = self._release, None
@@ -87,12 +91,12 @@ class Call:
     #: Headers every answer to this request carries (limits, cache, serving provider).
     headers: dict[str, str] = field(default_factory=dict)
     finished: bool = False
-    #: The rate-limit charges and concurrency slot this request holds until it finishes.
-    traffic: Ticket | None = None
+    #: Tokens charged to rate limits before the answer (computed once per request).
+    token_estimate: int | None = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
     releases: list[Release] = field(default_factory=list)
 
-    def hold(self, release: Release) -> Release:
+    def hold(self, release: R) -> R:
         """Register the release of something just taken; returns ``release`` for an early,
         idempotent give-back (see :class:`Once`)."""
         self.releases.append(release)

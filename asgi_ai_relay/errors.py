@@ -3,6 +3,7 @@
     RelayError                      status_code, error_type, code, message
     ├── ConfigurationError          bad configuration (start-up, never a request)
     ├── StorageError                a backend (SQLite, Redis, PostgreSQL) failed
+    ├── ClientClosed                499 the caller left before its answer (nginx's convention)
     ├── ClientError                 the caller's fault: 4xx
     │   ├── InvalidRequest          400 malformed JSON, wrong types, missing fields
     │   ├── AuthenticationError     401 missing or unknown credentials
@@ -23,7 +24,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "CLIENT_CLOSED",
     "AuthenticationError",
+    "ClientClosed",
     "BudgetExceeded",
     "ClientError",
     "ConfigurationError",
@@ -86,6 +89,17 @@ class ConfigurationError(RelayError):
 
 class StorageError(RelayError):
     error_type = "storage_error"
+
+
+#: Status recorded for a request whose caller left before its answer (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+class ClientClosed(RelayError):
+    """The caller went away (while queued, or while its body was arriving)."""
+
+    def __init__(self, message: str = "The client closed the connection.") -> None:
+        super().__init__(message, status_code=CLIENT_CLOSED, code="client_closed")
 
 
 class _RetryAfter:

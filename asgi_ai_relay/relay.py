@@ -32,7 +32,7 @@ import orjson
 
 from .call import Call
 from .config import RelayConfig, load_config
-from .errors import NotFound, PermissionDenied, RelayError
+from .errors import CLIENT_CLOSED, NotFound, PermissionDenied, RelayError
 from .openapi import openapi_document
 from .paths import REFUSED
 from .metrics import CONTENT_TYPE, Metrics, metrics_or_none
@@ -185,6 +185,7 @@ class Relay:
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
+        self._start_lock: asyncio.Lock | None = None
         # Auth first: a caller the relay does not know learns nothing about its bodies or models.
         # Budget before limits and cache: an over-budget caller is refused outright. Limits before
         # the cache: caller rate limits count every request; a hit still never reaches forward,
@@ -245,16 +246,36 @@ class Relay:
         return self._client
 
     async def startup(self) -> None:
-        """Open the ledger and the upstream client; called by the host's lifespan."""
-        if not self.started:
+        """Open the ledger and the upstream client and seed the budgets, once.
+
+        Called by the host's lifespan where there is one, and by :meth:`handle` on first use
+        otherwise (WSGI hosts, hosts without lifespan), behind a lock, so every host starts
+        the same way. A part that cannot start (the ledger's database is down) is logged and
+        the relay serves degraded; it raises only when ``storage.ledger_required`` is set.
+        """
+        if self.started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:
+                return
+            try:
+                _ = self.ledger, self.providers
+                if self.config.cache.mode != "off":
+                    _ = self.cache
+                await self._seed_budgets()
+            except Exception:
+                if getattr(self.config.storage, "ledger_required", False):
+                    raise
+                logger.exception("the relay started degraded: a part of its start-up failed")
             self.started = True
-            _ = self.ledger, self.providers
-            if self.config.cache.mode != "off":
-                _ = self.cache
-            if self.spend is not None:
-                since = budget.month_start(time.time())
-                rows = await asyncio.to_thread(read_rows, self.ledger, LedgerQuery(since=since))
-                self.spend.seed(rows)
+
+    async def _seed_budgets(self) -> None:
+        if self.spend is not None:
+            since = budget.month_start(time.time())
+            rows = await asyncio.to_thread(read_rows, self.ledger, LedgerQuery(since=since))
+            self.spend.seed(rows)
 
     async def shutdown(self) -> None:
         """Close the upstream client and flush the ledger; nothing recorded is lost."""
@@ -275,6 +296,7 @@ class Relay:
         if self._ledger is not None:
             self._ledger.close()
         self.started = False
+        self._start_lock = None
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, awaited on shutdown: for a release that needs I/O
@@ -301,6 +323,8 @@ class Relay:
         call = self._new_call(request, route)
         if route is None:
             return self._unrouted(call)
+        if not self.started:
+            await self.startup()
         try:
             for stage in route.stages:
                 response = await stage(self, call)
@@ -316,7 +340,7 @@ class Relay:
         except asyncio.CancelledError:
             # The host gave up on the request (client gone, shutdown): still one ledger row,
             # and whatever it held (a queue place, a slot) is given back.
-            call.status = ratelimit.CLIENT_CLOSED
+            call.status = CLIENT_CLOSED
             self.finish(call)
             raise
         if response.stream is None:
@@ -377,11 +401,6 @@ class Relay:
             logger.exception("request_id=%s could not be priced", call.request_id)
         # What the request took is given back once its real usage and cost are known.
         call.release_all()
-        if call.traffic is not None:
-            try:
-                self.traffic.release(call)
-            except Exception:
-                logger.exception("request_id=%s could not release its limits", call.request_id)
         try:
             usage.record(self, call)
             if call.cache_key is not None:

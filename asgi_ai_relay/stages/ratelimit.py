@@ -1,23 +1,29 @@
-"""Stage 3: rate limits, then a concurrency slot, before anything leaves for a provider.
+"""Rate limits and concurrency slots, in two halves.
 
 Limits (``[limits]``) are GCRA buckets in the ``storage.limits`` backend: requests and tokens
 per minute, for everyone together, each caller, each model and each provider. A request is
-charged one request and an *estimate* of its tokens (body bytes / 4 plus its ``max_tokens``, or
-``limits.estimated_output_tokens``) in all its buckets at once; when it finishes,
-:meth:`Traffic.release` charges or refunds the difference to the real usage, and refunds the
-request itself if it never reached a provider.
+charged one request and an *estimate* of its tokens (:mod:`asgi_ai_relay.tokens` where it
+applies, plus the output it may ask for); when it finishes, the charge is reconciled to the real
+usage, and the request itself is refunded if it never reached a provider.
+
+- **Caller side** (:func:`admit`, a stage before the cache): the global and the caller's own
+  buckets. Every request that passes authentication counts here, cache hits included.
+- **Upstream side** (:meth:`Traffic.reserve`, per attempt, from the attempt loop): the model's
+  and the provider's buckets and a concurrency slot of :class:`~asgi_ai_relay.scheduler.Gate`
+  (``queue.max_in_flight``, ``queue.per_provider``), on the deployment actually called. A cache
+  hit takes none of it; a fallback is charged to the provider that serves it. A failed attempt
+  gives its slot and its token estimate back at once; the serving one holds its slot until the
+  request ends (a stream: until it ends).
 
 When a limit says wait, ``queue.on_limit = "queue"`` sleeps exactly until capacity returns (up
 to ``queue.max_wait``), ``"reject"`` answers 429 at once. Either way the answer carries
-``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too.
+``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too. A full
+queue or a wait past ``max_wait`` answers 503 with ``Retry-After``. A client that disconnects
+while waiting leaves at once (status 499 in the ledger).
 
-Then the request takes a slot of :class:`~asgi_ai_relay.scheduler.Gate` (``queue.max_in_flight``,
-``queue.per_provider``), waiting in the weighted-fair priority queue when there is none. A full
-queue or a wait past ``max_wait`` answers 503 with ``Retry-After``. Slots are held until
-:meth:`Relay.finish`, so a stream holds its slot until it ends. A client that disconnects while
-waiting leaves at once (status 499 in the ledger).
-
-Concurrency caps are per process; rate limits are as wide as their backend (Redis: all hosts).
+Everything taken is registered with :meth:`Call.hold`, so it is given back once however the
+request ends. Concurrency caps are per process; rate limits are as wide as their backend
+(Redis: all hosts).
 """
 
 from __future__ import annotations
@@ -28,37 +34,35 @@ import math
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequest, RateLimited, RelayError, ServiceUnavailable, StorageError
+from ..call import Once
+from ..errors import CLIENT_CLOSED, ClientClosed, InvalidRequest, RateLimited, ServiceUnavailable, StorageError
 from ..limits import Bucket, Decision, Rate, format_reset
-from ..scheduler import LEVEL_INDEX, Gate
+from ..scheduler import LEVEL_INDEX, Gate, QueueFull
 from ..storage import RateLimitStore, limits_from_uri
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import LimitConfig, RelayConfig
+    from ..config import LimitConfig, ModelConfig, RelayConfig
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["Ticket", "Traffic", "admit"]
+__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
-#: Status recorded for a request whose client left while it waited (nginx's convention).
-CLIENT_CLOSED = 499
 _QUEUE_RETRY_AFTER = 1.0
 _CALLER_CACHE = 10_000
 
 
-class Ticket:
-    """What one request holds: charged buckets and its estimate, and its slot's provider."""
+class Charge:
+    """Buckets charged for one request (or one attempt) and the token estimate charged."""
 
-    __slots__ = ("buckets", "charged", "estimate", "slot")
+    __slots__ = ("buckets", "charged", "estimate")
 
     def __init__(self, buckets: Sequence[Bucket], estimate: int) -> None:
         self.buckets = buckets
         self.estimate = estimate
         self.charged = False
-        self.slot: str | None = None
 
 
 def _buckets(scope: str, name: str, limit: LimitConfig | None) -> tuple[Bucket, ...]:
@@ -97,23 +101,28 @@ class Traffic:
         self._adjust_now = getattr(self.store, "adjust_now", None)
         self._pending: set[asyncio.Task[None]] = set()
 
-    def buckets_for(self, call: Call) -> tuple[Bucket, ...]:
-        assert call.model is not None
+    def caller_buckets(self, call: Call) -> tuple[Bucket, ...]:
         caller = call.caller.id
         mine = self._callers.get(caller)
         if mine is None:
             if len(self._callers) >= _CALLER_CACHE:
                 self._callers.clear()
             mine = self._callers[caller] = _buckets("caller", caller, self.limits.callers.get(caller, self.limits.caller))
-        return self.everyone + mine + self.models.get(call.model.alias, ()) + self.providers.get(call.model.provider, ())
+        return self.everyone + mine
+
+    def upstream_buckets(self, model: ModelConfig) -> tuple[Bucket, ...]:
+        return self.models.get(model.alias, ()) + self.providers.get(model.provider, ())
 
     def estimate(self, call: Call) -> int:
-        """Tokens before the call: about 4 bytes a prompt token, plus the output it may ask for."""
-        body = call.body
-        out = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(out, int) or isinstance(out, bool):
-            out = self.limits.estimated_output_tokens
-        return len(call.request.body) // 4 + max(out, 0)
+        """Tokens before the call (computed once per request): the prompt, plus the output it
+        may ask for."""
+        if call.token_estimate is None:
+            body = call.body
+            out = body.get("max_completion_tokens") or body.get("max_tokens")
+            if not isinstance(out, int) or isinstance(out, bool):
+                out = self.limits.estimated_output_tokens
+            call.token_estimate = len(call.request.body) // 4 + max(out, 0)
+        return call.token_estimate
 
     def level(self, call: Call) -> int:
         """:raises InvalidRequest: for an ``X-Priority`` that is not a level, where it is honoured."""
@@ -127,7 +136,7 @@ class Traffic:
 
     # -- admission -----------------------------------------------------------------------
 
-    async def charge(self, call: Call, ticket: Ticket, deadline: float) -> None:
+    async def charge(self, call: Call, ticket: Charge, deadline: float) -> None:
         """Charge the limits, sleeping until capacity returns while ``on_limit`` is "queue".
 
         :raises RateLimited: refused (with ``Retry-After`` and the ``x-ratelimit-*`` headers).
@@ -168,24 +177,16 @@ class Traffic:
             raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=_QUEUE_RETRY_AFTER,
                                      code="queue_full")
 
-    async def enter(self, call: Call, ticket: Ticket, deadline: float) -> None:
-        """Take a concurrency slot, waiting in the priority queue when none is free.
+    async def enter(self, call: Call, provider: str, deadline: float) -> None:
+        """Take a concurrency slot for ``provider``, waiting in the priority queue when none is free.
 
         :raises ServiceUnavailable: the queue is full, or the wait ran past ``max_wait``.
         """
-        assert call.model is not None
-        provider = call.model.provider
         if self.gate.try_enter(provider):
-            ticket.slot = provider
             return
         level = self.level(call)
         self._check_room()
-
-        async def take() -> None:
-            await self.gate.enter(provider, level)
-            ticket.slot = provider
-
-        await self.wait(call, take(), deadline)
+        await self.wait(call, self.gate.enter(provider, level), deadline)
 
     async def wait(self, call: Call, waiting: Awaitable[None], deadline: float) -> None:
         """Wait for ``waiting`` until ``deadline``, giving up at once if the client leaves.
@@ -205,12 +206,15 @@ class Traffic:
                 pending.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
         if gone is not None and gone in done:
-            raise RelayError("The client closed the connection while queued.", status_code=CLIENT_CLOSED,
-                             code="client_closed")
+            raise ClientClosed("The client closed the connection while queued.")
         if task not in done:
             raise ServiceUnavailable("Timed out waiting in the relay's queue; retry shortly.",
                                      retry_after=_QUEUE_RETRY_AFTER, code="queue_timeout")
-        task.result()
+        try:
+            task.result()
+        except QueueFull:
+            raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=_QUEUE_RETRY_AFTER,
+                                     code="queue_full") from None
 
     @staticmethod
     def _headers(call: Call, buckets: Sequence[Bucket], decision: Decision) -> None:
@@ -225,22 +229,59 @@ class Traffic:
             headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
             headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
 
+    # -- upstream side, per attempt ---------------------------------------------------------
+
+    async def reserve(self, call: Call, model: ModelConfig, deadline: float) -> Once | None:
+        """Charge ``model``'s and its provider's limits and take the provider's slot for one attempt.
+
+        Returns the early give-back for a failed attempt (also registered on the call, so the
+        serving attempt's share is released when the request ends), or ``None`` when nothing
+        applies.
+
+        :raises RateLimited, ServiceUnavailable: see :meth:`charge` and :meth:`enter`.
+        """
+        buckets = self.upstream_buckets(model) if self.limited else ()
+        if not buckets and not self.gated:
+            return None
+        deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
+        charge = Charge(buckets, self.estimate(call) if buckets else 0)
+        held: list[str] = []
+
+        def release(failed: bool = False) -> None:
+            if held:
+                self.gate.leave(held.pop())
+            self.reconcile(call, charge, failed)
+
+        give_back = Once(release)
+        call.hold(give_back)
+
+        def failed() -> None:
+            give_back.discard()
+            release(True)
+
+        try:
+            if buckets:
+                await self.charge(call, charge, deadline)
+            if self.gated:
+                await self.enter(call, model.provider, deadline)
+                held.append(model.provider)
+        except BaseException:
+            failed()
+            raise
+        return Once(failed)
+
     # -- after the answer ----------------------------------------------------------------
 
-    def release(self, call: Call) -> None:
-        """Free the slot and reconcile the estimate with the real usage; from ``Relay.finish``."""
-        ticket = call.traffic
-        call.traffic = None
-        if ticket is None:
+    def reconcile(self, call: Call, charge: Charge, failed: bool = False) -> None:
+        """Replace a charge's token estimate by the real usage (none for a failed attempt) and
+        refund the request itself when it never reached a provider."""
+        if not charge.charged:
             return
-        if ticket.slot is not None:
-            self.gate.leave(ticket.slot)
-        if not ticket.charged:
-            return
-        used = call.usage.total_tokens if call.usage is not None else 0
+        charge.charged = False
+        used = 0 if failed or call.usage is None else call.usage.total_tokens
         sent = call.attempts > 0
-        deltas = [(used - ticket.estimate) if b.kind == "tokens" else (0 if sent else -1) for b in ticket.buckets]
-        changed = [(b, d) for b, d in zip(ticket.buckets, deltas, strict=True) if d]
+        deltas = [(used - charge.estimate) if b.kind == "tokens" else (0 if sent else -1) for b in charge.buckets]
+        changed = [(b, d) for b, d in zip(charge.buckets, deltas, strict=True) if d]
         if changed:
             self._adjust([b for b, _ in changed], [d for _, d in changed])
 
@@ -269,16 +310,15 @@ class Traffic:
 
 
 async def admit(relay: Relay, call: Call) -> RelayResponse | None:
-    """The stage. :raises RateLimited, ServiceUnavailable: see :class:`Traffic`."""
+    """The caller-side stage. :raises RateLimited, ServiceUnavailable: see :class:`Traffic`."""
     traffic = relay.traffic
-    if not traffic.active:
+    if not traffic.limited:
         return None
-    ticket = Ticket(traffic.buckets_for(call) if traffic.limited else (), 0)
-    call.traffic = ticket
+    buckets = traffic.caller_buckets(call)
+    if not buckets:
+        return None
+    charge = Charge(buckets, traffic.estimate(call))
+    call.hold(lambda: traffic.reconcile(call, charge))
     deadline = asyncio.get_running_loop().time() + traffic.config.max_wait
-    if ticket.buckets:
-        ticket.estimate = traffic.estimate(call)
-        await traffic.charge(call, ticket, deadline)
-    if traffic.gated:
-        await traffic.enter(call, ticket, deadline)
+    await traffic.charge(call, charge, deadline)
     return None

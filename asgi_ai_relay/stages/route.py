@@ -17,10 +17,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..breaker import CircuitOpen, Ticket
-from ..errors import ClientError, InvalidRequest, ModelNotFound, RelayError, UpstreamError, UpstreamTimeout
+from ..call import Once
+from ..errors import (
+    ClientError, InvalidRequest, ModelNotFound, RateLimited, RelayError, ServiceUnavailable, UpstreamError,
+    UpstreamTimeout,
+)
 from ..retry import Verdict, classify, wait_before_retry
 from ..types import RelayResponse
 from . import translate
@@ -122,6 +127,10 @@ class _Attempts:
     async def try_model(self, model: ModelConfig) -> RelayResponse | None:
         """Up to ``max_attempts`` calls over the model's deployments; None to move on.
 
+        Each attempt first takes the deployment's breaker pass, then (after any backoff) the
+        upstream half of admission on that deployment; both are held on the call, so they are
+        given back however the request ends, and at once when the attempt fails.
+
         :raises _TooLong: for a context-length refusal (after recording it).
         :raises RelayError: for a request the provider called invalid (answered as is).
         """
@@ -130,17 +139,27 @@ class _Attempts:
         attempts, index, previous = 0, 0, None
         while attempts < policy.max_attempts and targets:
             target = targets[index % len(targets)]
-            ticket = await self.admit(target)
-            if ticket is None:
+            admitted = await self.admit(target)
+            if admitted is None:
                 targets.remove(target)
                 continue
+            ticket, pass_back = admitted
             if target is previous and not await self.pause(policy, attempts):
-                await self.router.breakers.release(ticket)
+                pass_back()
                 return None
+            try:
+                slot_back = await self.reserve(target)
+            except _Refused:
+                pass_back()
+                targets.remove(target)
+                continue
             attempts += 1
             previous = target
+            served = False
             try:
-                return await self.attempt(target, ticket)
+                response = await self.attempt(target, ticket, pass_back)
+                served = True
+                return response
             except _Unsendable:
                 targets.remove(target)
                 continue
@@ -149,8 +168,26 @@ class _Attempts:
                 if verdict is Verdict.NEXT:
                     targets.remove(target)
                     continue
+            finally:
+                if slot_back is not None and not served:
+                    slot_back()  # a failed attempt frees its slot and token estimate now
             index += 1
         return None
+
+    async def reserve(self, target: Target) -> Once | None:
+        """The upstream half of admission on ``target``: its early give-back, if anything was taken.
+
+        :raises _Refused: when its limits or slots refuse (the refusal becomes the failure to
+            report if nothing else answers).
+        """
+        deadline = asyncio.get_running_loop().time() + self.remaining()
+        try:
+            return await self.relay.traffic.reserve(self.call, target.model, deadline)
+        except (RateLimited, ServiceUnavailable) as refusal:
+            self.failure = self.failure or refusal
+            self.call.attempt_log.append({"deployment": target.name, "model": target.model.alias,
+                                          "skipped": refusal.code or "rate_limited"})
+            raise _Refused from refusal
 
     def judge(self, error: UpstreamError) -> Verdict:
         verdict = classify(error)
@@ -161,14 +198,19 @@ class _Attempts:
             raise _TooLong from error
         return verdict
 
-    async def admit(self, target: Target) -> Ticket | None:
+    async def admit(self, target: Target) -> tuple[Ticket, Once] | None:
+        """The deployment's breaker pass, held on the call until its outcome is recorded."""
+        breakers = self.router.breakers
         try:
-            return await self.router.breakers.allow(target.name, self.router.clock())
+            ticket = await breakers.allow(target.name, self.router.clock())
         except CircuitOpen as refusal:
             if self.refusal is None or refusal.seconds_left < self.refusal.seconds_left:
                 self.refusal = refusal
             self.call.attempt_log.append({"deployment": target.name, "model": target.model.alias, "skipped": "circuit_open"})
             return None
+        if not ticket.probe:
+            return ticket, Once(_nothing)
+        return ticket, self.call.hold(Once(lambda: self.relay.spawn(breakers.release(ticket))))
 
     async def pause(self, policy: RetrySettings, retries: int) -> bool:
         """Wait before retrying the same deployment; False when the wait would pass the deadline."""
@@ -181,7 +223,7 @@ class _Attempts:
         await self.router.sleep(wait)
         return True
 
-    async def attempt(self, target: Target, ticket: Ticket) -> RelayResponse:
+    async def attempt(self, target: Target, ticket: Ticket, pass_back: Once) -> RelayResponse:
         """One call; the breaker and the log learn its outcome whatever it is."""
         call, router = self.call, self.router
         started, before = time.perf_counter(), call.attempts
@@ -190,20 +232,21 @@ class _Attempts:
         entry: dict[str, Any] = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
         call.attempt_log.append(entry)
         target.in_flight += 1
+        busy = call.hold(Once(partial(_leave, target)))
         try:
             async with asyncio.timeout(limit):
                 response = await send_to(self.relay, call, target.model)
                 entry["status"], entry["ms"] = response.status, _ms_since(started)
                 if isinstance(response.stream, RelayStream):
-                    response.stream.on_end = _StreamEnd(router, target)
+                    response.stream.on_end = _StreamEnd(router, target, busy)
                     await response.stream.start()
         except TimeoutError:
             error: RelayError = UpstreamTimeout(f"Provider {target.model.provider!r} sent nothing within {limit:.1f}s.")
         except UpstreamError as exc:
             error = exc
         except BaseException as exc:
-            target.in_flight -= 1
-            await router.breakers.release(ticket)
+            busy()
+            pass_back()
             if isinstance(exc, ClientError) and call.attempts == before:
                 # Refused before any call (no translation to this provider's format): try elsewhere.
                 entry.pop("provider")
@@ -213,41 +256,53 @@ class _Attempts:
             raise
         else:
             target.observe(_ms_since(started))
+            pass_back.discard()
             await router.breakers.record(ticket, True, router.clock())
-            self.served(target, response)
+            call.headers["x-relay-attempts"] = str(call.attempts)
+            if response.stream is None:
+                busy()  # a stream frees its deployment when it ends (_StreamEnd)
             return response
-        target.in_flight -= 1
+        busy()
+        pass_back.discard()
         entry.update(status=error.status_code, error=error.code or error.error_type, ms=_ms_since(started))
         await router.breakers.record(ticket, not classify(error).provider_failed, router.clock())
         raise error
-
-    def served(self, target: Target, response: RelayResponse) -> None:
-        self.call.headers["x-relay-attempts"] = str(self.call.attempts)
-        if response.stream is None:
-            target.in_flight -= 1  # a stream frees its deployment when it ends (_StreamEnd)
 
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _leave(target: Target) -> None:
+    target.in_flight -= 1
+
+
 class _StreamEnd:
     """Called once when a served stream ends: frees the deployment, reports a mid-stream failure."""
 
-    __slots__ = ("router", "target")
+    __slots__ = ("busy", "router", "target")
 
-    def __init__(self, router: Router, target: Target) -> None:
+    def __init__(self, router: Router, target: Target, busy: Once) -> None:
         self.router = router
         self.target = target
+        self.busy = busy
 
     async def __call__(self, error: RelayError | None) -> None:
-        self.target.in_flight -= 1
+        self.busy()
         if error is not None and classify(error).provider_failed:
             await self.router.breakers.record(Ticket(self.target.name), False, self.router.clock())
 
 
 class _TooLong(Exception):
     """The prompt does not fit this model's context window."""
+
+
+class _Refused(Exception):
+    """The deployment's own limits or slots refused the attempt (nothing was sent)."""
 
 
 class _Unsendable(Exception):

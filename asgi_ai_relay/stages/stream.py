@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..errors import RelayError, UpstreamError
+from ..errors import CLIENT_CLOSED, RelayError, UpstreamError
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -29,8 +29,6 @@ __all__ = ["CLIENT_CLOSED", "RelayStream"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
-#: Status recorded for a stream the caller abandoned (nginx's convention).
-CLIENT_CLOSED = 499
 
 
 class RelayStream:
