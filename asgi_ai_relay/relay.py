@@ -323,9 +323,9 @@ class Relay:
         call = self._new_call(request, route)
         if route is None:
             return self._unrouted(call)
-        if not self.started:
-            await self.startup()
         try:
+            if not self.started:
+                await self.startup()
             for stage in route.stages:
                 response = await stage(self, call)
                 if response is not None:
