@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .errors import RelayError
     from .protocol import WireFormat
 
-__all__ = ["Call", "Once", "Release"]
+__all__ = ["Call", "Once", "Release", "Sent"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -47,6 +47,26 @@ class Once:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+class Sent:
+    """What a stream has given the caller: every byte counted, the first ``SAMPLE`` kept, so
+    the tokens of a stream cut short can be estimated without keeping all of it."""
+
+    __slots__ = ("pieces", "sampled", "total")
+
+    SAMPLE = 262_144
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.sampled = 0
+        self.total = 0
+
+    def add(self, piece: bytes) -> None:
+        self.total += len(piece)
+        if self.sampled < self.SAMPLE:
+            self.pieces.append(piece)
+            self.sampled += len(piece)
 
 
 @dataclass(slots=True, eq=False)
@@ -81,6 +101,8 @@ class Call:
     flight: asyncio.Future[bytes | None] | None = None
     #: The bytes the caller received (the body, or the stream's pieces); ``None`` when not kept.
     output: list[bytes] | None = None
+    #: What a stream sent, counted and sampled (for the estimate of a stream cut short).
+    sent: Sent | None = None
     attempts: int = 0
     #: Models to try after ``model`` when no fallbacks of its own apply (a virtual model's).
     candidates: list[ModelConfig] | None = None

@@ -400,6 +400,7 @@ class Behaviour:
     stall_after: int | None = None
     stall_seconds: float = 0.0
     drop_after: int | None = None
+    truncate_after: int | None = None
     stream_error_after: int | None = None
     stream_error_status: int = 529
     malformed: bool = False
@@ -470,6 +471,11 @@ class Fault:
         For a non-streamed reply, after the headers and half of the body.
         """
         return Behaviour(drop_after=after_chunks)
+
+    @staticmethod
+    def truncate(after_chunks: int = 2) -> Behaviour:
+        """End the stream cleanly after ``after_chunks`` events, without its terminal event."""
+        return Behaviour(truncate_after=after_chunks)
 
     @staticmethod
     def stream_error(after_chunks: int = 2, status: int = 529) -> Behaviour:
@@ -1006,6 +1012,8 @@ class _App:
                 raise _AbortConnection("dropped by script")
             if index == error_at:
                 await send({"type": "http.response.body", "body": reply.stream_error or b"", "more_body": True})
+                break
+            if index == behaviour.truncate_after:
                 break
             if index < len(events):
                 await send({"type": "http.response.body", "body": events[index], "more_body": True})

@@ -103,7 +103,7 @@ async def test_sqlite_ledger_survives_restart(upstream, tmp_path):
 def test_client_disconnect_mid_stream_cancels_upstream(upstream, relay):
     """The client leaves while the provider is stalled: the relay closes the upstream request and
     records the stream as abandoned (499) without waiting for the provider to finish."""
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     with LiveServer(RelayMiddleware(relay=relay)) as live:
         with httpx.stream("POST", f"{live.url}/ai/v1/chat/completions", json={**GOOD, "stream": True}, timeout=10) as r:
             first = next(r.iter_raw())

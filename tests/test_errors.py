@@ -171,7 +171,7 @@ async def test_stream_dropped_midway_ends_with_error_event(client, upstream, rel
 
 
 async def test_stream_stall_ends_with_timeout_event(client, upstream, relay):
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=3))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=3))
     response = await client.post("/v1/chat/completions", json={**GOOD, "stream": True})
     last = orjson.loads(sse_payloads(response.text)[-1])
     assert last["error"]["code"] == "upstream_timeout"

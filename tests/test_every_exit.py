@@ -234,7 +234,7 @@ async def test_a_cache_hit_needs_no_provider_slot(upstream):
     cached = {"temperature": 0}
     assert (await chat(relay, **cached)).status_code == 200
     upstream.reset()
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=3))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=3))
     slow = await relay.handle(RelayRequest("POST", "/v1/chat/completions", {"content-type": "application/json"},
                                            orjson.dumps({**BODY, "stream": True})))
     assert relay.traffic.gate.in_flight == 1

@@ -182,7 +182,7 @@ def test_stop_refuses_connections_and_start_reuses_the_port() -> None:
 
 def test_stop_does_not_hang_on_a_stalled_stream() -> None:
     with FakeUpstream() as upstream, httpx.Client(base_url=upstream.url, timeout=httpx.Timeout(5, read=0.2)) as http:
-        upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+        upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
         _, error = read_events_until_error(http, "/v1/chat/completions", openai_body(stream=True))
         assert isinstance(error, httpx.ReadTimeout)
         stopping = time.perf_counter()

@@ -159,7 +159,7 @@ async def hold_slot(relay):
 async def test_priority_order_through_the_relay(upstream, relays):
     keys = [{"key": f"key-{p}", "caller": p, "priority": p} for p in ("critical", "high", "normal", "low")]
     relay = relays(make_config(upstream, api_keys=keys, queue={"max_in_flight": 1}))
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     holder = await hold_slot(relay)
     arrivals = ["low", "normal", "high", "critical", "low", "normal", "high", "critical"]
     tasks = []
@@ -176,7 +176,7 @@ async def test_priority_order_through_the_relay(upstream, relays):
 
 async def test_priority_header_where_allowed(upstream, relays):
     relay = relays(make_config(upstream, queue={"max_in_flight": 1, "priority_header": True}))
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     holder = await hold_slot(relay)
     normal = asyncio.ensure_future(relay.handle(chat("plain")))
     await wait_until(lambda: relay.traffic.gate.waiting == 1)
@@ -191,7 +191,7 @@ async def test_priority_header_where_allowed(upstream, relays):
 
 async def test_queue_bound_and_queue_timeout_answer_503(upstream, relays):
     relay = relays(make_config(upstream, queue={"max_in_flight": 1, "max_queue": 1, "max_wait": 0.3}))
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     holder = await hold_slot(relay)
     queued = asyncio.ensure_future(relay.handle(chat("queued")))
     await wait_until(lambda: relay.traffic.gate.waiting == 1)
@@ -210,7 +210,7 @@ async def test_queue_bound_and_queue_timeout_answer_503(upstream, relays):
 async def test_limit_refund_when_the_request_never_left(upstream, relays):
     relay = relays(make_config(upstream, limits={"caller": {"rpm": 2}},
                                queue={"max_in_flight": 1, "max_queue": 0, "on_limit": "reject"}))
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     holder = await hold_slot(relay)
     refused = await relay.handle(chat("no room"))  # charged, then 503: the charge is refunded
     assert refused.status == 503

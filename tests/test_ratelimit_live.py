@@ -32,7 +32,7 @@ def wait_for(condition, timeout=10.0):
 
 def test_client_disconnect_while_queued_frees_its_place(upstream):
     relay = Relay(make_config(upstream, queue={"max_in_flight": 1, "max_queue": 1}))
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=30))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=30))
     gate = relay.traffic.gate
     body = orjson.dumps({"model": "test-model", "messages": [{"role": "user", "content": "queued"}]})
     with LiveServer(RelayMiddleware(relay=relay)) as server, httpx.Client(base_url=server.url, timeout=10) as client:

@@ -6,9 +6,18 @@ it, so the ledger is never behind a client), a provider failure (the caller gets
 in its own format, never a silent hang), or the caller going away (``aclose``, which also
 closes the upstream connection so the provider stops generating).
 
+A stream is complete only when the provider's terminal event came through (``[DONE]``,
+``message_stop``, a Gemini finish): one that simply stops is a provider failure (502 in the
+ledger, an error event for the caller), never recorded as 200 and never cached.
+
+Nothing reaches the caller until the first piece that carries content (text, a tool call or
+usage): a stream that fails before it, after only a role delta or ``message_start``, is still a
+failed *attempt* the route can retry elsewhere.
+
 It keeps the pieces it gives the caller in ``call.output`` (up to ``cache.max_entry_bytes``,
-then it stops keeping them) so a finished stream can be cached and replayed piece by piece,
-and its tokens estimated when the provider reported no usage.
+then it stops keeping them) so a finished stream can be cached and replayed piece by piece.
+What was sent is also sampled (``call.sent``) so a stream the caller abandons, or the provider
+drops, is charged an estimate of what it used instead of nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..errors import CLIENT_CLOSED, RelayError, UpstreamError
+from ..errors import CLIENT_CLOSED, RelayError, UpstreamError, UpstreamProtocolError
+from ..call import Sent
+from .commit import carries_content
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -33,8 +44,8 @@ logger = logging.getLogger("asgi_ai_relay")
 
 class RelayStream:
     __slots__ = (
-        "_call", "_chunks", "_closed", "_head", "_kept", "_limit", "_recorded", "_relay", "_tail", "_translator",
-        "_upstream", "on_end",
+        "_call", "_chunks", "_closed", "_head", "_kept", "_limit", "_recorded", "_relay", "_tail", "_sent",
+        "_translator", "_upstream", "on_end",
     )
 
     def __init__(self, relay: Relay, call: Call, upstream: UpstreamResponse, translator: StreamTranslator) -> None:
@@ -52,6 +63,7 @@ class RelayStream:
         self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
         #: What the caller was sent, kept (up to the cache's entry limit) for the cache.
         call.output = []
+        call.sent = self._sent = Sent()
         self._kept = 0
         self._limit = relay.config.cache.max_entry_bytes
 
@@ -59,13 +71,20 @@ class RelayStream:
         return self
 
     async def start(self) -> None:
-        """Read up to the first piece for the caller before anything is sent to it.
+        """Read up to the first piece that carries content before anything is sent to the caller.
 
         :raises RelayError: when the provider fails first; the upstream is released and the
             request left unrecorded, so the route can still try elsewhere.
         """
+        wire = self._call.format.name
         try:
-            self._head = await self._read()
+            head = b""
+            while True:
+                piece = await self._read()
+                head += piece
+                if not piece or self._recorded or carries_content(wire, piece):
+                    break
+            self._head = head
         except BaseException:
             self.on_end = None  # the route accounts for this attempt itself
             await self._release()
@@ -104,6 +123,8 @@ class RelayStream:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
+                if not translator.done and not self._recorded:
+                    raise UpstreamProtocolError("The provider's stream ended before its final event.") from None
                 self._tail = translator.close()
                 if self._tail and not self._recorded:
                     self._keep(self._tail)  # given to the caller next, after the record
@@ -121,6 +142,7 @@ class RelayStream:
                 return out
 
     def _keep(self, piece: bytes) -> None:
+        self._sent.add(piece)
         output = self._call.output
         if output is not None:
             self._kept += len(piece)

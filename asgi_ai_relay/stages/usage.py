@@ -11,12 +11,12 @@ import orjson
 
 from ..pricing import estimate_usage, model_cost
 from ..storage import LedgerRow
+from ..types import Usage
 
 if TYPE_CHECKING:
-    from ..call import Call
+    from ..call import Call, Sent
     from ..config import ModelConfig
     from ..relay import Relay
-    from ..types import Usage
 
 __all__ = ["cost_of", "percentile", "price", "printable", "record"]
 
@@ -31,17 +31,39 @@ def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
 
 
 def price(relay: Relay, call: Call) -> None:
-    """Fill in usage (estimated when the provider gave none) and cost, or saving for a hit."""
-    if call.usage is None and call.status == 200 and call.model is not None and call.output is not None \
-            and call.endpoint in relay.model_endpoints:
-        call.usage = estimate_usage(call.body, call.output, call.stream)
-    if call.usage is None or call.model is None:
+    """Fill in usage (estimated when the provider gave none, or when a stream was cut short)
+    and cost, or the saving for a hit."""
+    model = call.model
+    if model is not None and call.cache != "hit" and call.endpoint in relay.model_endpoints:
+        if call.usage is None and call.status == 200 and call.output is not None:
+            call.usage = estimate_usage(call.body, call.output, call.stream)
+        elif call.status != 200 and call.sent is not None and call.sent.total:
+            call.usage = _cut_short(call, call.sent)
+    if call.usage is None or model is None:
         return
     if call.cache == "hit":
         call.cost = _ZERO
-        call.saved = model_cost(relay.config, call.model, call.usage)
+        call.saved = model_cost(relay.config, model, call.usage)
     elif not call.cost:
-        call.cost = model_cost(relay.config, call.model, call.usage)
+        call.cost = model_cost(relay.config, model, call.usage)
+
+
+def _cut_short(call: Call, sent: Sent) -> Usage:
+    """A stream that ended early (the caller left, the provider dropped it) used the prompt and
+    what it had generated: what the provider reported so far, completed by an estimate of the
+    pieces sent (scaled up from the sample when the stream outgrew it)."""
+    guess = estimate_usage(call.body, sent.pieces, True)
+    completion = guess.completion_tokens * sent.total // max(sent.sampled, 1)
+    told = call.usage
+    if told is None:
+        return Usage(guess.prompt_tokens, completion, estimated=True)
+    return Usage(
+        told.prompt_tokens or guess.prompt_tokens,
+        max(told.completion_tokens, completion),
+        told.cached_tokens,
+        told.cache_creation_tokens,
+        estimated=True,
+    )
 
 
 def percentile(ordered: list[float], p: int) -> float | None:

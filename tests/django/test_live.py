@@ -70,7 +70,7 @@ def test_client_leaving_mid_stream_closes_the_upstream(kind, relay_settings, ups
     cookie = session_cookie(make_user("linus"))
     # A long answer after the stall: a WSGI server only learns the client left when a write
     # fails, which takes a write or two after the peer's reset.
-    upstream.script(Fault.reply("word " * 3000) | Fault.stream_stall(after_chunks=1, seconds=1))
+    upstream.script(Fault.reply("word " * 3000) | Fault.stream_stall(after_chunks=2, seconds=1))
     with serve(kind) as live:
         sdk = openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key="unused", max_retries=0, default_headers={"cookie": cookie})
         stream = sdk.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)

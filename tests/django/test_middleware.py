@@ -79,7 +79,7 @@ def test_streamed_answer_under_wsgi(relay_settings, client, member):
 
 
 def test_stream_closed_early_under_wsgi_is_recorded_as_client_closed(relay_settings, client, member, upstream):
-    upstream.script(Fault.stream_stall(after_chunks=1, seconds=5))
+    upstream.script(Fault.stream_stall(after_chunks=2, seconds=5))
     client.force_login(member)
     response = post(client, {**BODY, "stream": True})
     first = next(iter(response.streaming_content))

@@ -163,7 +163,7 @@ def test_real_wsgi_server_streams_without_blocking_other_requests(app, upstream)
         # A stream stalls upstream; meanwhile the same process answers other requests.
         # A long answer after the stall: a WSGI server only learns the client left when a write
         # fails, which takes a write or two after the peer's reset.
-        upstream.script(Fault.reply("word " * 3000) | Fault.stream_stall(after_chunks=1, seconds=1))
+        upstream.script(Fault.reply("word " * 3000) | Fault.stream_stall(after_chunks=2, seconds=1))
         stalled = sdk.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
         first = next(iter(stalled))
         assert first.choices[0].delta.role == "assistant" or first.choices[0].delta.content
