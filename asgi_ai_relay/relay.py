@@ -1,9 +1,16 @@
 """The relay core: one instance per process, framework-neutral, async.
 
 :meth:`Relay.handle` takes a :class:`RelayRequest` and always returns exactly one
-:class:`RelayResponse`. The stages run in the order written once, here, in ``ROUTES``:
+:class:`RelayResponse`. Everything that runs is listed here, in the order it runs:
 
-    parse -> authenticate -> resolve model -> budget -> limits -> cache -> forward -> (translate, stream) -> record
+- ``MODEL_STAGES`` for a model request: authenticate, parse, resolve the model, hold its
+  budget, charge the caller's limits, look in the cache, then ``forward``: the attempt loop,
+  which per attempt takes the deployment's breaker pass and the upstream half of admission
+  (the model's and provider's limits, the provider's slot), sends, translates the answer, and
+  for a stream reads up to its first piece with content.
+- ``FINISH_STEPS`` once, however the request ends (answer, error, cancellation, the caller
+  leaving mid-stream): price it, give back everything it took (:meth:`Call.release_all`),
+  write its ledger row and log line, store a cacheable answer, count it in the metrics.
 
 The budget runs before the cache: an over-budget caller is refused even what the cache could
 answer, so a budget means one thing. A cache hit ends the pipeline before ``forward``, so it
@@ -11,62 +18,64 @@ takes no upstream capacity; it has passed authentication like every other reques
 
 A stage is ``async def stage(relay, call) -> RelayResponse | None``; returning a response ends
 the pipeline early (a cache hit), raising a :class:`RelayError` ends it with that error in the
-caller's own format. Every request that reaches a route is recorded once, by :meth:`finish`.
+caller's own format. Whatever a stage takes it registers with :meth:`Call.hold`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
-import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 
 from .call import Call
 from .config import RelayConfig, load_config
-from .errors import CLIENT_CLOSED, NotFound, PermissionDenied, RelayError
+from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
+from .errors import CLIENT_CLOSED, NotFound, RelayError
+from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
-from .metrics import CONTENT_TYPE, Metrics, metrics_or_none
 from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
-from .report import query_from, read_rows, summarize
+from .report import read_rows
+from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
 from .stages import budget, parse, ratelimit, route, usage
 from .stages import cache as cache_stage
+from .stages.auth import AuthHook
 from .storage import Cache, Ledger, LedgerQuery, RateLimitStore, cache_from_uri, ledger_from_uri
 from .transport import UpstreamHttp, make_client
-from .types import Caller, RelayRequest, RelayResponse
+from .types import RelayRequest, RelayResponse
 
-__all__ = ["Relay", "Route", "Stage"]
+__all__ = ["AuthHook", "Relay", "Route", "Stage"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
 Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
-AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
+FinishStep = Callable[["Relay", Call], None]
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-# Generated ids: a random per-process prefix and a counter, unique without a system call per
-# request (os.urandom, behind uuid4, was a visible cost in profiles).
-_ID_PREFIX = secrets.token_hex(8)
-_ID_COUNTER = itertools.count(1)
-
-
-def _new_id_prefix() -> None:  # forked workers must not share the parent's ids
-    global _ID_PREFIX
-    _ID_PREFIX = secrets.token_hex(8)
+MODEL_STAGES: tuple[Stage, ...] = (
+    auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
+    cache_stage.lookup, route.forward,
+)
+COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
 
 
-os.register_at_fork(after_in_child=_new_id_prefix)
+def _release(relay: Relay, call: Call) -> None:
+    call.release_all()
+
+
+def _observe(relay: Relay, call: Call) -> None:
+    if relay.metrics is not None:
+        relay.metrics.observe(call)
+
+
+FINISH_STEPS: tuple[FinishStep, ...] = (usage.price, _release, usage.record, cache_stage.complete, _observe)
 
 
 class Route:
@@ -78,63 +87,6 @@ class Route:
         self.endpoint = endpoint
         self.format = format
         self.stages = tuple(stages)
-
-
-async def list_models(relay: Relay, call: Call) -> RelayResponse:
-    data = []
-    for alias, model in relay.config.models.items():
-        multiplier = relay.config.providers[model.provider].price_multiplier
-        data.append(
-            {
-                "id": alias,
-                "object": "model",
-                "created": 0,
-                "owned_by": model.provider,
-                "provider": model.provider,
-                "upstream": model.upstream,
-                "pricing": {
-                    "currency": "USD",
-                    "unit": "per_million_tokens",
-                    "input": str(model.price.input * multiplier),
-                    "output": str(model.price.output * multiplier),
-                    "cached_input": str((model.price.cached_input if model.price.cached_input is not None else model.price.input) * multiplier),
-                },
-            }
-        )
-    return relay.json_response(call, {"object": "list", "data": data})
-
-
-async def usage_report(relay: Relay, call: Call) -> RelayResponse:
-    """Usage from the ledger: ``?caller=&model=&from=&to=&group_by=model,day&compare=catalog``.
-
-    :raises PermissionDenied: when a caller that is not an admin asks for another's usage.
-    """
-    params = dict(parse_qsl(call.request.query))
-    caller = call.caller
-    if not caller.admin:
-        if params.get("caller", caller.id) != caller.id:
-            raise PermissionDenied("Only an admin caller may read another caller's usage.")
-        params["caller"] = caller.id
-    query = query_from(params, tuple(sorted(relay.model_endpoints)))
-    group_by = [g for g in params.get("group_by", "").split(",") if g]
-    rows = await asyncio.to_thread(read_rows, relay.ledger, query)
-    return relay.json_response(call, summarize(relay.config, rows, group_by, params.get("compare") or None))
-
-
-async def metrics_text(relay: Relay, call: Call) -> RelayResponse:
-    if relay.metrics is None:
-        raise NotFound("Metrics are off (set metrics.enabled and install the 'metrics' extra).")
-    call.headers["content-type"] = CONTENT_TYPE
-    return RelayResponse(200, call.headers, relay.metrics.render())
-
-
-async def openapi_json(relay: Relay, call: Call) -> RelayResponse:
-    call.headers["content-type"] = "application/json"
-    return RelayResponse(200, call.headers, relay.openapi)
-
-
-async def health_report(relay: Relay, call: Call) -> RelayResponse:
-    return relay.json_response(call, await relay.router.health())
 
 
 class Relay:
@@ -186,23 +138,15 @@ class Relay:
         self.model_endpoints: set[str] = set()
         self.started = False
         self._start_lock: asyncio.Lock | None = None
-        # Auth first: a caller the relay does not know learns nothing about its bodies or models.
-        # Budget before limits and cache: an over-budget caller is refused outright. Limits before
-        # the cache: caller rate limits count every request; a hit still never reaches forward,
-        # so it takes no upstream capacity (provider concurrency, queue) nor provider quota.
-        chat = [
-            auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
-            cache_stage.lookup, route.forward,
-        ]
-        self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, chat), model=True)
-        self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, chat), model=True)
-        counting = [auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens]
-        self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, counting))
-        self.add_route("GET", "/v1/models", Route("models", OPENAI, [auth_stage.authenticate, list_models]))
-        self.add_route("GET", "/v1/usage", Route("usage", OPENAI, [auth_stage.authenticate, usage_report]))
-        self.add_route("GET", "/v1/health", Route("health", OPENAI, [auth_stage.authenticate, health_report]))
-        self.add_route("GET", "/metrics", Route("metrics", OPENAI, [auth_stage.authenticate, metrics_text]))
-        self.add_route("GET", "/openapi.json", Route("openapi", OPENAI, [auth_stage.authenticate, openapi_json]))
+        self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, MODEL_STAGES), model=True)
+        self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
+        self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
+        for path, endpoint, answer in (
+            ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
+            ("/v1/health", "health", health_report), ("/metrics", "metrics", metrics_text),
+            ("/openapi.json", "openapi", openapi_json),
+        ):
+            self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
         from . import __version__
 
         #: ``{prefix}/openapi.json``, serialised once.
@@ -358,8 +302,12 @@ class Relay:
         return self.error_response(call, error)
 
     def _new_call(self, request: RelayRequest, route: Route | None) -> Call:
-        endpoint, wire = (route.endpoint, route.format) if route is not None else ("unknown", OPENAI)
-        call = Call(request, self._request_id(request), endpoint, wire)
+        if route is None:  # answer in the format of the endpoint at that path, if there is one
+            route = next((r for (_, path), r in self.routes.items() if path == request.path), None)
+            endpoint, wire = "unknown", route.format if route is not None else OPENAI
+        else:
+            endpoint, wire = route.endpoint, route.format
+        call = Call(request, request_id(request), endpoint, wire)
         call.headers["x-request-id"] = call.request_id
         return call
 
@@ -391,29 +339,12 @@ class Relay:
         return RelayResponse(status, call.headers, orjson.dumps(payload))
 
     def finish(self, call: Call) -> None:
-        """Record a finished request once: ledger, totals, log line."""
+        """Run ``FINISH_STEPS`` for a finished request, once; a failing step does not stop the rest."""
         if call.finished:
             return
         call.finished = True
-        try:
-            usage.price(self, call)
-        except Exception:
-            logger.exception("request_id=%s could not be priced", call.request_id)
-        # What the request took is given back once its real usage and cost are known.
-        call.release_all()
-        try:
-            usage.record(self, call)
-            if call.cache_key is not None:
-                cache_stage.complete(self, call)
-            if self.metrics is not None:
-                self.metrics.observe(call)
-        except Exception:
-            logger.exception("request_id=%s could not be recorded", call.request_id)
-
-    @staticmethod
-    def _request_id(request: RelayRequest) -> str:
-        given = request.headers.get("x-request-id")
-        if given and _REQUEST_ID.fullmatch(given):
-            return given
-        return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-
+        for step in FINISH_STEPS:
+            try:
+                step(self, call)
+            except Exception:
+                logger.exception("request_id=%s: %s failed", call.request_id, step.__name__)
