@@ -1,4 +1,4 @@
-"""Stage 2: who is calling. Relay API keys first, then the host's own auth.
+"""Authentication: who is calling. Relay API keys first, then the host's own auth.
 
 The host plugs in an :class:`AuthHook`, an async callable that reads the request (its user,
 its session) and returns a :class:`Caller` or ``None``, in the manner of Starlette's

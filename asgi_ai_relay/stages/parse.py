@@ -1,4 +1,4 @@
-"""Stage 1: the body becomes a validated request in the caller's format."""
+"""Parsing: the body becomes a validated request in the caller's format."""
 
 from __future__ import annotations
 

@@ -1,15 +1,18 @@
-"""Stage 5: which model and provider serve the request, and the calls to them.
+"""Routing: which model and provider serve the request, and the calls to them.
 
 :func:`forward` is the attempt loop. The candidates are the model, then its ``fallbacks`` (or,
 for a virtual model, the other models that fit, cheapest first). Each candidate is tried up to
 its ``retry.max_attempts`` times over its deployments in the balancing strategy's order; a
-deployment whose breaker is open is skipped without a call. Between two attempts at the same
-deployment the loop waits (``Retry-After`` or full-jitter backoff), unless the wait would end
+deployment whose breaker is open is skipped without a call, and so is one whose own limits or
+concurrency slots refuse (the upstream half of admission, taken per attempt on the deployment
+actually called). Between two attempts at the same deployment the loop waits (``Retry-After`` or full-jitter backoff), unless the wait would end
 after the deadline: then it falls over to the next candidate at once. A context-length refusal
 moves to the model's ``context_fallbacks``; a request the provider calls invalid is answered
-as is. A stream counts as served once its first piece is ready for the caller, so nothing is
-ever retried after a byte has reached the client; no first piece within ``timeouts.first_byte``
-is a failed attempt like any other.
+as is. A stream counts as served once its first piece with content is ready for the caller, so
+nothing is ever retried after a byte has reached the client; no such piece within
+``timeouts.first_byte`` is a failed attempt like any other. The breaker pass, the slot and the
+deployment's in-flight count of each attempt are held on the call (:meth:`Call.hold`): given
+back at once when the attempt fails, and in any case when the request ends.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 7: a provider's stream, re-chunked into the caller's format as it arrives.
+"""Streaming: a provider's stream, re-chunked into the caller's format as it arrives.
 
 :class:`RelayStream` is what every adapter iterates. It records the request exactly once,
 whichever way the stream ends: the provider's terminal event (recorded before the caller sees

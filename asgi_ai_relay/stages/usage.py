@@ -1,4 +1,4 @@
-"""Stage 8: tokens, cost, the ledger row, the running totals and the request's log line."""
+"""Pricing and recording a finished request: tokens, cost, the ledger row and the log line."""
 
 from __future__ import annotations
 
