@@ -90,7 +90,8 @@ class _Tiktoken:
 
     def __init__(self) -> None:
         self.encode: Callable[[str], list[int]] | None = None
-        threading.Thread(target=self._load, name="asgi-ai-relay-tiktoken", daemon=True).start()
+        self.loading = threading.Thread(target=self._load, name="asgi-ai-relay-tiktoken", daemon=True)
+        self.loading.start()
 
     def _load(self) -> None:
         try:
