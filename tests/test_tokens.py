@@ -165,7 +165,8 @@ def test_a_deeply_nested_body_is_counted_without_recursion():
     deep: object = "leaf"
     for _ in range(50_000):
         deep = [deep]
-    assert prompt_tokens({"messages": [{"role": "user", "content": deep}]}) == text_tokens("leaf") + 4
+    assert prompt_tokens({"messages": [{"role": "user", "content": deep}]}) == prompt_tokens(
+        {"messages": [{"role": "user", "content": "leaf"}]})
 
 
 # -- the output a request may produce ------------------------------------------------------
@@ -182,6 +183,7 @@ def test_a_deeply_nested_body_is_counted_without_recursion():
     ({"max_tokens": "9"}, 256),
     ({"max_tokens": -5}, 0),
     ({"max_tokens": 10, "n": 3}, 30),
+    ({"max_tokens": 10**30}, 2**31 - 1),
 ])
 def test_output_allowance(body, expected):
     assert output_allowance(body, 256) == expected
@@ -295,7 +297,7 @@ def test_without_tiktoken_the_estimate_serves_with_one_log_line(monkeypatch, cap
     assert [r.getMessage() for r in caplog.records if "tiktoken is not installed" in r.getMessage()]
     assert len(caplog.records) == 1
     text = SAMPLES["english"][0]
-    assert counter(text) == estimate(text)
+    assert counter([text]) == estimate(text)
 
 
 def tiktoken_encoding():
@@ -314,7 +316,8 @@ def test_with_tiktoken_counts_are_exact():
     encoding = tiktoken_encoding()
     counter = loaded(_Tiktoken())
     for text, _ in SAMPLES.values():
-        assert counter(text) == len(encoding.encode_ordinary(text))
+        assert counter([text]) == len(encoding.encode_ordinary(text))
+    assert counter(["one", "two"]) == len(encoding.encode_ordinary("one\ntwo"))
 
 
 def test_tiktoken_missing_encoding_falls_back_with_one_log_line(monkeypatch, caplog):
@@ -328,7 +331,7 @@ def test_tiktoken_missing_encoding_falls_back_with_one_log_line(monkeypatch, cap
         counter = loaded(_Tiktoken())
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "no encoding could be loaded (o200k_base: ValueError; cl100k_base: ValueError)" in messages[0]
-    assert counter("hello there") == estimate("hello there")
+    assert counter(["hello there"]) == estimate("hello there")
 
 
 # -- end to end ----------------------------------------------------------------------------
