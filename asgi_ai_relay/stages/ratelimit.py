@@ -108,12 +108,12 @@ class Traffic:
         return self.everyone + mine + self.models.get(call.model.alias, ()) + self.providers.get(call.model.provider, ())
 
     def estimate(self, call: Call) -> int:
-        """Tokens before the call: about 4 bytes a prompt token, plus the output it may ask for."""
-        body = call.body
-        out = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(out, int) or isinstance(out, bool):
-            out = self.limits.estimated_output_tokens
-        return len(call.request.body) // 4 + max(out, 0)
+        """Tokens before the call: the prompt's (media at a fixed count, see
+        :mod:`asgi_ai_relay.tokens`), plus the output it may ask for."""
+        from ..tokens import output_allowance, prompt_tokens
+
+        limits = self.limits
+        return prompt_tokens(call.body, limits.tokenizer) + output_allowance(call.body, limits.estimated_output_tokens)
 
     def level(self, call: Call) -> int:
         """:raises InvalidRequest: for an ``X-Priority`` that is not a level, where it is honoured."""
