@@ -10,11 +10,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from .config import ModelConfig, Price, RelayConfig
-from .protocol.sse import SSESplitter
-from .providers.mock import estimate_tokens, text_of
+from .tokens import answer_tokens, output_tokens, prompt_tokens
 from .types import Usage
 
 __all__ = ["CATALOG", "cost_at", "estimate_usage", "list_price", "model_cost", "to_currency"]
@@ -65,44 +62,10 @@ def to_currency(config: RelayConfig, usd: Decimal) -> Decimal:
     return usd * config.pricing.exchange_rate
 
 
-def estimate_usage(body: Mapping[str, Any], output: Iterable[bytes], stream: bool) -> Usage:
-    """Token counts for an answer whose provider reported none (about four characters a token),
-    marked ``estimated``."""
-    messages = body.get("messages") or []
-    prompt = sum(estimate_tokens(text_of(m.get("content"))) + 4 for m in messages if isinstance(m, dict))
-    text = _streamed_text(output) if stream else _answer_text(b"".join(output))
-    return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(text), estimated=True)
-
-
-def _answer_text(raw: bytes) -> str:
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    return "".join(_message_text(c.get("message")) for c in choices or () if isinstance(c, dict))
-
-
-def _streamed_text(output: Iterable[bytes]) -> str:
-    splitter = SSESplitter()
-    parts: list[str] = []
-    for piece in output:
-        for event in splitter.feed(piece):
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            for choice in payload.get("choices") or () if isinstance(payload, dict) else ():
-                parts.append(_message_text(choice.get("delta")) if isinstance(choice, dict) else "")
-    return "".join(parts)
-
-
-def _message_text(message: Any) -> str:
-    if not isinstance(message, dict):
-        return ""
-    text = text_of(message.get("content"))
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            text += str(function.get("name") or "") + str(function.get("arguments") or "")
-    return text
+def estimate_usage(
+    body: Mapping[str, Any], output: Iterable[bytes], stream: bool, tokenizer: str = "estimate"
+) -> Usage:
+    """Token counts for an answer whose provider reported none, marked ``estimated``: the
+    prompt's and those of the content the caller received (see :mod:`asgi_ai_relay.tokens`)."""
+    completion = output_tokens(output, tokenizer) if stream else answer_tokens(b"".join(output), tokenizer)
+    return Usage(prompt_tokens=prompt_tokens(body, tokenizer), completion_tokens=completion, estimated=True)

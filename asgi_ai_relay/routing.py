@@ -36,6 +36,7 @@ from .breaker import BreakerState, BreakerStore, breakers_from_uri
 from .config import ModelConfig, RelayConfig, RetrySettings, VirtualModel
 from .errors import InvalidRequest
 from .retry import Sleep, default_sleep
+from .tokens import counter, output_allowance, prompt_tokens
 
 if TYPE_CHECKING:
     from .call import Call
@@ -74,8 +75,9 @@ def _targets(model: ModelConfig) -> tuple[Target, ...]:
     )
 
 
-def request_needs(call: Call) -> tuple[frozenset[str], int]:
-    """What the request itself needs: capabilities, and about how many tokens of context."""
+def request_needs(call: Call, tokenizer: str = "estimate") -> tuple[frozenset[str], int]:
+    """What the request itself needs: capabilities, and how many tokens of context (its prompt
+    and the output it asks for)."""
     body = call.body
     needs = set()
     if body.get("tools") or body.get("functions"):
@@ -84,10 +86,7 @@ def request_needs(call: Call) -> tuple[frozenset[str], int]:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") in ("image_url", "image") for p in content):
             needs.add("vision")
-    # About four bytes a token: rough, but enough to rule out models far too small.
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    tokens = len(call.request.body) // 4 + (output if isinstance(output, int) else 0)
-    return frozenset(needs), tokens
+    return frozenset(needs), prompt_tokens(body, tokenizer) + output_allowance(body, 0)
 
 
 class Router:
@@ -106,6 +105,7 @@ class Router:
         self.rng = random.Random()
         self.targets: dict[str, tuple[Target, ...]] = {alias: _targets(m) for alias, m in config.models.items()}
         self.by_name: dict[str, Target] = {t.name: t for ts in self.targets.values() for t in ts}
+        counter(config.limits.tokenizer)  # tiktoken's encoding starts loading now, not on a request
 
     def policy(self, model: ModelConfig) -> RetrySettings:
         return model.retry or self.config.retry
@@ -138,7 +138,7 @@ class Router:
 
         :raises InvalidRequest: when no model fits, naming what the request needs.
         """
-        needs, tokens = request_needs(call)
+        needs, tokens = request_needs(call, self.config.limits.tokenizer)
         needs |= virtual.needs
         models = self.config.models
         names: Sequence[str] = virtual.models or tuple(models)

@@ -10,6 +10,7 @@ import pytest
 
 from asgi_ai_relay import Relay, RelayRequest
 from asgi_ai_relay.storage import MemoryRateLimits
+from asgi_ai_relay.tokens import prompt_tokens
 from tests.conftest import make_config
 from tests.fake_upstream import Fault, plan_reply
 
@@ -116,7 +117,7 @@ async def test_tpm_is_reconciled_with_real_usage(upstream, relays):
     relay = relays(make_config(upstream, limits={"caller": {"tpm": 10_000}}),
                    limits_store=MemoryRateLimits(clock=clock))
     first = chat("one two three four five", max_tokens=300)
-    estimate = len(first.body) // 4 + 300
+    estimate = prompt_tokens(orjson.loads(first.body)) + 300
     answer = await relay.handle(first)
     assert answer.headers["x-ratelimit-remaining-tokens"] == str(10_000 - estimate)
     usage = orjson.loads(answer.body)["usage"]
@@ -125,7 +126,7 @@ async def test_tpm_is_reconciled_with_real_usage(upstream, relays):
 
     second = chat("six", max_tokens=100)
     answer = await relay.handle(second)
-    second_estimate = len(second.body) // 4 + 100
+    second_estimate = prompt_tokens(orjson.loads(second.body)) + 100
     assert answer.headers["x-ratelimit-remaining-tokens"] == str(10_000 - used - second_estimate)
     assert answer.headers["x-ratelimit-limit-tokens"] == "10000"
 
@@ -145,7 +146,7 @@ async def test_tpm_reconciliation_on_redis_and_for_streams(upstream, relays, red
     second = chat("x", max_tokens=10)
     answer = await relay.handle(second)
     remaining = int(answer.headers["x-ratelimit-remaining-tokens"])
-    floor = tpm - used - (len(second.body) // 4 + 10)
+    floor = tpm - used - (prompt_tokens(orjson.loads(second.body)) + 10)
     assert floor <= remaining <= floor + 50
 
 

@@ -99,6 +99,9 @@ class LimitsConfig:
     providers: Mapping[str, LimitConfig] = field(default_factory=dict)
     #: Completion tokens counted before the call when the request sets no ``max_tokens``.
     estimated_output_tokens: int = 256
+    #: How prompt tokens are counted before the call: ``estimate`` or ``tiktoken``
+    #: (see :mod:`asgi_ai_relay.tokens`).
+    tokenizer: str = "estimate"
 
 
 @dataclass(frozen=True, slots=True)

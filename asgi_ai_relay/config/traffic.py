@@ -74,7 +74,8 @@ class _TrafficReader(_Table):
         return {key: table.sub(key).limit() for key in table.data}
 
     def limits(self, providers: Mapping[str, ProviderConfig], models: Mapping[str, ModelConfig]) -> LimitsConfig:
-        self.only("global", "caller", "model", "provider", "callers", "models", "providers", "estimated_output_tokens")
+        self.only("global", "caller", "model", "provider", "callers", "models", "providers", "estimated_output_tokens",
+                  "tokenizer")
         return LimitsConfig(
             everyone=self.sub("global").limit(),
             caller=self.sub("caller").limit(),
@@ -84,6 +85,7 @@ class _TrafficReader(_Table):
             models=self.named_limits("models", models),
             providers=self.named_limits("providers", providers),
             estimated_output_tokens=self.integer("estimated_output_tokens", 256, minimum=0),
+            tokenizer=self.choice("tokenizer", ("estimate", "tiktoken")),
         )
 
     def queue(self) -> QueueConfig:

@@ -1,7 +1,7 @@
 """An offline provider with deterministic answers, so the relay runs with no keys and no network.
 
-It speaks OpenAI's format, streams word by word, counts tokens the way a tokenizer roughly
-would (about four characters a token) and calls the first tool when tools are offered.
+It speaks OpenAI's format, streams word by word, counts tokens with the relay's own estimate
+(:mod:`asgi_ai_relay.tokens`) and calls the first tool when tools are offered.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import orjson
 
 from ..config import ModelConfig
 from ..protocol.sse import encode_event
+from ..tokens import prompt_tokens, text_tokens
 from .base import Provider, UpstreamResponse
 
 __all__ = ["MockProvider", "estimate_tokens", "text_of"]
@@ -25,8 +26,8 @@ _STREAM_HEADERS = {"content-type": "text/event-stream"}
 
 
 def estimate_tokens(text: str) -> int:
-    """About four characters a token, at least one for any non-empty text."""
-    return (len(text) + 3) // 4
+    """Tokens of ``text`` as :func:`asgi_ai_relay.tokens.text_tokens` estimates them."""
+    return text_tokens(text)
 
 
 def text_of(content: Any) -> str:
@@ -48,17 +49,17 @@ class MockProvider(Provider):
         self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
     ) -> UpstreamResponse:
         messages = body.get("messages") or []
-        prompt_tokens = sum(estimate_tokens(text_of(m.get("content"))) + 4 for m in messages if isinstance(m, dict))
+        prompt = prompt_tokens(body)
         tool_call = self._tool_call(body)
         reply = "" if tool_call else self._reply(model.upstream, messages)
-        completion_tokens = estimate_tokens(reply or orjson.dumps(tool_call).decode())
+        completion_tokens = text_tokens(reply or orjson.dumps(tool_call).decode())
         if body.get("max_tokens") or body.get("max_completion_tokens"):
             limit = int(body.get("max_completion_tokens") or body["max_tokens"])
             completion_tokens = min(completion_tokens, limit)
         usage = {
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "total_tokens": prompt + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
         seed = orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)

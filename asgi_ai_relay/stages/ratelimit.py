@@ -2,9 +2,9 @@
 
 Limits (``[limits]``) are GCRA buckets in the ``storage.limits`` backend: requests and tokens
 per minute, for everyone together, each caller, each model and each provider. A request is
-charged one request and an *estimate* of its tokens (:mod:`asgi_ai_relay.tokens` where it
-applies, plus the output it may ask for); when it finishes, the charge is reconciled to the real
-usage, and the request itself is refunded if it never reached a provider.
+charged one request and an *estimate* of its tokens (:mod:`asgi_ai_relay.tokens`: the prompt,
+media at a fixed count, plus the output it may ask for); when it finishes, the charge is
+reconciled to the real usage, and the request itself is refunded if it never reached a provider.
 
 - **Caller side** (:func:`admit`, a stage before the cache): the global and the caller's own
   buckets. Every request that passes authentication counts here, cache hits included.
@@ -39,6 +39,7 @@ from ..errors import CLIENT_CLOSED, ClientClosed, InvalidRequest, RateLimited, S
 from ..limits import Bucket, Decision, Rate, format_reset
 from ..scheduler import LEVEL_INDEX, Gate, QueueFull
 from ..storage import RateLimitStore, limits_from_uri
+from ..tokens import output_allowance, prompt_tokens
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -114,14 +115,12 @@ class Traffic:
         return self.models.get(model.alias, ()) + self.providers.get(model.provider, ())
 
     def estimate(self, call: Call) -> int:
-        """Tokens before the call (computed once per request): the prompt, plus the output it
-        may ask for."""
+        """Tokens before the call (computed once per request): the prompt's (media at a fixed
+        count, see :mod:`asgi_ai_relay.tokens`), plus the output it may ask for."""
         if call.token_estimate is None:
-            body = call.body
-            out = body.get("max_completion_tokens") or body.get("max_tokens")
-            if not isinstance(out, int) or isinstance(out, bool):
-                out = self.limits.estimated_output_tokens
-            call.token_estimate = len(call.request.body) // 4 + max(out, 0)
+            limits = self.limits
+            call.token_estimate = prompt_tokens(call.body, limits.tokenizer) + output_allowance(
+                call.body, limits.estimated_output_tokens)
         return call.token_estimate
 
     def level(self, call: Call) -> int:

@@ -36,9 +36,9 @@ def price(relay: Relay, call: Call) -> None:
     model = call.model
     if model is not None and call.cache != "hit" and call.endpoint in relay.model_endpoints:
         if call.usage is None and call.status == 200 and call.output is not None:
-            call.usage = estimate_usage(call.body, call.output, call.stream)
+            call.usage = estimate_usage(call.body, call.output, call.stream, relay.config.limits.tokenizer)
         elif call.status != 200 and call.sent is not None and call.sent.total:
-            call.usage = _cut_short(call, call.sent)
+            call.usage = _cut_short(call, call.sent, relay.config.limits.tokenizer)
     if call.usage is None or model is None:
         return
     if call.cache == "hit":
@@ -48,11 +48,11 @@ def price(relay: Relay, call: Call) -> None:
         call.cost = model_cost(relay.config, model, call.usage)
 
 
-def _cut_short(call: Call, sent: Sent) -> Usage:
+def _cut_short(call: Call, sent: Sent, tokenizer: str) -> Usage:
     """A stream that ended early (the caller left, the provider dropped it) used the prompt and
     what it had generated: what the provider reported so far, completed by an estimate of the
     pieces sent (scaled up from the sample when the stream outgrew it)."""
-    guess = estimate_usage(call.body, sent.pieces, True)
+    guess = estimate_usage(call.body, sent.pieces, True, tokenizer)
     completion = guess.completion_tokens * sent.total // max(sent.sampled, 1)
     told = call.usage
     if told is None:
