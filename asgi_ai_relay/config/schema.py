@@ -218,6 +218,9 @@ class StorageConfig:
     limits: str = "memory://"
     #: Circuit-breaker state: ``memory://`` (per process) or ``redis://host:6379/0?prefix=relay:``.
     breakers: str = "memory://"
+    #: Concurrency slots (``queue.max_in_flight``, ``per_provider``): ``memory://`` (per process)
+    #: or ``redis://host:6379/0?prefix=relay`` (leases shared by every worker).
+    slots: str = "memory://"
 
 
 

@@ -48,13 +48,14 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers")
+        self.only("ledger", "cache", "limits", "breakers", "slots")
         d = StorageConfig()
         return StorageConfig(
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
             breakers=self.get("breakers", str, d.breakers),
+            slots=self.get("slots", str, d.slots),
         )
 
     def limit(self) -> LimitConfig:

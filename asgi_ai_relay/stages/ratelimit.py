@@ -38,6 +38,7 @@ from ..call import Once
 from ..errors import CLIENT_CLOSED, ClientClosed, InvalidRequest, RateLimited, ServiceUnavailable, StorageError
 from ..limits import Bucket, Decision, Rate, format_reset
 from ..scheduler import LEVEL_INDEX, Gate, QueueFull
+from ..slots import shared_slots
 from ..storage import RateLimitStore, limits_from_uri
 from ..tokens import output_allowance, prompt_tokens
 
@@ -90,6 +91,7 @@ class Traffic:
         self.limits = limits
         self.store = store if store is not None else limits_from_uri(config.storage.limits)
         self.gate = Gate(queue.max_in_flight, queue.per_provider, queue.max_queue)
+        self.shared = shared_slots(config)
         self.everyone = _buckets("global", "all", limits.everyone)
         self.models = {a: _buckets("model", a, limits.models.get(a, limits.model)) for a in config.models}
         self.providers = {p: _buckets("provider", p, limits.providers.get(p, limits.provider)) for p in config.providers}
@@ -245,10 +247,13 @@ class Traffic:
         deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
         charge = Charge(buckets, self.estimate(call) if buckets else 0)
         held: list[str] = []
+        leases: list[tuple[str, str]] = []
 
         def release(failed: bool = False) -> None:
             if held:
                 self.gate.leave(held.pop())
+            if self.shared is not None:
+                self.shared.give_back(leases)
             self.reconcile(call, charge, failed)
 
         give_back = Once(release)
@@ -264,6 +269,8 @@ class Traffic:
             if self.gated:
                 await self.enter(call, model.provider, deadline)
                 held.append(model.provider)
+                if self.shared is not None:
+                    await self.wait(call, self.shared.take(model.provider, leases), deadline)
         except BaseException:
             failed()
             raise
@@ -306,6 +313,8 @@ class Traffic:
     async def aclose(self) -> None:
         await self.settle()
         await self.store.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 async def admit(relay: Relay, call: Call) -> RelayResponse | None:
