@@ -48,7 +48,7 @@ class AiohttpClient:
 
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
         deadline = self.bounds.deadline()
-        with self.errors(provider):
+        with self.errors(provider, deadline):
             response = await self.session.post(
                 url, data=body, headers=headers, timeout=self.streaming if stream else self.whole, allow_redirects=False
             )
@@ -67,7 +67,8 @@ class AiohttpClient:
         return UpstreamReply(response.status, response.headers, chunks=self._chunks(provider, response, reader), close=response.release)
 
     async def _chunks(self, provider: str, response: Any, reader: BodyReader) -> AsyncIterator[bytes]:
-        with self.errors(provider):
+        deadline = reader.deadline
+        with self.errors(provider, deadline):
             async for raw in response.content.iter_any():
                 piece = reader.feed(raw)
                 if piece:
@@ -82,13 +83,15 @@ class AiohttpClient:
         response.release()
 
     @contextlib.contextmanager
-    def errors(self, provider: str) -> Iterator[None]:
+    def errors(self, provider: str, deadline: float) -> Iterator[None]:
         aiohttp = self._aiohttp
         try:
             yield
         except UpstreamError:
             raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if time.monotonic() >= deadline:  # aiohttp's total timeout: timeouts.total
+                raise self.bounds.late(provider) from exc
             raise UpstreamTimeout(f"Provider {provider!r} did not answer in time.") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"Could not connect to provider {provider!r}.") from exc
