@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from .config import HttpSettings, Timeouts
 from .errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .h1_connection import HIGH_WATER, MAX_HEADER_BYTES, Broken, Closed, Connection, Headers, Idle, Late
-from .reply import Bounds, UpstreamReply
+from .reply import ACCEPT_ENCODING, Bounds, UpstreamReply
 
 __all__ = ["HIGH_WATER", "MAX_HEADER_BYTES", "H1Client", "Headers"]
 
@@ -81,7 +81,7 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
     if not agent:
         lines.append("user-agent: asgi-ai-relay\r\n")
     if not encoding:
-        lines.append("accept-encoding: gzip, deflate\r\n")
+        lines.append(f"accept-encoding: {ACCEPT_ENCODING}\r\n")
     lines.append(f"content-length: {length}\r\n\r\n")
     try:
         return "".join(lines).encode("latin-1")

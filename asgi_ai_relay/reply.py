@@ -29,9 +29,19 @@ from typing import Any, Protocol
 from .config import HttpSettings, Timeouts
 from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 
-__all__ = ["BodyReader", "Bounds", "UpstreamHttp", "UpstreamReply"]
+__all__ = ["ACCEPT_ENCODING", "BodyReader", "Bounds", "UpstreamHttp", "UpstreamReply", "with_accept_encoding"]
 
 _DECODED = frozenset({"gzip", "x-gzip", "deflate"})
+#: The codings the relay asks for: the ones :class:`BodyReader` decodes, never a library's
+#: wider default (brotli, zstd when their modules happen to be installed).
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+def with_accept_encoding(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` with ``accept-encoding`` set to :data:`ACCEPT_ENCODING` unless it is set."""
+    if any(name.lower() == "accept-encoding" for name in headers):
+        return headers
+    return {**headers, "accept-encoding": ACCEPT_ENCODING}
 
 
 class UpstreamReply:

@@ -21,7 +21,7 @@ from typing import Any
 from .config import HttpSettings, Timeouts
 from .errors import ConfigurationError, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .h1 import H1Client
-from .reply import BodyReader, Bounds, UpstreamHttp, UpstreamReply
+from .reply import BodyReader, Bounds, UpstreamHttp, UpstreamReply, with_accept_encoding
 
 __all__ = ["AiohttpClient", "HttpxClient", "UpstreamHttp", "UpstreamReply", "make_client"]
 
@@ -50,7 +50,8 @@ class AiohttpClient:
         deadline = self.bounds.deadline()
         with self.errors(provider, deadline):
             response = await self.session.post(
-                url, data=body, headers=headers, timeout=self.streaming if stream else self.whole, allow_redirects=False
+                url, data=body, headers=with_accept_encoding(headers), timeout=self.streaming if stream else self.whole,
+                allow_redirects=False,
             )
         try:
             reader = BodyReader(self.bounds, provider, response.status, response.headers, stream=stream, deadline=deadline)
@@ -126,7 +127,7 @@ class HttpxClient:
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
         deadline = self.bounds.deadline()
         request = self.client.build_request(
-            "POST", url, content=body, headers=headers, timeout=self.streaming if stream else self.whole
+            "POST", url, content=body, headers=with_accept_encoding(headers), timeout=self.streaming if stream else self.whole
         )
         try:
             with self.errors(provider):
