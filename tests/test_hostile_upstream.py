@@ -281,3 +281,23 @@ async def test_an_error_event_in_a_translated_stream_is_scrubbed(upstream, secre
     assert UPSTREAM_KEY not in answer.text and "[redacted]" in answer.text
     (row,) = relay.ledger.rows()
     assert UPSTREAM_KEY not in f"{row.error_type} {row.attempt_log}"
+
+
+# -- statuses HTTP does not define ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["600 Beyond", "999 Whatever"])
+async def test_a_status_outside_http_is_an_upstream_failure(status):
+    from tests.test_h1 import Upstream, answer, serve
+
+    async with Upstream(serve(lambda peer, request: peer.send(answer(b"{}", status=status)))) as server:
+        config = {
+            "storage": {"ledger": "memory://"}, "default_models": False, "retry": {"max_attempts": 1},
+            "providers": {"raw": {"kind": "openai_compatible", "base_url": server.url("/v1"), "api_key": "k-raw-0123456789"}},
+            "models": {"test-model": {"provider": "raw", "upstream": "m"}},
+        }
+        relay = Relay(config)
+        answered = await chat(relay)
+        await relay.shutdown()
+    assert answered.status_code == 502, answered.text[:200]
+    assert answered.json()["error"]["code"] == "upstream_bad_response"

@@ -110,7 +110,8 @@ class HttpProvider(Provider):
     ) -> UpstreamResponse:
         """POST ``body`` to ``url`` with this provider's headers (credentials always last).
 
-        :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
+        :raises UpstreamError: on any failure and for every answer that is not a 2xx (see
+            :meth:`raise_for_status`), or a stream that is not ``text/event-stream``.
         """
         sent = self.base_headers
         if model.headers or headers:
@@ -136,14 +137,17 @@ class HttpProvider(Provider):
 
     def raise_for_status(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         """:raises UpstreamRedirect: for a 3xx (never followed).
-        :raises UpstreamStatusError: for any other status (the caller sees what it may, scrubbed).
+        :raises UpstreamStatusError: for a 4xx or 5xx (the caller sees what it may, scrubbed).
+        :raises UpstreamProtocolError: for a status that is none of these.
         """
-        if status < 400:
+        if 300 <= status < 400:
             location = redact.scrub(str(headers.get("location") or "nowhere"))[:300]
             raise UpstreamRedirect(
                 f"Provider {self.name!r} answered {status}, a redirect to {location}: redirects are not followed; "
                 f"check providers.{self.name}.base_url."
             )
+        if not 400 <= status <= 599:
+            raise UpstreamProtocolError(f"Provider {self.name!r} answered status {status}, which HTTP does not define.")
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
