@@ -1,4 +1,4 @@
-"""Part of stage translate: the same-format fast paths, and the guard every translation reads
+"""Part of the translate stage: the same-format fast paths, and the guard every translation reads
 an upstream's answer behind.
 
 When the caller's format is the provider's, the body goes up with only the model rewritten

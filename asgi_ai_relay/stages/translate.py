@@ -1,4 +1,4 @@
-"""Stage 6: pick the translation between the caller's format and the provider's.
+"""The translate stage: pick the translation between the caller's format and the provider's.
 
 A :class:`Translation` turns the caller's body into the provider's, and the provider's answer
 (whole, or streamed chunk by chunk) back into the caller's format, reading usage on the way.
