@@ -18,6 +18,8 @@
         ├── UpstreamTimeout         504 no answer in time
         ├── UpstreamStatusError     the provider answered with an error status
         ├── UpstreamProtocolError   502 the provider's answer could not be read
+        │   ├── UpstreamTooLarge    502 the answer passed a size bound (http.max_*_bytes)
+        │   └── UpstreamRedirect    502 the provider answered 3xx (a wrong base_url)
         └── ServiceUnavailable      503 circuit open, queue full
 """
 
@@ -42,8 +44,10 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamProtocolError",
+    "UpstreamRedirect",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "UpstreamTooLarge",
 ]
 
 
@@ -187,6 +191,20 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     status_code = 502
     code = "upstream_bad_response"
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """More than the relay reads of one answer: its body, its decompressed body or one line."""
+
+    code = "upstream_too_large"
+
+
+class UpstreamRedirect(UpstreamProtocolError):
+    """A 3xx is never followed: a provider's API does not redirect, a wrong ``base_url`` does.
+    Retrying the same deployment cannot help, so it moves on (and counts against the breaker)."""
+
+    code = "upstream_redirect"
+    retryable = False
 
 
 class ServiceUnavailable(_RetryAfter, UpstreamError):

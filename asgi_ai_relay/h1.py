@@ -11,74 +11,38 @@ close to the latter. It does what an LLM provider's API needs:
   an idle connection dropped after ``http.keepalive_expiry`` or the server's own
   ``Keep-Alive: timeout``, whichever is sooner;
 * the request written with one system call; answers with a length, chunked, or read until the
-  connection closes; gzip and deflate bodies decoded;
-* timeouts: connect, waiting for a free connection (``timeouts.pool``) and read inactivity
-  (``timeouts.read`` for a whole answer, ``timeouts.stream_idle`` between two chunks);
+  connection closes; gzip and deflate bodies decoded, and every answer held to the bounds of
+  :mod:`asgi_ai_relay.reply` (sizes, decompression, stream lines, ``timeouts.total``);
+* timeouts: connect, waiting for a free connection (``timeouts.pool``), read inactivity
+  (``timeouts.read`` for a whole answer, ``timeouts.stream_idle`` between two chunks) and the
+  whole answer (``timeouts.total``);
 * streams handed on chunk by chunk as they arrive, with back-pressure on the socket;
 * a request sent on a reused connection that the server had already closed (not one byte of
   answer came back) is sent once more on a new connection, as browsers do. Every other failure
   is an :class:`UpstreamError` for the relay's retry policy to judge.
+
+This module is the pool; one connection is :mod:`asgi_ai_relay.h1_connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
-
 from .config import HttpSettings, Timeouts
 from .errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from .transport import UpstreamReply
+from .h1_connection import HIGH_WATER, MAX_HEADER_BYTES, Broken, Closed, Connection, Headers, Idle, Late
+from .reply import ACCEPT_ENCODING, Bounds, UpstreamReply
 
-__all__ = ["H1Client", "Headers"]
+__all__ = ["HIGH_WATER", "MAX_HEADER_BYTES", "H1Client", "Headers"]
 
-#: A stream's unread chunks past this many bytes pause reading from the socket.
-HIGH_WATER = 256 * 1024
-#: An answer's header block past this many bytes is refused.
-MAX_HEADER_BYTES = 64 * 1024
+#: The connection class, under the name it had when it lived here.
+_Connection = Connection
 _SKIPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-_DECODED = frozenset({"gzip", "x-gzip", "deflate"})
-
-
-class Headers(dict[str, str]):
-    """An answer's headers: names lower-cased, lookups in any case; repeats joined by ", "."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: str) -> str:
-        return dict.__getitem__(self, key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict.get(self, key.lower(), default)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
-
-
-class _Closed(Exception):
-    """The connection closed before the answer was complete (``early``: before any byte of it)."""
-
-    def __init__(self, early: bool) -> None:
-        super().__init__()
-        self.early = early
-
-
-class _Broken(Exception):
-    """The answer was not valid HTTP/1.1 (or not one this client reads)."""
-
-
-class _Trailing(Exception):
-    """Bytes after the complete answer: the answer stands, the connection is not reused."""
-
-
-class _Idle(Exception):
-    """No byte arrived for the read timeout."""
 
 
 class _Target:
@@ -102,6 +66,7 @@ class _Target:
 
 
 def _header_block(headers: Mapping[str, str], length: int) -> bytes:
+    """:raises UpstreamProtocolError: for a header that cannot be sent as is."""
     lines = []
     agent = encoding = False
     for name, value in headers.items():
@@ -116,220 +81,13 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
     if not agent:
         lines.append("user-agent: asgi-ai-relay\r\n")
     if not encoding:
-        lines.append("accept-encoding: gzip, deflate\r\n")
+        lines.append(f"accept-encoding: {ACCEPT_ENCODING}\r\n")
     lines.append(f"content-length: {length}\r\n\r\n")
     try:
         return "".join(lines).encode("latin-1")
     except UnicodeEncodeError as exc:
         raise UpstreamProtocolError("A header value is not Latin-1 text and cannot be sent.") from exc
 
-
-class _Connection(asyncio.Protocol):
-    """One TCP or TLS connection carrying one exchange at a time."""
-
-    def __init__(self, client: H1Client, key: tuple[bool, str, int]) -> None:
-        self.client = client
-        self.key = key
-        self.loop = client.loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.counted = True  # holds one of the client's max_connections until lost
-        self.closed = False
-        self.reused = False
-        self.idle_since = 0.0
-        self.expires_after = client.keepalive
-        self.active = False
-        self.timer: asyncio.TimerHandle | None = None
-        self._begin()
-
-    def _begin(self) -> None:
-        self.status = 0
-        self.headers = Headers()
-        self.header_bytes = 0
-        self.body: deque[bytes] = deque()
-        self.buffered = 0
-        self.got_bytes = False
-        self.headers_done = False
-        self.complete = False
-        self.keep_alive = False
-        self.until_close = False
-        self.error: Exception | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.decoder: Any = None
-        self.paused = False
-        self.informational = False
-        self.stream = False
-
-    # -- asyncio.Protocol --------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.active:  # nothing asked for: an idle connection must stay silent
-            self.abort()
-            return
-        if self.complete:  # bytes after the whole answer: keep the answer, not the connection
-            self.keep_alive = False
-            return
-        self.got_bytes = True
-        self.last_data = self.loop.time()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            # httptools wraps what a callback raised; a _Broken of ours keeps its own reason.
-            cause = exc.__context__
-            if isinstance(cause, _Trailing):
-                self.keep_alive = False
-            else:
-                self._fail(cause if isinstance(cause, _Broken) else _Broken(f"unreadable answer ({exc})"))
-        self._wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.active and not self.complete and self.error is None:
-            if self.headers_done and self.until_close:
-                self._finish_body()
-                self.keep_alive = False
-            else:
-                self._fail(_Closed(early=not self.got_bytes))
-        self._wake()
-        self.client._lost(self)
-
-    # -- httptools callbacks -------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self.complete:  # a second answer to one request (in the same read): stop there
-            raise _Trailing
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > MAX_HEADER_BYTES:
-            raise _Broken(f"header block larger than {MAX_HEADER_BYTES} bytes")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        dict.__setitem__(self.headers, key, text if previous is None else f"{previous}, {text}")
-
-    def on_headers_complete(self) -> None:
-        headers = self.headers
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:  # informational (103 Early Hints): the answer is still to come
-            self.informational = True
-            self.headers = Headers()
-            return
-        self.status = status
-        self.headers_done = True
-        self.until_close = "content-length" not in headers and "transfer-encoding" not in headers \
-            and self.status >= 200 and self.status not in (204, 304)
-        coding = headers.get("content-encoding", "identity").strip().lower()
-        if coding in _DECODED:
-            self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip framing
-        elif coding not in ("identity", ""):
-            raise _Broken(f"content-encoding {coding!r}, which was not asked for")
-        alive = headers.get("keep-alive")
-        if alive:
-            for part in alive.split(","):
-                name, _, number = part.strip().partition("=")
-                if name.strip().lower() == "timeout" and number.strip().isdigit():
-                    # Leave a second's margin: a server closes on its own clock.
-                    self.expires_after = min(self.client.keepalive, float(number) - 1.0)
-
-    def on_body(self, body: bytes) -> None:
-        if self.decoder is not None:
-            try:
-                body = self.decoder.decompress(body)
-            except zlib.error as exc:
-                raise _Broken("a compressed body that does not decompress") from exc
-            if not body:
-                return
-        self.body.append(body)
-        self.buffered += len(body)
-        # Only a stream's reader takes chunks off as they come: a whole answer is read to its end.
-        if self.stream and self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if self.informational:
-            self.informational = False
-            return
-        self.keep_alive = self.parser.should_keep_alive()
-        self._finish_body()
-
-    def _finish_body(self) -> None:
-        if self.decoder is not None:
-            try:
-                tail = self.decoder.flush()
-            except zlib.error:
-                tail = b""
-            if tail:
-                self.body.append(tail)
-            if not self.decoder.eof:
-                self.error = _Broken("a compressed body cut short")
-            self.decoder = None
-        self.complete = True
-
-    # -- the exchange --------------------------------------------------------------------
-
-    def send(self, data: bytes, stream: bool) -> None:
-        self._begin()
-        self.stream = stream
-        self.active = True
-        self.last_data = self.loop.time()
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def _fail(self, error: Exception) -> None:
-        if self.error is None:
-            self.error = error
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def progress(self, timeout: float, *, chunks: bool = False) -> None:
-        """Wait for more of the answer (``chunks``: until some body is buffered); raise what went wrong."""
-        if self.error is None and not self.complete and not (chunks and self.body):
-            loop = self.loop
-            self.waiter = waiter = loop.create_future()
-            self.timer = loop.call_at(self.last_data + timeout, self._check_idle, waiter, timeout)
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
-        if self.error is not None:
-            raise self.error
-
-    def _check_idle(self, waiter: asyncio.Future[None], timeout: float) -> None:
-        if waiter.done():
-            return
-        due = self.last_data + timeout
-        if self.loop.time() < due:
-            self.timer = self.loop.call_at(due, self._check_idle, waiter, timeout)
-        else:
-            self.timer = None
-            waiter.set_exception(_Idle())
-
-    def take(self) -> bytes:
-        """Everything buffered so far, as one piece; reading resumes if it was paused."""
-        body = self.body
-        chunk = body.popleft() if len(body) == 1 else b"".join(body)
-        body.clear()
-        self.buffered = 0
-        if self.paused and self.transport is not None and not self.closed:
-            self.paused = False
-            self.transport.resume_reading()
-        return chunk
-
-    def abort(self) -> None:
-        self.active = False
-        if self.transport is not None and not self.closed:
-            self.transport.abort()
 
 
 class H1Client:
@@ -343,9 +101,10 @@ class H1Client:
         self.max_idle = settings.max_keepalive
         self.keepalive = settings.keepalive_expiry
         self.timeouts = timeouts
+        self.bounds = Bounds(settings, timeouts)
         self._ssl = ssl_context
         self._targets: dict[str, _Target] = {}
-        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
+        self._idle: dict[tuple[bool, str, int], list[Connection]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.open = 0  # connections open or opening
         self.closed = False
@@ -363,9 +122,10 @@ class H1Client:
             target = self._targets[url] = _Target(url)
         data = target.head + _header_block(headers, len(body)) + body
         timeout = self.timeouts.stream_idle if stream else self.timeouts.read
+        deadline = self.bounds.deadline()
         for attempt in (1, 2):
             conn = await self._acquire(target, provider)
-            conn.send(data, stream)
+            conn.send(data, stream, provider, deadline)
             try:
                 if stream:
                     while not conn.headers_done:
@@ -378,23 +138,34 @@ class H1Client:
                 reply = UpstreamReply(conn.status, conn.headers, conn.take() if conn.body else b"")
                 self._release(conn)
                 return reply
-            except _Closed as exc:
+            except Closed as exc:
                 conn.abort()
                 if exc.early and conn.reused and attempt == 1:
                     continue  # the server had closed this idle connection: once more, on a new one
                 raise UpstreamProtocolError(f"Provider {provider!r} closed the connection unexpectedly.") from None
-            except _Idle:
-                conn.abort()
-                raise UpstreamTimeout(f"Provider {provider!r} did not answer in time.") from None
-            except _Broken as exc:
-                conn.abort()
-                raise UpstreamProtocolError(f"Provider {provider!r} sent a broken answer: {exc}.") from None
-            except BaseException:
-                conn.abort()  # cancelled (the caller left) or worse: the exchange cannot go on
-                raise
+            except BaseException as exc:
+                conn.abort()  # cancelled (the caller left), or failed: the exchange cannot go on
+                error = self._error(exc, provider, stream=False)
+                if error is exc:
+                    raise
+                raise error from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _chunks(self, conn: _Connection, provider: str, timeout: float) -> AsyncIterator[bytes]:
+    def _error(self, exc: BaseException, provider: str, *, stream: bool) -> BaseException:
+        """The relay's own error for what ended an exchange (anything else goes on as it is)."""
+        if isinstance(exc, Late):
+            return self.bounds.late(provider)
+        if isinstance(exc, Idle):
+            if stream:
+                return UpstreamTimeout(f"Provider {provider!r} stopped sending in the middle of a stream.")
+            return UpstreamTimeout(f"Provider {provider!r} did not answer in time.")
+        if isinstance(exc, Broken):
+            return UpstreamProtocolError(f"Provider {provider!r} sent a broken answer: {exc}.")
+        if isinstance(exc, Closed):  # on a stream: a whole answer's is handled where it may be resent
+            return UpstreamProtocolError(f"Provider {provider!r} broke off the stream (closed).")
+        return exc
+
+    async def _chunks(self, conn: Connection, provider: str, timeout: float) -> AsyncIterator[bytes]:
         try:
             while True:
                 if conn.body:
@@ -405,15 +176,15 @@ class H1Client:
                         raise conn.error
                     break
                 await conn.progress(timeout, chunks=True)
-        except _Idle:
+        except (Idle, Late, Closed, Broken, UpstreamError) as exc:
             conn.abort()
-            raise UpstreamTimeout(f"Provider {provider!r} stopped sending in the middle of a stream.") from None
-        except (_Closed, _Broken) as exc:
-            conn.abort()
-            raise UpstreamProtocolError(f"Provider {provider!r} broke off the stream ({type(exc).__name__.strip('_').lower()}).") from None
+            error = self._error(exc, provider, stream=True)
+            if error is exc:
+                raise
+            raise error from None
         self._release(conn)
 
-    def _close_stream(self, conn: _Connection) -> None:
+    def _close_stream(self, conn: Connection) -> None:
         if not conn.active:
             return
         if conn.complete and conn.error is None and not conn.body:
@@ -423,7 +194,7 @@ class H1Client:
 
     # -- the pool ------------------------------------------------------------------------
 
-    async def _acquire(self, target: _Target, provider: str) -> _Connection:
+    async def _acquire(self, target: _Target, provider: str) -> Connection:
         if self.closed:
             raise UpstreamConnectError("The relay's upstream client is closed.")
         loop = self.loop
@@ -450,7 +221,7 @@ class H1Client:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-    async def _connect(self, target: _Target, provider: str) -> _Connection:
+    async def _connect(self, target: _Target, provider: str) -> Connection:
         self.open += 1
         loop = self.loop
         context = None
@@ -462,7 +233,7 @@ class H1Client:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self, target.key), target.host, target.port,
+                    lambda: Connection(self, target.key), target.host, target.port,
                     ssl=context, server_hostname=target.host if context is not None else None,
                     **self._connect_options(loop),
                 ),
@@ -486,7 +257,7 @@ class H1Client:
         # uvloop's create_connection does not.
         return {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: Connection) -> None:
         conn.active = False
         if not conn.keep_alive or conn.closed or self.closed or conn.buffered or self.max_idle == 0:
             conn.abort()
@@ -504,7 +275,7 @@ class H1Client:
                 idle.pop(0).abort()
                 return
 
-    def _lost(self, conn: _Connection) -> None:
+    def _lost(self, conn: Connection) -> None:
         if conn.counted:
             conn.counted = False
             self._gone()

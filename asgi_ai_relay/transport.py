@@ -2,60 +2,30 @@
 
 Three backends share the interface: the relay's own HTTP/1.1 client (``h1``, the default, in
 :mod:`asgi_ai_relay.h1`), aiohttp, and httpx (used whenever a custom httpx transport is given,
-e.g. a proxy). The upstream call is the relay's largest per-request cost, so the default is
-chosen by measurement: one keep-alive call to a local upstream took about 54 us of CPU over a
-bare asyncio protocol, 183 us through aiohttp and about 600 us through httpx. Each backend maps
-its exceptions to the relay's own in one place.
+e.g. a proxy). Each hands the raw bytes of an answer to the shared
+:class:`~asgi_ai_relay.reply.BodyReader`, so all three decode and bound answers alike. The
+upstream call is the relay's largest per-request cost, so the default is chosen by measurement:
+one keep-alive call to a local upstream took about 54 us of CPU over a bare asyncio protocol,
+183 us through aiohttp and about 600 us through httpx. Each backend maps its exceptions to the
+relay's own in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from .config import HttpSettings, Timeouts
 from .errors import ConfigurationError, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .h1 import H1Client
+from .reply import BodyReader, Bounds, UpstreamHttp, UpstreamReply, with_accept_encoding
 
 __all__ = ["AiohttpClient", "HttpxClient", "UpstreamHttp", "UpstreamReply", "make_client"]
 
-
-class UpstreamReply:
-    """Status, headers (case-insensitive mapping) and either the whole body or its chunks."""
-
-    __slots__ = ("_close", "body", "chunks", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes = b"", chunks: AsyncIterator[bytes] | None = None, close: Any = None) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.chunks = chunks
-        self._close = close
-
-    async def read(self) -> bytes:
-        """The whole body of a streamed reply (used for error bodies)."""
-        if self.chunks is None:
-            return self.body
-        parts = [chunk async for chunk in self.chunks]
-        return b"".join(parts)
-
-    async def aclose(self) -> None:
-        if self._close is not None:
-            close, self._close = self._close, None
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
-
-
-class UpstreamHttp(Protocol):
-    async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
-        """POST ``body``; a streamed reply must be closed with ``aclose``.
-
-        :raises UpstreamError: for connection failures, timeouts and broken answers.
-        """
-
-    async def aclose(self) -> None: ...
+# UpstreamHttp and UpstreamReply live in .reply (shared with .h1) and are re-exported here.
 
 
 class AiohttpClient:
@@ -66,39 +36,63 @@ class AiohttpClient:
             raise ConfigurationError('http.client = "aiohttp" needs aiohttp: pip install "asgi-ai-relay[aiohttp]"') from exc
 
         self._aiohttp = aiohttp
+        self.bounds = Bounds(settings, timeouts)
         connector = aiohttp.TCPConnector(
             limit=settings.max_connections, limit_per_host=0, keepalive_timeout=settings.keepalive_expiry
         )
-        self.session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
-        self.whole = aiohttp.ClientTimeout(total=None, connect=timeouts.pool + timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read)
-        self.streaming = aiohttp.ClientTimeout(total=None, connect=timeouts.pool + timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.stream_idle)
+        # Bodies are decoded by the shared BodyReader, which bounds decompression.
+        self.session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
+        connect = timeouts.pool + timeouts.connect
+        self.whole = aiohttp.ClientTimeout(total=timeouts.total, connect=connect, sock_connect=timeouts.connect, sock_read=timeouts.read)
+        self.streaming = aiohttp.ClientTimeout(total=timeouts.total, connect=connect, sock_connect=timeouts.connect, sock_read=timeouts.stream_idle)
 
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
-        with self.errors(provider):
+        deadline = self.bounds.deadline()
+        with self.errors(provider, deadline):
             response = await self.session.post(
-                url, data=body, headers=headers, timeout=self.streaming if stream else self.whole, allow_redirects=False
+                url, data=body, headers=with_accept_encoding(headers), timeout=self.streaming if stream else self.whole,
+                allow_redirects=False,
             )
-            if not stream:
-                try:
-                    return UpstreamReply(response.status, response.headers, await response.read())
-                finally:
-                    response.release()
-        # release() keeps the connection for reuse only when the body was read to the end.
-        return UpstreamReply(response.status, response.headers, chunks=self._chunks(provider, response), close=response.release)
+        try:
+            reader = BodyReader(self.bounds, provider, response.status, response.headers, stream=stream, deadline=deadline)
+        except BaseException:
+            response.close()
+            raise
+        if not stream:
+            try:
+                whole = b"".join([piece async for piece in self._chunks(provider, response, reader)])
+            except BaseException:
+                response.close()
+                raise
+            return UpstreamReply(response.status, response.headers, whole)
+        return UpstreamReply(response.status, response.headers, chunks=self._chunks(provider, response, reader), close=response.release)
 
-    async def _chunks(self, provider: str, response: Any) -> AsyncIterator[bytes]:
-        with self.errors(provider):
-            async for chunk in response.content.iter_any():
-                yield chunk
+    async def _chunks(self, provider: str, response: Any, reader: BodyReader) -> AsyncIterator[bytes]:
+        deadline = reader.deadline
+        with self.errors(provider, deadline):
+            async for raw in response.content.iter_any():
+                piece = reader.feed(raw)
+                if piece:
+                    yield piece
+                if reader.full:
+                    response.close()  # the rest of an error body stays unread: not reusable
+                    return
+            tail = reader.end()
+        if tail:
+            yield tail
+        # release() keeps the connection for reuse only when the body was read to the end.
+        response.release()
 
     @contextlib.contextmanager
-    def errors(self, provider: str) -> Iterator[None]:
+    def errors(self, provider: str, deadline: float) -> Iterator[None]:
         aiohttp = self._aiohttp
         try:
             yield
         except UpstreamError:
             raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if time.monotonic() >= deadline:  # aiohttp's total timeout: timeouts.total
+                raise self.bounds.late(provider) from exc
             raise UpstreamTimeout(f"Provider {provider!r} did not answer in time.") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"Could not connect to provider {provider!r}.") from exc
@@ -126,23 +120,55 @@ class HttpxClient:
             follow_redirects=False,
             trust_env=False,
         )
+        self.bounds = Bounds(settings, timeouts)
         self.whole = httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.pool)
         self.streaming = httpx.Timeout(timeouts.stream_idle, connect=timeouts.connect, pool=timeouts.pool)
 
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
+        deadline = self.bounds.deadline()
         request = self.client.build_request(
-            "POST", url, content=body, headers=headers, timeout=self.streaming if stream else self.whole
+            "POST", url, content=body, headers=with_accept_encoding(headers), timeout=self.streaming if stream else self.whole
         )
-        with self.errors(provider):
-            response = await self.client.send(request, stream=stream)
+        try:
+            with self.errors(provider):
+                async with asyncio.timeout(self.bounds.total):  # httpx has no timeout of its own for it
+                    response = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise self.bounds.late(provider) from None
+        try:
+            reader = BodyReader(self.bounds, provider, response.status_code, response.headers, stream=stream, deadline=deadline)
+        except BaseException:
+            await response.aclose()
+            raise
+        chunks = self._chunks(provider, response, reader, deadline)
         if not stream:
-            return UpstreamReply(response.status_code, response.headers, response.content)
-        return UpstreamReply(response.status_code, response.headers, chunks=self._chunks(provider, response), close=response.aclose)
+            try:
+                whole = b"".join([piece async for piece in chunks])
+            finally:
+                await response.aclose()
+            return UpstreamReply(response.status_code, response.headers, whole)
+        return UpstreamReply(response.status_code, response.headers, chunks=chunks, close=response.aclose)
 
-    async def _chunks(self, provider: str, response: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, provider: str, response: Any, reader: BodyReader, deadline: float) -> AsyncIterator[bytes]:
+        raw = response.aiter_raw()
         with self.errors(provider):
-            async for chunk in response.aiter_bytes():
-                yield chunk
+            while True:
+                try:
+                    # httpx bounds each read, not the answer: the deadline is armed around each wait.
+                    async with asyncio.timeout(deadline - time.monotonic()):
+                        data = await raw.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self.bounds.late(provider) from None
+                piece = reader.feed(data)
+                if piece:
+                    yield piece
+                if reader.full:
+                    return
+            tail = reader.end()
+        if tail:
+            yield tail
 
     @contextlib.contextmanager
     def errors(self, provider: str) -> Iterator[None]:
@@ -170,6 +196,4 @@ def make_client(settings: HttpSettings, timeouts: Timeouts, transport: Any = Non
         return HttpxClient(settings, timeouts, transport)
     if settings.client == "aiohttp":
         return AiohttpClient(settings, timeouts)
-    from .h1 import H1Client
-
     return H1Client(settings, timeouts)

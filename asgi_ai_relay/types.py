@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -91,6 +91,30 @@ class Usage:
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
     estimated: bool = False
+
+    #: The largest token count taken from an upstream (a signed 32-bit integer).
+    MAX: ClassVar[int] = 2**31 - 1
+
+    @classmethod
+    def reported(cls, prompt: object, completion: object, cached: object = 0, cache_creation: object = 0) -> Usage:
+        """The usage an upstream reported, from its numbers as they came (each through
+        :meth:`count`): the one place such numbers become counts. Cached and cache-write tokens
+        are part of the prompt, so together they never exceed it."""
+        prompt_tokens = cls.count(prompt)
+        cached_tokens = min(cls.count(cached), prompt_tokens)
+        written = min(cls.count(cache_creation), prompt_tokens - cached_tokens)
+        return cls(prompt_tokens, cls.count(completion), cached_tokens, written)
+
+    @classmethod
+    def count(cls, value: object) -> int:
+        """An upstream's token count made safe: a non-number, NaN or a negative number is 0, a
+        count above :attr:`MAX` (``1e30``, infinity) is ``MAX``; a tuple is the sum of its
+        parts, each made safe."""
+        if isinstance(value, tuple):
+            return min(cls.MAX, sum(cls.count(part) for part in value))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value <= 0:
+            return 0
+        return cls.MAX if value >= cls.MAX else int(value)
 
     @property
     def total_tokens(self) -> int:

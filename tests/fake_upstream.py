@@ -43,6 +43,8 @@ refused, then recovery) and ``up.delay_all`` delays every response.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import logging
 import re
 import socket
@@ -63,6 +65,7 @@ __all__ = [
     "Behaviour",
     "FakeUpstream",
     "Fault",
+    "RawReply",
     "RecordedRequest",
     "ReplyPlan",
     "ToolCall",
@@ -74,6 +77,7 @@ __all__ = [
     "fake_upstream_fixture",
     "last_user_text",
     "message_texts",
+    "padded_completion",
     "plan_reply",
     "prompt_token_count",
 ]
@@ -388,6 +392,17 @@ def _truncate(text: str, limit: int | None) -> tuple[str, bool]:
 
 
 @dataclass(frozen=True)
+class RawReply:
+    """An answer sent exactly as given: ``body`` (with a length) or ``events`` (chunked, one
+    write each, nothing added: no separators, no final newline)."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    body: bytes = b""
+    events: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Behaviour:
     """How the fake answers one request; build with :class:`Fault`, merge with ``|``."""
 
@@ -409,6 +424,9 @@ class Behaviour:
     completion_tokens: int | None = None
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    raw: RawReply | None = None
+    drip: float = 0.0
+    usage_fields: tuple[tuple[str, Any], ...] = ()
 
     def __or__(self, other: Behaviour) -> Behaviour:
         """Combine: fields that ``other`` sets (non-default) override ``self``."""
@@ -505,6 +523,37 @@ class Fault:
         """Report ``read`` prompt tokens as cache hits and ``written`` as cache writes
         (both counted inside the prompt tokens, reported in each format's own fields)."""
         return Behaviour(cached_tokens=read, cache_creation_tokens=written)
+
+    @staticmethod
+    def raw(
+        body: bytes = b"",
+        *,
+        events: Sequence[bytes] | None = None,
+        status: int = 200,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Behaviour:
+        """Answer exactly ``body`` (or the stream ``events``, each written as given) with
+        ``status``; ``content_type`` defaults to JSON for a body and SSE for events."""
+        kind = content_type or ("text/event-stream" if events is not None else "application/json")
+        fields = (("content-type", kind), *((k.lower(), v) for k, v in (headers or {}).items()))
+        return Behaviour(raw=RawReply(status, fields, body, None if events is None else tuple(events)))
+
+    @staticmethod
+    def gzip_bomb(expanded: int) -> Behaviour:
+        """A valid OpenAI completion of about ``expanded`` bytes, gzip-encoded into a few KiB."""
+        return Fault.raw(_gzip_bomb(expanded), headers={"content-encoding": "gzip"})
+
+    @staticmethod
+    def drip(seconds: float) -> Behaviour:
+        """Wait ``seconds`` before each stream event after the first (a slow, steady stream)."""
+        return Behaviour(drip=seconds)
+
+    @staticmethod
+    def raw_usage(**fields: Any) -> Behaviour:
+        """Set these fields, as given (strings, negatives, 1e30...), in every usage object of
+        the answer (``usage``, ``usageMetadata``; in a stream, in every event that has one)."""
+        return Behaviour(usage_fields=tuple(fields.items()))
 
     @staticmethod
     def headers(values: Mapping[str, str]) -> Behaviour:
@@ -681,6 +730,50 @@ def _stream_error_event(api: Api, status: int, sse: bool, separator: bytes) -> b
     if api == "gemini" and not sse:
         return b",\r\n" + _dumps(payload) + b"]"
     return _sse(payload, sep=separator if api == "gemini" else b"\n\n")
+
+
+def _patch_usage(reply: _Reply, fields: dict[str, Any]) -> None:
+    """Set ``fields`` in every usage object of a rendered reply (see ``Fault.raw_usage``)."""
+    if reply.events is None:
+        payload = orjson.loads(reply.body)
+        _patch_usage_in(payload, fields)
+        reply.body = _dumps(payload)
+        return
+    patched = []
+    for event in reply.events:
+        head, marker, rest = event.partition(b"data: ")
+        data = rest.rstrip(b"\r\n")
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            patched.append(event)
+            continue
+        _patch_usage_in(payload, fields)
+        patched.append(head + marker + _dumps(payload) + rest[len(data):])
+    reply.events = patched
+
+
+def _patch_usage_in(value: Any, fields: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("usage", "usageMetadata") and isinstance(inner, dict):
+                inner.update(fields)
+            else:
+                _patch_usage_in(inner, fields)
+    elif isinstance(value, list):
+        for inner in value:
+            _patch_usage_in(inner, fields)
+
+
+def padded_completion(size: int, text: str = "padded") -> bytes:
+    """A valid OpenAI completion of at least ``size`` bytes (the rest is spaces in a field)."""
+    head = _dumps(_openai_completion(ReplyPlan(text, None, 1, 1), "gpt-4o-mini"))[:-1] + b',"padding":"'
+    return head + b" " * max(0, size - len(head) - 2) + b'"}'
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(expanded: int) -> bytes:
+    return gzip.compress(padded_completion(expanded), compresslevel=9)
 
 
 # ---- OpenAI ---------------------------------------------------------------
@@ -1006,6 +1099,8 @@ class _App:
             for at in (behaviour.stall_after, behaviour.drop_after, behaviour.stream_error_after)
         )
         for index in range(len(events) + 1):
+            if index and behaviour.drip:
+                await self._pause(behaviour.drip)
             if index == stall_at:
                 await self._pause(behaviour.stall_seconds)
             if index == drop_at:
@@ -1242,6 +1337,10 @@ class FakeUpstream:
         route = _route(request)
         if isinstance(route, _Reply):
             return route
+        if behaviour.raw is not None:
+            raw = behaviour.raw
+            events = None if raw.events is None else list(raw.events)
+            return _Reply(raw.status, dict(raw.headers), raw.body, events)
         if behaviour.status is not None:
             return _fault_reply(route.api, behaviour, behaviour.status)
         if behaviour.stream_error_after is not None and not route.stream:
@@ -1252,6 +1351,8 @@ class FakeUpstream:
         if behaviour.malformed:
             return _malformed_reply(route.api, route.stream, route.sse)
         reply = self._render(request, route, behaviour)
+        if behaviour.usage_fields:
+            _patch_usage(reply, dict(behaviour.usage_fields))
         if behaviour.stream_error_after is not None:
             status = behaviour.stream_error_status
             reply.stream_error = _stream_error_event(route.api, status, route.sse, self.gemini_sse_separator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
@@ -638,6 +639,47 @@ def test_stream_error_event(up: FakeUpstream, client: httpx.Client) -> None:
     assert events[-1][1]["error"]["type"] == "overloaded_error"
     chunks = parse_sse(client.post("/v1/chat/completions", json=openai_body(stream=True)).text)
     assert len(chunks) == 2 and chunks[-1][1]["error"]["type"] == "server_error"
+
+
+def test_raw_answers_are_sent_byte_for_byte(up: FakeUpstream) -> None:
+    up.script(
+        Fault.raw(b"not json", status=302, headers={"Location": "https://elsewhere.example/"}),
+        Fault.raw(events=[b"data: no newline", b" still the same line"], content_type="text/plain"),
+    )
+    with httpx.Client(base_url=up.url, timeout=5.0, follow_redirects=False) as http:
+        moved = http.post("/v1/chat/completions", json=openai_body())
+        streamed = http.post("/v1/chat/completions", json=openai_body(stream=True))
+    assert moved.status_code == 302 and moved.headers["location"] == "https://elsewhere.example/"
+    assert moved.content == b"not json"
+    assert streamed.headers["content-type"] == "text/plain"
+    assert streamed.content == b"data: no newline still the same line"
+
+
+def test_gzip_bomb_is_small_on_the_wire_and_valid_json_decoded(up: FakeUpstream) -> None:
+    up.script(Fault.gzip_bomb(8 * 1024 * 1024))
+    with httpx.Client(base_url=up.url, timeout=5.0) as http:
+        with http.stream("POST", "/v1/chat/completions", json=openai_body()) as answer:
+            wire = b"".join(answer.iter_raw())
+    assert answer.headers["content-encoding"] == "gzip" and len(wire) < 64 * 1024
+    decoded = json.loads(gzip.decompress(wire))
+    assert decoded["choices"][0]["message"]["content"] == "padded" and len(decoded["padding"]) > 8_000_000
+
+
+def test_drip_spaces_out_the_stream_events(up: FakeUpstream, client: httpx.Client) -> None:
+    up.script(Fault.reply("one two three four") | Fault.drip(0.05))
+    started = time.monotonic()
+    events = parse_sse(client.post("/v1/chat/completions", json=openai_body(stream=True)).text)
+    # A lower bound only (the server sleeps before each event after the first): never flaky.
+    assert len(events) == 7 and time.monotonic() - started >= 0.05 * (len(events) - 1)
+
+
+def test_raw_usage_fields_reach_every_usage_object(up: FakeUpstream, client: httpx.Client) -> None:
+    up.script(Fault.raw_usage(prompt_tokens=1e30, completion_tokens="12abc"), Fault.raw_usage(output_tokens=-5))
+    whole = client.post("/v1/chat/completions", json=openai_body()).json()
+    assert (whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]) == (1e30, "12abc")
+    events = parse_sse(client.post("/v1/messages", json=anthropic_body(stream=True)).text)
+    usages = [data["message"]["usage"] if name == "message_start" else data["usage"] for name, data in events if name in ("message_start", "message_delta")]
+    assert [u["output_tokens"] for u in usages] == [-5, -5]
 
 
 def test_extra_response_headers(up: FakeUpstream, client: httpx.Client) -> None:

@@ -27,7 +27,7 @@ import pytest
 import trustme
 
 from asgi_ai_relay.config import HttpSettings, Timeouts
-from asgi_ai_relay.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from asgi_ai_relay.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from asgi_ai_relay.h1 import HIGH_WATER, H1Client, _Connection
 from asgi_ai_relay.transport import UpstreamReply
 
@@ -225,11 +225,12 @@ async def make_client() -> AsyncIterator[Callable[..., H1Client]]:
 
     def make(
         *, max_connections: int = 8, max_keepalive: int = 8, keepalive_expiry: float = 30.0,
-        read: float = WAIT, stream_idle: float = WAIT, pool: float = WAIT, ssl_context: ssl.SSLContext | None = None,
+        read: float = WAIT, stream_idle: float = WAIT, pool: float = WAIT, total: float = 600.0,
+        ssl_context: ssl.SSLContext | None = None, **bounds: int,
     ) -> H1Client:
         client = H1Client(
-            HttpSettings(max_connections=max_connections, max_keepalive=max_keepalive, keepalive_expiry=keepalive_expiry),
-            Timeouts(connect=WAIT, read=read, stream_idle=stream_idle, pool=pool),
+            HttpSettings(max_connections=max_connections, max_keepalive=max_keepalive, keepalive_expiry=keepalive_expiry, **bounds),
+            Timeouts(connect=WAIT, read=read, stream_idle=stream_idle, pool=pool, total=total),
             ssl_context=ssl_context,
         )
         clients.append(client)
@@ -820,6 +821,65 @@ async def test_stream_idle_timeout_between_chunks(make_client):
         await within(dropped.wait())
 
     assert 0.25 <= waited < 1.5
+
+
+async def test_total_deadline_cuts_a_steady_answer(make_client):
+    """The same steady answer as above, with timeouts.total shorter than it: cut, and the
+    connection dropped."""
+    async def respond(peer: Peer, request: Request) -> None:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n")
+        for byte in b"abcdef":
+            await asyncio.sleep(0.1)  # the upstream's own pace, not a synchronisation
+            peer.send(bytes([byte]))
+
+    async with Upstream(serve(respond)) as server:
+        client = make_client(read=0.3, total=0.35)
+        with pytest.raises(UpstreamTimeout, match="timeouts.total"):
+            await post(client, server)
+        assert client.open == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_total_deadline_fires_in_silence(make_client, stream):
+    """Headers, then nothing: the deadline's own timer ends the wait (read and stream_idle are longer)."""
+    dropped = asyncio.Event()
+
+    async def respond(peer: Peer, request: Request) -> None:
+        peer.send(chunked_head() if stream else b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        await peer.until_closed()
+        dropped.set()
+
+    async with Upstream(serve(respond)) as server:
+        client = make_client(total=0.3, read=30, stream_idle=30)
+        with pytest.raises(UpstreamTimeout, match="timeouts.total"):
+            reply = await post(client, server, stream=stream)
+            await pieces(reply)
+        await within(dropped.wait())
+
+
+async def test_an_error_body_is_cut_at_max_error_bytes_and_its_connection_dropped(make_client):
+    async def respond(peer: Peer, request: Request) -> None:
+        if len(peer.server.requests) == 1:
+            peer.send(answer(b"E" * 50_000, status="500 Internal Server Error"))
+        else:
+            peer.send(answer(b"fine"))
+
+    async with Upstream(serve(respond)) as server:
+        client = make_client(max_error_bytes=100)
+        reply = await post(client, server)
+        assert (reply.status, reply.body) == (500, b"E" * 100)
+        assert (await post(client, server)).body == b"fine"
+    assert [request.connection for request in server.requests] == [0, 1]  # the cut one was not reused
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_an_answer_over_max_response_bytes_is_refused(make_client, stream):
+    async with Upstream(serve(lambda peer, request: peer.send(answer(b"x" * 10_000)))) as server:
+        client = make_client(max_response_bytes=4096)
+        with pytest.raises(UpstreamTooLarge, match="max_response_bytes"):
+            reply = await post(client, server, stream=stream)
+            await pieces(reply)
+        assert client.open == 0
 
 
 # -- failures before anything is sent ------------------------------------------------------------

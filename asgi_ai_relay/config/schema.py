@@ -190,7 +190,8 @@ class ApiKey:
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds. ``read`` bounds a whole non-streamed answer's wait for data; ``stream_idle``
-    bounds the gap between two chunks of a stream; ``total`` bounds one request end to end."""
+    bounds the gap between two chunks of a stream; ``total`` bounds one upstream answer, whole
+    or streamed, from the request sent to the answer's last byte."""
 
     connect: float = 5.0
     read: float = 120.0
@@ -209,6 +210,12 @@ class HttpSettings:
     max_connections: int = 512
     max_keepalive: int = 256
     keepalive_expiry: float = 30.0
+    #: The most bytes (after decompression) one successful answer, whole or streamed, may have.
+    max_response_bytes: int = 64 * 1024 * 1024
+    #: The most of an error answer's body that is read (the rest is left unread).
+    max_error_bytes: int = 64 * 1024
+    #: The longest line a stream may send before its line break.
+    max_line_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

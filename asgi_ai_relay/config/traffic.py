@@ -38,13 +38,19 @@ class _TrafficReader(_Table):
         )
 
     def http(self) -> HttpSettings:
-        self.only("client", "max_connections", "max_keepalive", "keepalive_expiry")
+        self.only(
+            "client", "max_connections", "max_keepalive", "keepalive_expiry", "max_response_bytes", "max_error_bytes",
+            "max_line_bytes",
+        )
         d = HttpSettings()
         return HttpSettings(
             client=self.choice("client", (d.client, "aiohttp", "httpx")),
             max_connections=self.integer("max_connections", d.max_connections),
             max_keepalive=self.integer("max_keepalive", d.max_keepalive, minimum=0),
             keepalive_expiry=self.number("keepalive_expiry", d.keepalive_expiry),
+            max_response_bytes=self.integer("max_response_bytes", d.max_response_bytes),
+            max_error_bytes=self.integer("max_error_bytes", d.max_error_bytes),
+            max_line_bytes=self.integer("max_line_bytes", d.max_line_bytes),
         )
 
     def storage(self) -> StorageConfig:

@@ -157,14 +157,8 @@ def usage_from_body(usage: Any) -> Usage | None:
     """Read an Anthropic ``usage``; prompt tokens include cache reads and writes, as OpenAI counts them."""
     if not isinstance(usage, dict):
         return None
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
-    return Usage(
-        prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
-        completion_tokens=int(usage.get("output_tokens") or 0),
-        cached_tokens=read,
-        cache_creation_tokens=written,
-    )
+    read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+    return Usage.reported((usage.get("input_tokens"), read, written), usage.get("output_tokens"), read, written)
 
 
 def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:

@@ -16,6 +16,7 @@ import orjson
 from ..types import Usage
 from .anthropic import FINISH_TO_STOP, STOP_TO_FINISH, usage_from_body, usage_to_anthropic
 from .hub import new_id
+from .openai import chunk
 from .openai_stream import load_event, stream_failure
 from .sse import SSEEvent, SSESplitter, encode_event
 
@@ -54,10 +55,7 @@ class AnthropicDecoder:
         return [c for e in self.splitter.flush() for c in self.read(e)]
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id, "object": "chat.completion.chunk", "created": self.created, "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        return chunk(self._id, self.created, self._model, delta, finish)
 
     def read(self, sse: SSEEvent) -> list[dict[str, Any]]:
         if sse.event == "ping" or not sse.data.strip():
@@ -82,8 +80,9 @@ class AnthropicDecoder:
             self.done = True
             return []
         if kind == "error":
-            error: dict[str, Any] = data.get("error") or {}
-            raise stream_failure(error, _ERROR_STATUS.get(error.get("type") or "", 502))
+            error = data.get("error")
+            kind = error.get("type") if isinstance(error, dict) else None
+            raise stream_failure(error or {}, _ERROR_STATUS.get(kind, 502) if isinstance(kind, str) else 502)
         return []
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:

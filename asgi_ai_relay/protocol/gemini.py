@@ -191,10 +191,10 @@ def usage_from_metadata(metadata: Any) -> Usage | None:
     """Gemini ``usageMetadata``: thinking tokens are billed as output, tool-use prompts as input."""
     if not isinstance(metadata, dict):
         return None
-    return Usage(
-        prompt_tokens=int(metadata.get("promptTokenCount") or 0) + int(metadata.get("toolUsePromptTokenCount") or 0),
-        completion_tokens=int(metadata.get("candidatesTokenCount") or 0) + int(metadata.get("thoughtsTokenCount") or 0),
-        cached_tokens=int(metadata.get("cachedContentTokenCount") or 0),
+    return Usage.reported(
+        (metadata.get("promptTokenCount"), metadata.get("toolUsePromptTokenCount")),
+        (metadata.get("candidatesTokenCount"), metadata.get("thoughtsTokenCount")),
+        metadata.get("cachedContentTokenCount"),
     )
 
 

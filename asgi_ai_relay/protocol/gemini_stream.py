@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import UpstreamProtocolError
 from ..types import Usage
 from .gemini import finish_reason, tool_call, usage_from_metadata
+from .openai import chunk
 from .openai_stream import load_event, stream_failure
 from .sse import SSEEvent, SSESplitter
 
@@ -39,10 +40,7 @@ class GeminiDecoder:
         return [c for e in self.splitter.flush() for c in self._event(e)]
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id, "object": "chat.completion.chunk", "created": self.created, "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        return chunk(self._id, self.created, self._model, delta, finish)
 
     def _event(self, sse: SSEEvent) -> list[dict[str, Any]]:
         if not sse.data.strip():
@@ -52,7 +50,7 @@ class GeminiDecoder:
             raise UpstreamProtocolError("The provider sent a stream event that is not an object.")
         if "error" in payload:
             error = payload["error"]
-            raise stream_failure(error, int(error.get("code") or 502) if isinstance(error, dict) else 502)
+            raise stream_failure(error, error.get("code") if isinstance(error, dict) else 502)
         self.usage = usage_from_metadata(payload.get("usageMetadata")) or self.usage
         out: list[dict[str, Any]] = []
         if not self._started:

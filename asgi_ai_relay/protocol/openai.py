@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import orjson
@@ -13,7 +12,9 @@ from ..types import Usage
 
 __all__ = [
     "ROLES",
+    "chunk",
     "error_body",
+    "include_usage",
     "usage_from_body",
     "usage_to_openai",
     "validate_chat_request",
@@ -131,12 +132,9 @@ def usage_from_body(usage: Any) -> Usage | None:
     """Read an OpenAI ``usage`` object; ``None`` when there is none."""
     if not isinstance(usage, dict):
         return None
-    details = usage.get("prompt_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-    )
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage.reported(usage.get("prompt_tokens"), usage.get("completion_tokens"), cached)
 
 
 def usage_to_openai(usage: Usage) -> dict[str, Any]:
@@ -155,11 +153,15 @@ def error_body(error: RelayError) -> bytes:
     )
 
 
-def chunk(request_id: str, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+def chunk(chunk_id: str, created: int, model: Any, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` with one choice: the shape every stream translator builds."""
     return {
-        "id": request_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
+
+
+def include_usage(body: Any) -> bool:
+    """Whether a streamed request asked for the final usage chunk (``stream_options.include_usage``)."""
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    return bool(isinstance(options, dict) and options.get("include_usage"))

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from .. import redact
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..types import Usage
 from .openai import usage_from_body, usage_to_openai
@@ -53,12 +54,17 @@ def load_event(event: SSEEvent) -> Any:
         raise UpstreamProtocolError("The provider sent a stream event that is not valid JSON.") from exc
 
 
-def stream_failure(error: Any, status: int = 502) -> UpstreamStatusError:
-    """The relay error for an error event inside a provider's stream."""
-    message = error.get("message") if isinstance(error, dict) else str(error)
+def stream_failure(error: Any, status: Any = 502) -> UpstreamStatusError:
+    """The relay error for an error event inside a provider's stream (its strings scrubbed of
+    upstream keys; a status that is not an error status is 502)."""
+    message = error.get("message") if isinstance(error, dict) else error
     code = error.get("type") or error.get("status") or error.get("code") if isinstance(error, dict) else None
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        status = 502
     return UpstreamStatusError(
-        f"The provider failed mid-stream: {message}", upstream_status=status, upstream_code=str(code) if code else None
+        f"The provider failed mid-stream: {redact.scrub(str(message))}",
+        upstream_status=status,
+        upstream_code=redact.scrub(str(code)) if code else None,
     )
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["SSEEvent", "SSESplitter", "encode_event"]
+from ..errors import UpstreamTooLarge
+
+__all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSESplitter", "encode_event"]
+
+#: The longest event a splitter holds while it waits for the event's end (an image in base64
+#: fits; the stream as a whole is bounded by ``http.max_response_bytes``).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 class SSEEvent:
@@ -37,34 +43,60 @@ class SSESplitter:
     """Feed it chunks; it yields each complete event once its blank line has arrived.
 
     Accepts ``\\n\\n``, ``\\r\\n\\r\\n`` and ``\\r\\r`` separators (Gemini uses ``\\r\\n``).
+    The work is linear in the bytes fed: each chunk is scanned once, and the pieces of an
+    unfinished event are joined only when it completes. An event longer than ``limit`` bytes
+    is refused (:class:`UpstreamTooLarge`) instead of being held without end.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_cr", "_limit", "_parts", "_size")
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._parts: list[bytes] = []  # the unfinished event, line breaks already made "\n"
+        self._size = 0
+        self._cr = False  # the last chunk ended in "\r", maybe the first half of a CRLF
+        self._limit = limit
 
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        held = b""
-        if b"\r" in buffer:
-            if buffer.endswith(b"\r"):  # may be the first half of a CRLF split across chunks
-                buffer, held = buffer[:-1], b"\r"
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        """:raises UpstreamTooLarge: when the unfinished event passes ``limit`` bytes."""
+        if self._cr:
+            chunk, self._cr = b"\r" + chunk, False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, self._cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         start = 0
+        parts = self._parts
+        if parts and chunk[:1] == b"\n" and parts[-1].endswith(b"\n"):  # a blank line split across chunks
+            start = 1
+            yield from self._event(b"\n")
         while True:
-            end = buffer.find(b"\n\n", start)
+            end = chunk.find(b"\n\n", start)
             if end < 0:
                 break
-            raw = buffer[start : end + 2]
-            start = end + 2
-            if raw.strip():
-                yield _parse(raw)
-        self._buffer = buffer[start:] + held
+            piece, start = chunk[start : end + 2], end + 2
+            yield from self._event(piece)
+        rest = chunk[start:]
+        if rest:
+            self._size += len(rest)
+            if self._size > self._limit:
+                raise UpstreamTooLarge(f"The provider sent a stream event longer than {self._limit} bytes.")
+            parts.append(rest)
+
+    def _event(self, last: bytes) -> Iterator[SSEEvent]:
+        if self._parts:
+            raw = b"".join((*self._parts, last))
+            self._parts.clear()
+            self._size = 0
+        else:
+            raw = last
+        if raw.strip():
+            yield _parse(raw)
 
     def flush(self) -> Iterator[SSEEvent]:
         """The last event when the stream ended without its blank line."""
-        rest, self._buffer = self._buffer, b""
+        rest = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
         if rest.strip():
             yield _parse(rest + b"\n\n" if not rest.endswith(b"\n") else rest + b"\n")
 

@@ -2,22 +2,29 @@
 
 A provider knows its endpoint URL, its auth header and its wire format; it knows nothing of
 the caller. The HTTP client (:mod:`asgi_ai_relay.transport`) turns network failures into the
-relay's own errors; a provider turns an error status into :class:`UpstreamStatusError`.
+relay's own errors and bounds what an answer may be (:mod:`asgi_ai_relay.reply`); a provider
+turns every answer that is not 2xx into an error (an error status into
+:class:`UpstreamStatusError`, a redirect, which is never followed, into
+:class:`UpstreamRedirect`) and refuses a stream that is not ``text/event-stream``. Every string
+it copies from an answer is scrubbed of the upstream keys (:mod:`asgi_ai_relay.redact`).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from .. import redact
 from ..config import ModelConfig, ProviderConfig, Timeouts
-from ..errors import UpstreamStatusError
-from ..transport import UpstreamHttp, UpstreamReply
+from ..errors import UpstreamProtocolError, UpstreamRedirect, UpstreamStatusError
+from ..reply import UpstreamHttp, UpstreamReply
+from ..retry import parse_retry_after
 
 __all__ = ["HttpProvider", "Provider", "UpstreamResponse", "parse_retry_after"]
+
+# parse_retry_after lives in ..retry, which holds waits to finite bounds; it is re-exported here.
 
 
 #: What ``Provider.send`` returns: status, headers, and ``body`` or ``chunks``.
@@ -32,6 +39,8 @@ class Provider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.name = config.name
+        for secret in self.secrets():
+            redact.register(secret)
 
     async def send(
         self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
@@ -50,29 +59,17 @@ class Provider:
         return (key.get(),) if key is not None and key.get() else ()
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets():
-            text = text.replace(secret, "[redacted]")
-        return text
+        return redact.scrub(text)
 
     async def aclose(self) -> None:
         return None
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds form)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value) / 1000)
-    value = headers.get("retry-after")
-    if value:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value))
-    return None
-
-
 class HttpProvider(Provider):
     """A provider reached over HTTP with the relay's shared, pooled client."""
+
+    #: What a streamed answer must be (every provider family streams server-sent events).
+    stream_content_type = "text/event-stream"
 
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config)
@@ -113,29 +110,52 @@ class HttpProvider(Provider):
     ) -> UpstreamResponse:
         """POST ``body`` to ``url`` with this provider's headers (credentials always last).
 
-        :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
+        :raises UpstreamError: on any failure and for every answer that is not a 2xx (see
+            :meth:`raise_for_status`), or a stream that is not ``text/event-stream``.
         """
         sent = self.base_headers
         if model.headers or headers:
             sent = {**sent, **(headers or {}), **model.headers, **self.auth_headers()}
         reply = await self.client.post(self.name, url, sent, orjson.dumps(body), stream=stream)
-        if reply.status >= 400:
+        if not 200 <= reply.status < 300:
             try:
                 raw = await reply.read()
             finally:
                 await reply.aclose()
             self.raise_for_status(reply.status, reply.headers, raw)
+        if stream and not self._streams(reply.headers):
+            await reply.aclose()
+            kind = redact.scrub(str(reply.headers.get("content-type") or "none"))[:100]
+            raise UpstreamProtocolError(
+                f"Provider {self.name!r} answered a stream request with content-type {kind!r}, not {self.stream_content_type}."
+            )
         return reply
 
+    def _streams(self, headers: Mapping[str, str]) -> bool:
+        kind = headers.get("content-type") or ""
+        return kind.partition(";")[0].strip().lower() == self.stream_content_type
+
     def raise_for_status(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
+        """:raises UpstreamRedirect: for a 3xx (never followed).
+        :raises UpstreamStatusError: for a 4xx or 5xx (the caller sees what it may, scrubbed).
+        :raises UpstreamProtocolError: for a status that is none of these.
+        """
+        if 300 <= status < 400:
+            location = redact.scrub(str(headers.get("location") or "nowhere"))[:300]
+            raise UpstreamRedirect(
+                f"Provider {self.name!r} answered {status}, a redirect to {location}: redirects are not followed; "
+                f"check providers.{self.name}.base_url."
+            )
+        if not 400 <= status <= 599:
+            raise UpstreamProtocolError(f"Provider {self.name!r} answered status {status}, which HTTP does not define.")
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             payload = None
         message, code = self.error_message(payload, raw)
         raise UpstreamStatusError(
-            f"Provider {self.name!r} answered {status}: {self.scrub(message)}",
+            f"Provider {self.name!r} answered {status}: {redact.scrub(message)}",
             upstream_status=status,
-            upstream_code=code,
+            upstream_code=redact.scrub(code),
             retry_after=parse_retry_after(headers),
         )

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
+from ..protocol.openai import chunk, include_usage
 from ..protocol.sse import encode_event
 from ..tokens import prompt_tokens, text_tokens
 from .base import Provider, UpstreamResponse
@@ -109,14 +110,11 @@ class MockProvider(Provider):
         body: dict[str, Any],
     ) -> AsyncIterator[bytes]:
         created = int(time.time())
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        with_usage = include_usage(body)
 
         def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            payload: dict[str, Any] = {
-                "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            if include_usage:
+            payload = chunk(completion_id, created, model, delta, finish)
+            if with_usage:
                 payload["usage"] = None
             return encode_event(orjson.dumps(payload))
 
@@ -134,7 +132,7 @@ class MockProvider(Provider):
                     await asyncio.sleep(self.word_delay)
                 yield event({"content": word if i == 0 else " " + word})
         yield event({}, "tool_calls" if tool_call else "stop")
-        if include_usage:
+        if with_usage:
             final = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
             yield encode_event(orjson.dumps(final))
         yield b"data: [DONE]\n\n"

@@ -1,0 +1,230 @@
+"""Part of the translate stage: the same-format fast paths, and the guard every translation reads
+an upstream's answer behind.
+
+When the caller's format is the provider's, the body goes up with only the model rewritten
+and the answer comes back as it was sent, read only for its usage (and, in a stream, for its
+terminal and error events). :func:`reading` turns whatever a malformed answer makes the
+reading code raise (a ``ValueError`` from a bad field, a ``TypeError`` from a list where an
+object belongs, a ``KeyError``...) into :class:`UpstreamProtocolError`: an upstream failure the
+retry policy judges, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from .. import redact
+from ..config import ModelConfig
+from ..errors import UpstreamProtocolError
+from ..protocol import anthropic, openai
+from ..protocol.anthropic_stream import AnthropicDecoder
+from ..protocol.sse import SSESplitter
+from ..types import Usage
+
+__all__ = ["BROKEN", "AnthropicPassThrough", "OpenAIPassThrough", "StreamTranslator", "broken", "load", "reading"]
+
+#: What reading a malformed answer raises in code that expects a well-formed one.
+BROKEN = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
+
+
+def broken(exc: BaseException) -> UpstreamProtocolError:
+    """The relay's error for an answer that made the reading code fail (its text is not quoted:
+    it may hold anything the upstream sent)."""
+    return UpstreamProtocolError(f"The provider's answer could not be read ({type(exc).__name__}).")
+
+
+@contextmanager
+def reading() -> Iterator[None]:
+    """:raises UpstreamProtocolError: for anything in :data:`BROKEN` raised inside."""
+    try:
+        yield
+    except BROKEN as exc:
+        raise broken(exc) from exc
+
+
+def load(raw: bytes) -> dict[str, Any]:
+    """A whole answer's JSON object.
+
+    :raises UpstreamProtocolError: when it is not one.
+    """
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError("The provider's answer is not valid JSON.") from exc
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError("The provider's answer is not a JSON object.")
+    return payload
+
+
+class StreamTranslator:
+    """Base of the stream translators: ``feed`` and ``close`` guarded by :func:`broken`.
+
+    Subclasses write ``_feed`` / ``_close``. Translators may also set ``failed`` when the
+    provider reported an error inside the stream (the caller has seen it).
+    """
+
+    __slots__ = ()
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the provider reported so far (``None`` until it does)."""
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        """Set once the provider's terminal event has gone through (the stream is complete)."""
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Provider bytes in, caller bytes out (possibly empty until an event completes).
+
+        :raises UpstreamError: for an error event, or an event that cannot be read.
+        """
+        try:
+            return self._feed(chunk)
+        except BROKEN as exc:
+            raise broken(exc) from exc
+
+    def close(self) -> bytes:
+        """Whatever the caller still needs once the provider's stream has ended."""
+        try:
+            return self._close()
+        except BROKEN as exc:
+            raise broken(exc) from exc
+
+    def _feed(self, chunk: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _close(self) -> bytes:
+        raise NotImplementedError
+
+
+class _OpenAIStream(StreamTranslator):
+    """Forwards OpenAI SSE events as they complete, reading usage from the final chunk.
+
+    The relay always asks the provider for usage; if the caller did not, the usage-only chunk
+    is left out so the caller sees exactly what it asked for. An error event goes on with the
+    upstream keys taken out of it.
+    """
+
+    __slots__ = ("_done", "_usage", "failed", "include_usage", "splitter")
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.splitter = SSESplitter()
+        self._usage: Usage | None = None
+        self._done = False
+        self.failed = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        for event in self.splitter.feed(chunk):
+            raw = event.raw
+            if event.data == b"[DONE]":
+                self._done = True
+            elif b'"usage":{' in event.data or b'"usage": {' in event.data:
+                if not self._take_usage(event.data):
+                    continue
+            elif event.data.startswith(b'{"error"'):
+                self.failed = True
+                raw = redact.scrub(raw.decode("utf-8", "replace")).encode()
+            out.append(raw)
+        return b"".join(out)
+
+    def _take_usage(self, data: bytes) -> bool:
+        """Read the usage; whether the event should still reach the caller."""
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(payload, dict):
+            return True
+        self._usage = openai.usage_from_body(payload.get("usage")) or self._usage
+        return self.include_usage or bool(payload.get("choices"))
+
+    def _close(self) -> bytes:
+        return b"".join(event.raw for event in self.splitter.flush())
+
+
+class OpenAIPassThrough:
+    """OpenAI in, OpenAI out: only the model name changes on the way up."""
+
+    forward_headers: tuple[str, ...] = ()
+
+    def request(self, body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[str, Any]:
+        upstream = dict(body)
+        upstream["model"] = model.upstream
+        if stream:
+            options = body.get("stream_options")
+            upstream["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        return upstream
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        with reading():
+            return raw, openai.usage_from_body(load(raw).get("usage"))
+
+    def stream(self, body: dict[str, Any]) -> StreamTranslator:
+        return _OpenAIStream(openai.include_usage(body))
+
+
+class _AnthropicStream(StreamTranslator):
+    """Forwards Anthropic events untouched, reading usage from ``message_start`` and
+    ``message_delta``; an ``error`` event becomes the relay's own (recorded) error."""
+
+    __slots__ = ("decoder",)
+
+    def __init__(self) -> None:
+        self.decoder = AnthropicDecoder()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        for event in self.decoder.splitter.feed(chunk):
+            if event.event in ("message_start", "message_delta", "message_stop", "error"):
+                self.decoder.read(event)
+            out.append(event.raw)
+        return b"".join(out)
+
+    def _close(self) -> bytes:
+        return b"".join(event.raw for event in self.decoder.splitter.flush())
+
+
+class AnthropicPassThrough:
+    """Anthropic in, Anthropic out: only the model name changes (and ``max_tokens`` is filled
+    in when missing); unknown fields and the ``anthropic-beta`` / ``anthropic-version``
+    headers go through untouched."""
+
+    forward_headers: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
+
+    def request(self, body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[str, Any]:
+        upstream = dict(body)
+        upstream["model"] = model.upstream
+        if "max_tokens" not in upstream:
+            upstream["max_tokens"] = model.default_max_tokens
+        return upstream
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        with reading():
+            return raw, anthropic.usage_from_body(load(raw).get("usage"))
+
+    def stream(self, body: dict[str, Any]) -> StreamTranslator:
+        return _AnthropicStream()
