@@ -57,7 +57,8 @@ class RelayStream:
         self._translator = translator
         self._recorded = False
         self._closed = False
-        self._head = b""
+        #: The pieces read before the stream committed, given to the caller first, one by one.
+        self._head: list[bytes] = []
         self._tail = b""
         #: Awaited once when the upstream is released, with the error that ended the stream.
         self.on_end: Callable[[RelayError | None], Awaitable[None]] | None = None
@@ -78,13 +79,13 @@ class RelayStream:
         """
         wire = self._call.format.name
         try:
-            head = b""
+            head = self._head
             while True:
                 piece = await self._read()
-                head += piece
+                if piece:
+                    head.append(piece)
                 if not piece or self._recorded or carries_content(wire, piece):
                     break
-            self._head = head
         except BaseException:
             self.on_end = None  # the route accounts for this attempt itself
             await self._release()
@@ -92,8 +93,7 @@ class RelayStream:
 
     async def __anext__(self) -> bytes:
         if self._head:
-            head, self._head = self._head, b""
-            return head
+            return self._head.pop(0)
         if not self._closed:
             out = await self._next()
             if out:
