@@ -24,9 +24,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from asgi_ai_relay import Caller, Relay, RelayConfig, load_config
-from asgi_ai_relay.stages.auth import host_caller
-from asgi_ai_relay.sync import SyncRelay
+from asgi_ai_relay import Caller, Relay, RelayConfig, SyncRelay, host_caller, load_config
 
 __all__ = ["conf", "relay", "reset", "sync_relay"]
 

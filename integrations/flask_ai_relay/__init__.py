@@ -26,11 +26,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("flask_ai_relay needs Flask: pip install 'asgi-ai-relay[flask]'") from exc
 from werkzeug.exceptions import HTTPException
 
-from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
-from asgi_ai_relay.errors import AuthenticationError, PayloadTooLarge, PermissionDenied, RelayError
-from asgi_ai_relay.paths import REFUSED, relay_subpath
-from asgi_ai_relay.stages.auth import host_caller
-from asgi_ai_relay.sync import SyncRelay
+from asgi_ai_relay import (
+    REFUSED,
+    AuthenticationError,
+    Caller,
+    PermissionDenied,
+    Relay,
+    RelayError,
+    RelayRequest,
+    RelayResponse,
+    SyncRelay,
+    client_socket,
+    host_caller,
+    read_body,
+    relay_subpath,
+)
 
 __all__ = ["AIRelay", "CallerLoader"]
 
@@ -92,12 +102,13 @@ class AIRelay:
             query=request.query_string.decode("latin-1"),
             client=request.remote_addr,
         )
-        limit = sync.relay.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
-        relay_request.body = request.stream.read(limit + 1)
-        if len(relay_request.body) > limit:
-            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
+        watch = client_socket(request.environ)
+        try:
+            relay_request.body = read_body(request.stream.read, request.environ.get("CONTENT_LENGTH"),
+                                           sync.relay.config.max_body_bytes, watch.gone if watch is not None else None)
+        except RelayError as error:  # too large, cut off, or not readable
+            return _flask_response(sync.relay.reject(relay_request, error))
+        relay_request.disconnected = watch
         relay_request.host_caller = self._caller()
         response = sync.handle(relay_request)
         return _flask_response(response, sync)
@@ -141,10 +152,6 @@ class _RefuseVariants:
         request = RelayRequest(method=environ.get("REQUEST_METHOD", "GET"), path=REFUSED, headers={})
         response = self.sync.handle(request)
         return _flask_response(response)(environ, start_response)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
 
 
 def _flask_response(response: RelayResponse, sync: SyncRelay | None = None) -> Response:
