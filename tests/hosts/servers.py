@@ -32,7 +32,14 @@ COMMANDS = {
     "uvicorn-django": ["-m", "uvicorn", "tests.hosts.apps:django_asgi", "--lifespan", "off"],
     "uvicorn-fastapi": ["-m", "uvicorn", "--factory", "tests.hosts.apps:fastapi_app"],
 }
-GUNICORN = ["-w", "1", "-k", "gthread", "--threads", "8", "--graceful-timeout", "5", "--no-control-socket", "--bind"]  # + fd://N
+GUNICORN = ["-w", "1", "-k", "gthread", "--threads", "8", "--graceful-timeout", "5", "--bind"]  # + fd://N
+
+
+def _gunicorn_options() -> list[str]:
+    """No control socket where gunicorn has one (a fixed path every gunicorn of the user shares)."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 UVICORN = ["--no-access-log", "--timeout-graceful-shutdown", "5", "--fd"]  # + N
 
 
@@ -66,7 +73,7 @@ class Host:
         self.url = "http://127.0.0.1:%d" % listener.getsockname()[1]
         fd = listener.fileno()
         if self.kind.startswith("gunicorn"):
-            args = [*COMMANDS[self.kind], *GUNICORN, f"fd://{fd}"]
+            args = [*COMMANDS[self.kind], *_gunicorn_options(), *GUNICORN, f"fd://{fd}"]
         else:
             args = [*COMMANDS[self.kind], *UVICORN, str(fd)]
         env = {
