@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.conftest import make_config
 from tests.hosts.servers import wait_for
 
 
@@ -64,3 +65,11 @@ class GateUpstream:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def gate_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    """A relay config whose ``test-model`` goes to the gate at ``upstream_url``."""
+    config = make_config(None, require_auth=False, **overrides)
+    config["providers"] = {"up": {"kind": "openai_compatible", "base_url": f"{upstream_url}/v1", "api_key": "env:TEST_UPSTREAM_KEY"}}
+    config["models"] = {"test-model": {"provider": "up", "upstream": "gpt-4o-mini"}}
+    return config

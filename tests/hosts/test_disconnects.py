@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import make_config
-from tests.hosts.gate import GateUpstream
+from tests.hosts.gate import GateUpstream, gate_config
 from tests.hosts.servers import Host, wait_for
 from tests.security.raw_http import open_request, read_answer
 
@@ -23,13 +23,6 @@ CHAT = "/ai/v1/chat/completions"
 
 def chat(prompt: str) -> bytes:
     return orjson.dumps({"model": "test-model", "messages": [{"role": "user", "content": prompt}]})
-
-
-def relay_config(upstream_url: str, **overrides):
-    config = make_config(None, require_auth=False, **overrides)
-    config["providers"] = {"up": {"kind": "openai_compatible", "base_url": f"{upstream_url}/v1", "api_key": "env:TEST_UPSTREAM_KEY"}}
-    config["models"] = {"test-model": {"provider": "up", "upstream": "gpt-4o-mini"}}
-    return config
 
 
 def waiting(host: Host) -> int:
@@ -52,7 +45,7 @@ def post_in_thread(host: Host, body: bytes, request_id: str) -> tuple[threading.
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_client_that_leaves_while_queued_leaves_the_queue(kind, tmp_path):
     with GateUpstream() as gate:
-        config = relay_config(gate.url, queue={"max_in_flight": 1, "max_wait": 60}, metrics={"enabled": True})
+        config = gate_config(gate.url, queue={"max_in_flight": 1, "max_wait": 60}, metrics={"enabled": True})
         with Host(kind, config=config, tmp=tmp_path) as host:
             holder, held = post_in_thread(host, chat("hold the slot"), "req-a")
             gate.wait_for_requests(1)
