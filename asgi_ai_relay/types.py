@@ -64,8 +64,8 @@ class RelayRequest:
     host_caller: Any = None
     #: Set by adapters that can tell: returns once the client has gone away (ASGI: the server's
     #: ``http.disconnect``; WSGI: the client's socket, :class:`~asgi_ai_relay.wsgi.ClientSocket`).
-    #: It may be awaited more than once. Stages that wait (the queue) race it, so a departed
-    #: client stops waiting at once. ``None``: the host cannot tell (it never returns).
+    #: Stages that wait (the queue) race it, so a departed client stops waiting at once.
+    #: ``None``: the host cannot tell.
     disconnected: Callable[[], Awaitable[None]] | None = None
 
 
