@@ -83,7 +83,7 @@ class AIRelay:
         prefix = relay.config.prefix
         app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)
         app.add_url_rule(f"{prefix}/<path:path>", EXTENSION, self.serve, methods=METHODS)
-        app.wsgi_app = _RefuseVariants(app.wsgi_app, app.extensions[EXTENSION])  # type: ignore[method-assign]
+        app.wsgi_app = _BeforeFlask(app.wsgi_app, app.extensions[EXTENSION])  # type: ignore[method-assign]
         csrf = app.extensions.get("csrf")  # Flask-WTF: API routes take no form token
         if csrf is not None:
             csrf.exempt(self.serve)
@@ -137,19 +137,27 @@ def _subpath(environ: dict[str, Any], relay: Relay) -> str | None:
     return relay_subpath(path, relay.config.prefix, raw_path=raw.partition("?")[0] if isinstance(raw, str) else None)
 
 
-class _RefuseVariants:
-    """In front of the Flask app: other spellings of the prefix (``//ai``, ``/AI``, ``/ai/../x``,
-    ``%2F``) are answered 404 by the relay here, so they reach neither Flask's slash-merging
-    redirects nor a catch-all route of the host."""
+#: Methods Flask routes to :meth:`AIRelay.serve` (``HEAD`` and ``OPTIONS`` Flask adds itself;
+#: ``OPTIONS`` stays Flask's, for CORS extensions to answer preflights).
+ROUTED = frozenset([*METHODS, "HEAD", "OPTIONS"])
+
+
+class _BeforeFlask:
+    """In front of the Flask app, the relay answers (in its own format, not Flask's HTML) what
+    Flask would not route to it: other spellings of the prefix (``//ai``, ``/AI``, ``/ai/../x``,
+    ``%2F``, a 404, so they reach neither Flask's slash-merging redirects nor a catch-all route
+    of the host) and methods outside :data:`ROUTED` (a 405 on the relay's routes)."""
 
     def __init__(self, app: Any, sync: SyncRelay) -> None:
         self.app = app
         self.sync = sync
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if _subpath(environ, self.sync.relay) != REFUSED:
+        path = _subpath(environ, self.sync.relay)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path is None or (path != REFUSED and method in ROUTED):
             return self.app(environ, start_response)
-        request = RelayRequest(method=environ.get("REQUEST_METHOD", "GET"), path=REFUSED, headers={})
+        request = RelayRequest(method=method, path=path, headers={})
         response = self.sync.handle(request)
         return _flask_response(response)(environ, start_response)
 
