@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from .body import read_body
 from .config import ModelConfig, Price, ProviderConfig, RelayConfig, Secret, load_config
 from .errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidRequest,
     ModelNotFound,
+    PermissionDenied,
     RelayError,
     UpstreamError,
 )
 from .middleware import RelayMiddleware, scope_user_caller
+from .paths import REFUSED, relay_subpath
 from .relay import Relay
+from .stages.auth import host_caller
+from .sync import SyncRelay
 from .types import Caller, RelayRequest, RelayResponse, Usage
+from .wsgi import ClientSocket, client_socket
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "REFUSED",
     "AuthenticationError",
     "Caller",
+    "ClientSocket",
     "ConfigurationError",
     "InvalidRequest",
     "ModelConfig",
     "ModelNotFound",
+    "PermissionDenied",
     "Price",
     "ProviderConfig",
     "Relay",
@@ -33,9 +42,14 @@ __all__ = [
     "RelayRequest",
     "RelayResponse",
     "Secret",
+    "SyncRelay",
     "UpstreamError",
     "Usage",
     "__version__",
+    "client_socket",
+    "host_caller",
     "load_config",
+    "read_body",
+    "relay_subpath",
     "scope_user_caller",
 ]

@@ -4,9 +4,12 @@
     app = RelayMiddleware(app, config="relay.toml")        # any ASGI app
     app = RelayMiddleware(config=...)                      # the relay alone
 
-Lifespan and websocket scopes go to the host untouched; the relay opens its upstream client
-and ledger when the host's lifespan starts and flushes them when it ends (or on first use,
-under servers that run no lifespan).
+Websocket scopes go to the host untouched. The host's lifespan passes through too, and the
+relay rides on it: it starts when the host starts and is shut down (ledger flushed, clients
+closed) when the host stops. The relay never breaks the host's lifespan: a relay that fails to
+start is logged and serves degraded (the core starts itself on first use, as under servers
+that run no lifespan), unless ``storage.ledger_required`` is set, when the host's start-up is
+answered ``lifespan.startup.failed``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import asyncio
 import logging
 from typing import Any
 
+from .body import Body, client_closed
 from .config import RelayConfig
-from .errors import PayloadTooLarge, RelayError
+from .errors import RelayError
 from .paths import relay_subpath
 from .relay import AuthHook, Relay
 from .types import ASGIApp, Caller, Message, Receive, RelayRequest, RelayResponse, Scope, Send
@@ -78,31 +82,58 @@ class RelayMiddleware:
         await self.app(scope, receive, send)
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = self.relay
+        refused: str | None = None  # why the relay refuses the host's start-up, when it must
 
         async def wrapped_receive() -> Message:
+            nonlocal refused
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await relay.startup()
+                refused = await self.start_relay()
             elif message["type"] == "lifespan.shutdown":
-                await relay.shutdown()
+                await self.stop_relay()
             return message
 
+        async def wrapped_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete" and refused is not None:
+                message = {"type": "lifespan.startup.failed", "message": refused}
+            await send(message)
+
         if self.app is not None:
-            await self.app(scope, wrapped_receive, send)
+            await self.app(scope, wrapped_receive, wrapped_send)
             return
         while True:
             message = await wrapped_receive()
             if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
+                await wrapped_send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
+                await wrapped_send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def start_relay(self) -> str | None:
+        """Start the relay with the host; a failure is logged, never raised into the host's
+        lifespan. Returns the reason to refuse the host's start-up (``ledger_required``), if any."""
+        try:
+            await self.relay.startup()
+        except Exception as exc:
+            required = getattr(self.relay.config.storage, "ledger_required", False)
+            logger.exception(
+                "the relay failed to start (%s); %s", type(exc).__name__,
+                "storage.ledger_required is set: refusing the host's start-up" if required
+                else "the host starts and the relay serves degraded",
+            )
+            if required:
+                return f"asgi_ai_relay failed to start: {type(exc).__name__}: {exc}"
+        return None
+
+    async def stop_relay(self) -> None:
+        """Shut the relay down with the host; a failure is logged, never raised into the host."""
+        try:
+            await self.relay.shutdown()
+        except Exception:
+            logger.exception("the relay failed to shut down cleanly")
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         relay = self.relay
-        if not relay.started:
-            await relay.startup()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request = RelayRequest(
             method=scope["method"],
@@ -135,30 +166,19 @@ class RelayMiddleware:
             await self.send_stream(receive, send, response)
 
     async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        """The whole body, refused as soon as it is known to exceed the limit.
+        """The whole body (see :class:`~asgi_ai_relay.body.Body`).
 
         :raises PayloadTooLarge: from the ``content-length`` header, or while reading.
+        :raises RelayError: 499 when the client disconnects before the body is whole.
         """
-        limit = self.max_body
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
+        body = Body(self.max_body, headers.get("content-length"))
+        while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
-            parts.append(chunk)
-        return b"".join(parts)
+                raise client_closed()
+            body.add(message.get("body", b""))
+            if not message.get("more_body", False):
+                return body.complete()
 
     @staticmethod
     async def send_whole(send: Send, response: RelayResponse) -> None:

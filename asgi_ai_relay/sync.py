@@ -6,6 +6,7 @@ it coroutines and wait for their results; a streamed answer is pulled one chunk 
 a slow stream holds only its own request thread, never the loop.
 
     relay = SyncRelay(Relay(config))
+    request.disconnected = client_socket(environ)  # the client's departure, where the server tells
     response = relay.handle(request)
     for chunk in relay.chunks(response): ...     # closes the stream when done or dropped
 """
@@ -18,6 +19,8 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from .wsgi import ClientSocket
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -160,8 +163,16 @@ class SyncRelay:
         self.runner.on_exit(relay.shutdown)
 
     def handle(self, request: RelayRequest) -> RelayResponse:
-        """:meth:`Relay.handle`, from a request thread."""
-        return self.runner.run(self.relay.handle(request))
+        """:meth:`Relay.handle`, from a request thread. A :class:`ClientSocket` watching the
+        client stops watching when the core has answered: the socket is the server's again."""
+        return self.runner.run(self._handle(request))
+
+    async def _handle(self, request: RelayRequest) -> RelayResponse:
+        try:
+            return await self.relay.handle(request)
+        finally:
+            if isinstance(request.disconnected, ClientSocket):
+                request.disconnected.detach()
 
     def chunks(self, response: RelayResponse) -> Iterator[bytes]:
         """The body of a streamed answer as a plain generator (see :meth:`LoopThread.iterate`)."""

@@ -62,8 +62,10 @@ class RelayRequest:
     host_user: Any = None
     host_request: Any = None
     host_caller: Any = None
-    #: Set by adapters that can tell: returns once the client has gone away. Stages that
-    #: wait (the queue) race it, so a departed client stops waiting at once.
+    #: Set by adapters that can tell: returns once the client has gone away (ASGI: the server's
+    #: ``http.disconnect``; WSGI: the client's socket, :class:`~asgi_ai_relay.wsgi.ClientSocket`).
+    #: Stages that wait (the queue) race it, so a departed client stops waiting at once.
+    #: ``None``: the host cannot tell.
     disconnected: Callable[[], Awaitable[None]] | None = None
 
 

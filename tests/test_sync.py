@@ -106,3 +106,76 @@ def test_exit_closers_run_on_the_loop(runner):
     runner.on_exit(closer)
     runner.close()
     assert ran == [loop_id]
+
+
+# -- the client's socket, watched from the loop ------------------------------------------------
+
+import socket  # noqa: E402
+
+from asgi_ai_relay.wsgi import ClientSocket, client_socket  # noqa: E402
+
+
+async def watch_for_a_while(watch, fd, before=None):
+    """Await ``watch()`` for a few loop iterations (the socket's readiness is seen in the first);
+    returns (whether it returned, whether ``fd`` is still in the loop's selector)."""
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.ensure_future(watch())
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if before is not None:
+            before()
+            before = None
+    returned, selected = waiter.done(), loop.remove_reader(fd)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    return returned, selected
+
+
+def test_the_watch_returns_when_the_client_closes(runner):
+    server, client = socket.socketpair()
+    with server, client:
+        watch = ClientSocket(server)
+        assert runner.run(watch_for_a_while(watch, server.fileno())) == (False, True)  # open: still watching
+        assert not watch.gone()
+        assert runner.run(watch_for_a_while(watch, server.fileno(), before=client.close)) == (True, False)
+        assert watch.gone()
+
+
+def test_bytes_the_server_has_not_read_make_the_watch_give_up_without_taking_them(runner):
+    server, client = socket.socketpair()
+    with server, client:
+        client.sendall(b"GET /next HTTP/1.1\r\n")  # a pipelined request: the end of stream, if any, is behind it
+        watch = ClientSocket(server)
+        assert runner.run(watch_for_a_while(watch, server.fileno())) == (False, False)  # waits, no longer selected
+        assert server.recv(100) == b"GET /next HTTP/1.1\r\n"
+
+
+def test_a_cancelled_wait_leaves_the_selector_and_a_detached_watch_never_watches(runner):
+    server, client = socket.socketpair()
+    with server, client:
+        watch = ClientSocket(server)
+
+        async def wait_briefly():
+            waiter = asyncio.ensure_future(watch())
+            await asyncio.sleep(0)
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            return asyncio.get_running_loop().remove_reader(server.fileno())
+
+        assert runner.run(wait_briefly()) is False
+        runner.run(_on_loop(watch.detach))
+        client.close()
+        assert runner.run(watch_for_a_while(watch, server.fileno())) == (False, False)
+
+
+async def _on_loop(function):
+    function()
+
+
+def test_client_socket_finds_the_servers_socket_or_nothing():
+    server, client = socket.socketpair()
+    with server, client:
+        assert isinstance(client_socket({"gunicorn.socket": server}), ClientSocket)
+        assert isinstance(client_socket({"werkzeug.socket": server}), ClientSocket)
+        assert client_socket({}) is None
+        assert client_socket({"gunicorn.socket": "not a socket"}) is None

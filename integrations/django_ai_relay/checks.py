@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from asgi_ai_relay.errors import ConfigurationError
+from asgi_ai_relay import ConfigurationError
 
 from .conf import conf
 

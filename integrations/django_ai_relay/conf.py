@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,9 +25,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from asgi_ai_relay import Caller, Relay, RelayConfig, load_config
-from asgi_ai_relay.stages.auth import host_caller
-from asgi_ai_relay.sync import SyncRelay
+from asgi_ai_relay import Caller, Relay, RelayConfig, SyncRelay, host_caller, load_config
 
 __all__ = ["conf", "relay", "reset", "sync_relay"]
 
@@ -34,6 +33,8 @@ DEFAULT_PERMISSION = "django_ai_relay.use_relay"
 DEFAULT_CALLER = "django_ai_relay.middleware.user_caller"
 
 CallerFunction = Callable[[HttpRequest], "Caller | None"]
+
+logger = logging.getLogger("asgi_ai_relay")
 
 
 class Settings:
@@ -82,10 +83,19 @@ def relay() -> Relay:
         with _lock:
             if _relay is None:
                 built = Relay(conf.relay_config(), auth=host_caller)
-                # Django's ASGI handler runs no lifespan: flush the ledger when the process ends.
-                atexit.register(built.ledger.close)
+                atexit.register(_flush_ledger, built)
                 _relay = built
     return _relay
+
+
+def _flush_ledger(built: Relay) -> None:
+    """Django's ASGI handler runs no lifespan: flush the ledger when the process ends. (The core
+    opens it on first use; opening it here, when the site is built, would make a ledger that
+    cannot open fail every request of the site, its own pages included.)"""
+    try:
+        built.ledger.close()
+    except Exception:
+        logger.exception("the relay's ledger could not be flushed at exit")
 
 
 def sync_relay() -> SyncRelay:

@@ -16,9 +16,17 @@ from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefuncti
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
-from asgi_ai_relay.errors import PayloadTooLarge, PermissionDenied, RelayError
-from asgi_ai_relay.paths import relay_subpath
+from asgi_ai_relay import (
+    Caller,
+    PermissionDenied,
+    Relay,
+    RelayError,
+    RelayRequest,
+    RelayResponse,
+    client_socket,
+    read_body,
+    relay_subpath,
+)
 
 from . import conf as relay_conf
 
@@ -95,10 +103,15 @@ class AIRelayMiddleware:
             host_user=getattr(request, "user", None),
             host_request=request,
         )
+        # Under WSGI the request's socket, where the server exposes it (gunicorn); under ASGI
+        # Django's handler reads the body before any middleware and cancels on a disconnect.
+        watch = None if getattr(request, "scope", None) is not None else client_socket(request.META)
         try:
-            relay_request.body = _read_body(request, relay.config.max_body_bytes)
-        except PayloadTooLarge as error:
+            relay_request.body = read_body(request.read, request.META.get("CONTENT_LENGTH"), relay.config.max_body_bytes,
+                                           watch.gone if watch is not None else None)
+        except RelayError as error:  # too large, cut off, or not readable
             return relay.reject(relay_request, error)
+        relay_request.disconnected = watch
         try:
             relay_request.host_caller = relay_conf.caller_function()(request)
         except RelayError as error:
@@ -117,17 +130,6 @@ class AIRelayMiddleware:
         for name, value in response.headers.items():
             out[name] = value
         return out
-
-
-def _read_body(request: HttpRequest, limit: int) -> bytes:
-    """:raises PayloadTooLarge: from ``Content-Length`` or once more than ``limit`` is read."""
-    declared = request.META.get("CONTENT_LENGTH")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
-    body: bytes = request.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
-    return body
 
 
 class _AsyncChunks:

@@ -26,11 +26,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("flask_ai_relay needs Flask: pip install 'asgi-ai-relay[flask]'") from exc
 from werkzeug.exceptions import HTTPException
 
-from asgi_ai_relay import Caller, Relay, RelayRequest, RelayResponse
-from asgi_ai_relay.errors import AuthenticationError, PayloadTooLarge, PermissionDenied, RelayError
-from asgi_ai_relay.paths import REFUSED, relay_subpath
-from asgi_ai_relay.stages.auth import host_caller
-from asgi_ai_relay.sync import SyncRelay
+from asgi_ai_relay import (
+    REFUSED,
+    AuthenticationError,
+    Caller,
+    PermissionDenied,
+    Relay,
+    RelayError,
+    RelayRequest,
+    RelayResponse,
+    SyncRelay,
+    client_socket,
+    host_caller,
+    read_body,
+    relay_subpath,
+)
 
 __all__ = ["AIRelay", "CallerLoader"]
 
@@ -73,7 +83,7 @@ class AIRelay:
         prefix = relay.config.prefix
         app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)
         app.add_url_rule(f"{prefix}/<path:path>", EXTENSION, self.serve, methods=METHODS)
-        app.wsgi_app = _RefuseVariants(app.wsgi_app, app.extensions[EXTENSION])  # type: ignore[method-assign]
+        app.wsgi_app = _BeforeFlask(app.wsgi_app, app.extensions[EXTENSION])  # type: ignore[method-assign]
         csrf = app.extensions.get("csrf")  # Flask-WTF: API routes take no form token
         if csrf is not None:
             csrf.exempt(self.serve)
@@ -92,12 +102,13 @@ class AIRelay:
             query=request.query_string.decode("latin-1"),
             client=request.remote_addr,
         )
-        limit = sync.relay.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
-        relay_request.body = request.stream.read(limit + 1)
-        if len(relay_request.body) > limit:
-            return _flask_response(sync.relay.reject(relay_request, _too_large(limit)))
+        watch = client_socket(request.environ)
+        try:
+            relay_request.body = read_body(request.stream.read, request.environ.get("CONTENT_LENGTH"),
+                                           sync.relay.config.max_body_bytes, watch.gone if watch is not None else None)
+        except RelayError as error:  # too large, cut off, or not readable
+            return _flask_response(sync.relay.reject(relay_request, error))
+        relay_request.disconnected = watch
         relay_request.host_caller = self._caller()
         response = sync.handle(relay_request)
         return _flask_response(response, sync)
@@ -126,25 +137,29 @@ def _subpath(environ: dict[str, Any], relay: Relay) -> str | None:
     return relay_subpath(path, relay.config.prefix, raw_path=raw.partition("?")[0] if isinstance(raw, str) else None)
 
 
-class _RefuseVariants:
-    """In front of the Flask app: other spellings of the prefix (``//ai``, ``/AI``, ``/ai/../x``,
-    ``%2F``) are answered 404 by the relay here, so they reach neither Flask's slash-merging
-    redirects nor a catch-all route of the host."""
+#: Methods Flask routes to :meth:`AIRelay.serve` (``HEAD`` and ``OPTIONS`` Flask adds itself;
+#: ``OPTIONS`` stays Flask's, for CORS extensions to answer preflights).
+ROUTED = frozenset([*METHODS, "HEAD", "OPTIONS"])
+
+
+class _BeforeFlask:
+    """In front of the Flask app, the relay answers (in its own format, not Flask's HTML) what
+    Flask would not route to it: other spellings of the prefix (``//ai``, ``/AI``, ``/ai/../x``,
+    ``%2F``, a 404, so they reach neither Flask's slash-merging redirects nor a catch-all route
+    of the host) and methods outside :data:`ROUTED` (a 405 on the relay's routes)."""
 
     def __init__(self, app: Any, sync: SyncRelay) -> None:
         self.app = app
         self.sync = sync
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if _subpath(environ, self.sync.relay) != REFUSED:
+        path = _subpath(environ, self.sync.relay)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path is None or (path != REFUSED and method in ROUTED):
             return self.app(environ, start_response)
-        request = RelayRequest(method=environ.get("REQUEST_METHOD", "GET"), path=REFUSED, headers={})
+        request = RelayRequest(method=method, path=path, headers={})
         response = self.sync.handle(request)
         return _flask_response(response)(environ, start_response)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
 
 
 def _flask_response(response: RelayResponse, sync: SyncRelay | None = None) -> Response:

@@ -189,3 +189,13 @@ def test_async_path_whole_and_streamed(relay_settings, member):
         ("member", True, 200),
         ("anonymous", False, 401),
     ]
+
+
+@pytest.mark.django_db
+def test_a_ledger_that_cannot_open_breaks_neither_the_site_nor_the_relay(settings, upstream, client):
+    from tests.conftest import make_config
+
+    settings.AI_RELAY = make_config(upstream, storage={"ledger": "sqlite:////proc/no-such-dir/ledger.db"}, require_auth=False)
+    assert client.get("/host/form").content == b"host GET"
+    models = client.get("/ai/v1/models")
+    assert models.status_code == 200 and "test-model" in [m["id"] for m in models.json()["data"]]

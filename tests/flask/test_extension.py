@@ -182,3 +182,16 @@ def test_real_wsgi_server_streams_without_blocking_other_requests(app, upstream)
             closed.wait(0.025)
         assert closed.is_set()
     assert [(r.stream, r.status) for r in relay.ledger.rows()] == [(True, 200), (False, 200), (True, 499)]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND"])
+def test_methods_flask_does_not_route_are_answered_by_the_relay(upstream, method):
+    app = Flask("methods")
+    app.config["AI_RELAY"] = make_config(upstream)
+    AIRelay(app)
+    client = app.test_client()
+    response = client.open(URL, method=method)
+    assert (response.status_code, response.json["error"]["code"]) == (405, "method_not_allowed")
+    response = client.open("/ai/v1/nowhere", method=method)
+    assert (response.status_code, response.content_type) == (404, "application/json")
+    assert client.open("/elsewhere", method=method).content_type.startswith("text/html")  # the host's paths stay Flask's

@@ -63,6 +63,32 @@ async def test_asgi_declared_length_over_the_limit_is_refused_before_reading():
     assert status == 413
 
 
+async def test_asgi_client_leaving_mid_body_is_a_499_with_nothing_sent_upstream(upstream):
+    app, relay = relay_app(upstream)
+    whole = orjson.dumps({"model": "test-model", "messages": OPENAI_MESSAGES})  # what came is valid JSON
+    messages = [
+        {"type": "http.request", "body": whole, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    status, body = await call_asgi(app, receive, headers=[(b"content-length", str(len(whole) + 50).encode())])
+    assert status == 499 and orjson.loads(body)["error"]["code"] == "client_closed"
+    assert [(r.status, r.error_type) for r in relay.ledger.rows()] == [(499, "client_closed")]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "1\u00b9", "-1", "12abc"])
+def test_a_content_length_that_is_not_digits_is_no_length(declared):
+    from asgi_ai_relay.body import Body
+
+    body = Body(10, declared)
+    body.add(b"x" * 3)
+    assert body.complete() == b"xxx"
+
+
 def _stream_chunked(url, target, headers, cap):
     """Send a chunked body until the server answers (or ``cap`` bytes); return (status, bytes sent)."""
     host, port = url.removeprefix("http://").split(":")
