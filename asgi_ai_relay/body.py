@@ -16,21 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import InvalidRequest, PayloadTooLarge, RelayError
+from .errors import ClientClosed, InvalidRequest, PayloadTooLarge, RelayError
 
-__all__ = ["CLIENT_CLOSED", "Body", "client_closed", "read_body"]
-
-#: The status of a request whose client went away before it was answered (nginx's convention).
-CLIENT_CLOSED = 499
+__all__ = ["Body", "client_closed", "read_body"]
 
 # Pieces a WSGI body is read in: bounded, so a declared length near the limit never allocates
 # the whole limit at once for a body that turns out short.
 _PIECE = 1 << 20
 
 
-def client_closed(message: str = "The client closed the connection before its request body arrived.") -> RelayError:
-    """The error a request ends with when its client left before the relay could answer."""
-    return RelayError(message, status_code=CLIENT_CLOSED, code="client_closed")
+def client_closed() -> RelayError:
+    """The error a request ends with when its client left before its body arrived."""
+    return ClientClosed("The client closed the connection before its request body arrived.")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -212,7 +212,7 @@ class Relay:
             except Exception:
                 if getattr(self.config.storage, "ledger_required", False):
                     raise
-                logger.exception("the relay started degraded: a part of its start-up failed")
+                logger.exception("the relay failed to start fully; it serves degraded")
             self.started = True
 
     async def _seed_budgets(self) -> None:

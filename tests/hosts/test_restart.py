@@ -16,19 +16,14 @@ CHAT = "/ai/v1/chat/completions"
 BODY = orjson.dumps({"model": "test-model", "messages": [{"role": "user", "content": "spend it"}]})
 
 # The core starts itself (ledger, client, budget seeding) on its first request, behind a lock,
-# so hosts without a lifespan (WSGI) seed too; until then only the ASGI lifespan seeds.
-NEEDS_LAZY_START = pytest.mark.xfail(strict=True, reason="budget seeding on WSGI hosts needs the core's lazy start-up in Relay.handle")
+# so hosts without a lifespan (WSGI) seed their budgets like the ASGI hosts do.
 
 
 def ask(host: Host, request_id: str) -> httpx.Response:
     return httpx.post(f"{host.url}{CHAT}", content=BODY, headers={"x-request-id": request_id}, timeout=30)
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("gunicorn-flask", marks=NEEDS_LAZY_START),
-    pytest.param("gunicorn-django", marks=NEEDS_LAZY_START),
-    "uvicorn-fastapi",
-])
+@pytest.mark.parametrize("kind", ["gunicorn-flask", "gunicorn-django", "uvicorn-fastapi"])
 def test_a_caller_over_budget_is_still_refused_after_a_restart(kind, tmp_path, upstream):
     config = make_config(upstream, require_auth=False, budgets={"default": {"daily": "1.00"}})
     host = Host(kind, config=config, tmp=tmp_path)
