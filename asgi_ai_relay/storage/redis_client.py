@@ -197,7 +197,7 @@ def redis_client(uri: str, role: str) -> Any:
         # which would double the wait.
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
     }
-    client: GuardedRedis | GuardedRedisCluster
+    client: Any  # from_url is typed as returning the base class; it builds ``cls``
     if parts.scheme in _CLUSTER:
         client = GuardedRedisCluster.from_url(url, **settings)
     else:
