@@ -145,3 +145,25 @@ def test_picodollars_round_up_and_back():
     assert to_pico(Decimal("0.0000675")) == 67_500_000
     assert to_pico(Decimal("1e-13")) == 1  # never below the real cost
     assert from_pico(to_pico(Decimal("12.345678901234"))) == Decimal("12.345678901234")
+
+
+async def test_a_request_cancelled_while_its_hold_is_on_the_way_leaks_nothing(upstream, redis_url, relays):
+    prefix = f"t-{uuid.uuid4().hex}"
+    relay = relays(budget_config(upstream, f"{redis_url}?prefix={prefix}", Decimal(1)))
+    try:
+        assert (await chat(relay, UNDER, key="key-a")).status == 200  # seeds the counters
+        await asyncio.gather(*relay.background)
+        day = relay.spend.window("a", relay.ledger.rows()[0].ts).day
+        key = "{" + f"{prefix}:budget:a" + "}:" + day
+        before = await counter(redis_url, key)
+        for yields in range(40):  # cancelled at each step in turn, the hold's round trip among them
+            task = asyncio.ensure_future(chat(relay, UNDER, key="key-a"))
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        while relay.background:
+            await asyncio.gather(*relay.background)
+        assert await counter(redis_url, key) == before + sum(r.cost_usd for r in relay.ledger.rows()[1:])
+    finally:
+        await cleanup(redis_url, prefix)
