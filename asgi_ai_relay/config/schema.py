@@ -228,6 +228,8 @@ class StorageConfig:
     #: Concurrency slots (``queue.max_in_flight``, ``per_provider``): ``memory://`` (per process)
     #: or ``redis://host:6379/0?prefix=relay`` (leases shared by every worker).
     slots: str = "memory://"
+    #: Budget spend: ``limits`` (the store ``limits`` names), ``memory://`` or ``redis://...``.
+    budgets: str = "limits"
 
 
 

@@ -54,14 +54,18 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers", "slots")
+        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets")
         d = StorageConfig()
+        budgets = self.get("budgets", str, d.budgets)
+        if budgets != "limits" and budgets.partition("://")[0] not in ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster"):
+            raise ConfigurationError(f"{self.key('budgets')}: \"limits\", memory:// or a redis:// URI, not {budgets!r}")
         return StorageConfig(
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
             breakers=self.get("breakers", str, d.breakers),
             slots=self.get("slots", str, d.slots),
+            budgets=budgets,
         )
 
     def limit(self) -> LimitConfig:
