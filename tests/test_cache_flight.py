@@ -162,6 +162,24 @@ async def test_identical_requests_in_two_relays_on_one_redis_make_one_upstream_c
     await client.delete(*keys)
 
 
+async def test_a_cancelled_leader_hands_its_lead_to_one_follower(upstream, relays):
+    transport = CountingTransport()
+    relay = relays(make_config(upstream), transport=transport)
+    leader = asyncio.create_task(chat(relay, BODY))
+    await until(lambda: transport.arrived == 1)
+    followers = [asyncio.create_task(chat(relay, BODY)) for _ in range(3)]
+    await until(lambda: waiting(relay) == 3)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    await until(lambda: transport.arrived == 2 and waiting(relay) == 2)  # one took the lead
+    transport.gate.set()
+    answers = await asyncio.gather(*followers)
+    assert sorted(a.headers["x-relay-cache"] for a in answers) == ["hit", "hit", "miss"]
+    assert transport.arrived == 2 and transport.most == 1 and relay.flights == {}
+    assert sorted(r.status for r in relay.ledger.rows()) == [200, 200, 200, 499]
+
+
 async def _key_of(upstream, relays, body):
     """The cache key of ``body``, read off a relay whose request is held before the provider."""
     probe = relays(make_config(upstream), transport=GatedTransport())
