@@ -252,3 +252,13 @@ async def test_cancelling_a_leader_that_waits_on_another_process_hands_on_its_le
         keys = [k async for k in cache._redis.scan_iter(match=f"{prefix}*")]
         if keys:
             await cache._redis.delete(*keys)
+
+
+@pytest.mark.parametrize("query", ["lock_ttl=0", "lock_ttl=-1", "lock_ttl=inf", "lock_ttl=soon", "ttl=nan"])
+def test_redis_cache_durations_are_checked(query):
+    from asgi_ai_relay.errors import ConfigurationError
+    from asgi_ai_relay.storage.redis_cache import RedisCache
+
+    with pytest.raises(ConfigurationError, match=query.split("=")[0]):
+        RedisCache(f"redis://127.0.0.1:6379/0?{query}")
+    assert RedisCache("redis://127.0.0.1:6379/0?ttl=0&lock_ttl=0.5").lock_ttl == 0.5

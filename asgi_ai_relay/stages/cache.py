@@ -38,7 +38,7 @@ import orjson
 from ..errors import InvalidRequest, StorageError
 from ..types import RelayResponse, Usage
 from . import translate
-from .flight import Flight, follow
+from .flight import Flight, find
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -140,66 +140,19 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
         return None
     key = cache_key(relay, call)
     if read:
-        raw = await _find(relay, call, key, ttl)
+        raw = await find(relay, call, key, ttl, _entry)
         if raw is not None:
             return _hit(relay, call, raw)
     else:  # a refresh: fetched fresh, then stored
-        _start(relay, call, key, ttl)
+        Flight.start(relay, call, key, ttl, _entry)
     call.cache = "miss"
     call.headers["x-relay-cache"] = "miss"
     return None
 
 
-async def _find(relay: Relay, call: Call, key: str, ttl: float) -> bytes | None:
-    """The answer of an identical request (in flight, just answered, or stored), or ``None`` to
-    go upstream, then holding a flight when the answer may be stored (see :mod:`.flight`)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + relay.config.timeouts.total
-    woken = False  # a flight this request followed ended with no answer: the lead is free
-    while True:
-        flight = relay.flights.get(key)
-        if flight is None and not woken:
-            raw = await _get(relay, key)
-            if raw is not None:
-                return raw
-            flight = relay.flights.get(key)  # another request may have led meanwhile
-        if flight is None:
-            if ttl <= 0:
-                return None
-            lead = _start(relay, call, key, ttl)
-            return None if call.stream else await lead.lead_across(deadline)
-        if flight.done():  # answered, its entry on the way to the cache
-            raw = flight.result()
-            if raw is not None:
-                return raw
-            break
-        if call.stream or loop.time() >= deadline:
-            break
-        raw = await follow(flight, deadline)
-        if raw is not None:
-            return raw
-        woken = True
-    if ttl > 0:
-        _start(relay, call, key, ttl)
-    return None
-
-
-def _start(relay: Relay, call: Call, key: str, ttl: float) -> Flight:
-    call.cache_key, call.cache_ttl = key, ttl
-    return Flight.start(relay, call, key, _entry)
-
-
 def _bypass(call: Call) -> None:
     call.cache = "bypass"
     call.headers["x-relay-cache"] = "bypass"
-
-
-async def _get(relay: Relay, key: str) -> bytes | None:
-    try:
-        return await relay.cache.get(key)
-    except StorageError as error:
-        logger.warning("cache lookup failed, answering without the cache: %s", error.message)
-        return None
 
 
 def _hit(relay: Relay, call: Call, raw: bytes) -> RelayResponse:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..call import Call
     from ..relay import Relay
 
-__all__ = ["Flight", "follow"]
+__all__ = ["Flight", "find", "follow"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -71,9 +71,11 @@ class Flight(asyncio.Future[bytes | None]):
         self._renewal: asyncio.Task[None] | None = None
 
     @classmethod
-    def start(cls, relay: Relay, call: Call, key: str, judge: Callable[[Call], bytes | None]) -> Flight:
-        """The flight of a miss that will go upstream; listed (identical requests follow it)
-        when no other flight holds the key. Its end is held on the request at once."""
+    def start(cls, relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> Flight:
+        """The flight of a miss that will go upstream and be stored for ``ttl`` seconds; listed
+        (identical requests follow it) when no other flight holds the key. Its end is held on
+        the request at once."""
+        call.cache_key, call.cache_ttl = key, ttl
         flight = cls(relay, call, key, judge)
         relay.flights.setdefault(key, flight)
         call.flight = flight
@@ -173,6 +175,48 @@ class Flight(asyncio.Future[bytes | None]):
         renewal, self._renewal = self._renewal, None
         if renewal is not None:
             renewal.cancel()
+
+
+async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> bytes | None:
+    """The answer of an identical request (in flight, just answered, or stored), or ``None`` to
+    go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + relay.config.timeouts.total
+    woken = False  # a flight this request followed ended with no answer: the lead is free
+    while True:
+        flight = relay.flights.get(key)
+        if flight is None and not woken:
+            raw = await _get(relay, key)
+            if raw is not None:
+                return raw
+            flight = relay.flights.get(key)  # another request may have led meanwhile
+        if flight is None:
+            if ttl <= 0:
+                return None
+            lead = Flight.start(relay, call, key, ttl, judge)
+            return None if call.stream else await lead.lead_across(deadline)
+        if flight.done():  # answered, its entry on the way to the cache
+            raw = flight.result()
+            if raw is not None:
+                return raw
+            break
+        if call.stream or loop.time() >= deadline:
+            break
+        raw = await follow(flight, deadline)
+        if raw is not None:
+            return raw
+        woken = True
+    if ttl > 0:
+        Flight.start(relay, call, key, ttl, judge)
+    return None
+
+
+async def _get(relay: Relay, key: str) -> bytes | None:
+    try:
+        return await relay.cache.get(key)
+    except StorageError as error:
+        logger.warning("cache lookup failed, answering without the cache: %s", error.message)
+        return None
 
 
 async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes | None:
