@@ -254,6 +254,25 @@ async def test_cancelling_a_leader_that_waits_on_another_process_hands_on_its_le
             await cache._redis.delete(*keys)
 
 
+@pytest.mark.redis
+async def test_a_lock_held_past_the_deadline_is_not_waited_for(upstream, redis_url, relays):
+    key = await _key_of(upstream, relays, BODY)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    relay = relays(make_config(upstream, retry={"deadline": 0.3}, storage={"cache": f"{redis_url}?prefix={prefix}"}))
+    cache = relay.cache
+    try:
+        assert await cache.claim(key, "stuck-worker", 30) == (True, None)
+        answer = await chat(relay, BODY)
+        assert answer.status == 200 and answer.headers["x-relay-cache"] == "miss"
+        await asyncio.gather(*relay.background)
+        assert len(upstream.requests) == 1 and relay.flights == {}
+        assert await cache._redis.get(cache._entry(key) + ":lock") == b"stuck-worker"  # not ours to free
+    finally:
+        keys = [k async for k in cache._redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await cache._redis.delete(*keys)
+
+
 @pytest.mark.parametrize("query", ["lock_ttl=0", "lock_ttl=-1", "lock_ttl=inf", "lock_ttl=soon", "ttl=nan"])
 def test_redis_cache_durations_are_checked(query):
     from asgi_ai_relay.errors import ConfigurationError

@@ -3,7 +3,8 @@
 In one process, the first miss for a key leads: it lists a :class:`Flight` in ``relay.flights``
 and registers the flight's end on the request (``call.hold``), so the lead is handed on however
 the request leaves (answer, error, cancellation at any await, disconnect). Identical requests
-that arrive meanwhile follow it, each for at most ``timeouts.total``, then go upstream alone:
+that arrive meanwhile follow it, each for at most its request's deadline (the model's
+``retry.deadline``, within ``timeouts.total``), then go upstream alone:
 
 - the leader's answer is complete and came from the model the key names: every follower is
   answered with it (a hit), and it is stored;
@@ -19,8 +20,8 @@ get their first byte at its last); each goes upstream at once, and a complete on
 
 Across processes, with a cache that has :class:`~asgi_ai_relay.storage.base.FlightLocks` (Redis),
 the local leader of a whole answer also takes the key's lock there, renewed while it is held. A
-process that finds the lock taken polls for the entry with backoff (5 ms doubling to 100 ms, as
-long as ``timeouts.total`` allows) and takes the lock when it is freed or has expired, so a
+process that finds the lock taken polls for the entry with backoff (5 ms doubling to 100 ms, up
+to the same deadline) and takes the lock when it is freed or has expired, so a
 crashed worker holds its followers for at most ``lock_ttl``. The leader stores its answer and
 frees its lock in one script; a leader with nothing to store frees its lock at once. Within a
 process the local flight comes first: one poller per key per process.
@@ -180,8 +181,9 @@ class Flight(asyncio.Future[bytes | None]):
 async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> bytes | None:
     """The answer of an identical request (in flight, just answered, or stored), or ``None`` to
     go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``)."""
+    assert call.model is not None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + relay.config.timeouts.total
+    deadline = loop.time() + min(relay.router.policy(call.model).deadline, relay.config.timeouts.total)
     woken = False  # a flight this request followed ended with no answer: the lead is free
     while True:
         flight = relay.flights.get(key)
