@@ -16,6 +16,7 @@ one slot of a Redis Cluster, as a script over both needs.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from functools import cached_property
 from typing import Any
@@ -49,6 +50,14 @@ return 0
 """
 
 
+def _delivered() -> None:
+    """Re-raise a cancellation the driver lost: Python 3.11's ``wait_for`` (inside redis-py)
+    drops one that races a reply, and the request would then go on as if never cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -76,6 +85,7 @@ class RedisCache:
             value = await self._redis.get(self._entry(key))
         except self._errors as exc:
             raise StorageError(f"Redis cache read failed: {type(exc).__name__}") from exc
+        _delivered()
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
@@ -83,6 +93,7 @@ class RedisCache:
             await self._redis.set(self._entry(key), value, px=_ms(ttl))
         except self._errors as exc:
             raise StorageError(f"Redis cache write failed: {type(exc).__name__}") from exc
+        _delivered()
 
     # -- single-flight locks (FlightLocks) -------------------------------------------------
 
@@ -93,9 +104,11 @@ class RedisCache:
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._scripts[name](keys=keys, args=args)
+            answer = await self._scripts[name](keys=keys, args=args)
         except self._errors as exc:
             raise StorageError(f"Redis cache {name} failed: {type(exc).__name__}") from exc
+        _delivered()
+        return answer
 
     async def claim(self, key: str, token: str, ttl: float) -> tuple[bool, bytes | None]:
         entry = self._entry(key)
