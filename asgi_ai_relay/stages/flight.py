@@ -7,7 +7,7 @@ that arrive meanwhile follow it, each for at most its request's deadline (the mo
 ``retry.deadline``, within ``timeouts.total``), then go upstream alone:
 
 - the leader's answer is complete and came from the model the key names: every follower is
-  answered with it (a hit), and it is stored;
+  answered with it (a hit), and it is stored (unless larger than ``cache.max_entry_bytes``);
 - the leader fell back to another model: the followers, who asked for the same model and would
   have walked the same chain, are answered with the fallback's answer, but it is not stored;
   the next request after the flight goes to the model it asked for again;
@@ -21,8 +21,8 @@ get their first byte at its last); each goes upstream at once, and a complete on
 Across processes, with a cache that has :class:`~asgi_ai_relay.storage.base.FlightLocks` (Redis),
 the local leader of a whole answer also takes the key's lock there, renewed while it is held. A
 process that finds the lock taken polls for the entry with backoff (5 ms doubling to 100 ms, up
-to the same deadline) and takes the lock when it is freed or has expired, so a
-crashed worker holds its followers for at most ``lock_ttl``. The leader stores its answer and
+to the same deadline) and takes the lock when it is freed or has expired, so a crashed worker
+holds its followers for at most ``lock_ttl``. The leader stores its answer and
 frees its lock in one script; a leader with nothing to store frees its lock at once. Within a
 process the local flight comes first: one poller per key per process.
 """
@@ -94,7 +94,11 @@ class Flight(asyncio.Future[bytes | None]):
         if call is None or self.done():
             return
         self._stop_renewal()
-        raw = self._judge(call)
+        try:
+            raw = self._judge(call)
+        except Exception:  # its followers must still be let go
+            logger.exception("request_id=%s answer could not be kept for the cache", call.request_id)
+            raw = None
         assert call.model is not None
         self.storable = raw is not None and call.model.alias == self.model and len(raw) <= self.relay.config.cache.max_entry_bytes
         if not self.storable:
@@ -225,7 +229,10 @@ async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes
     """The answer of the identical request in flight; ``None`` if it had none to give or the
     deadline came first."""
     try:
-        return await asyncio.wait_for(asyncio.shield(flight), max(0.0, deadline - flight.get_loop().time()))
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that
+        # races the flight's end, and the follower would go on for a caller that has left.
+        async with asyncio.timeout_at(deadline):
+            return await asyncio.shield(flight)
     except TimeoutError:
         return None
 
