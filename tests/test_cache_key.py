@@ -106,3 +106,13 @@ async def test_the_key_names_its_schema_version(upstream, relays):
     finally:
         cache_stage.KEY_VERSION = old
     assert (await chat(relay, BODY)).headers["x-relay-cache"] == "hit"
+
+
+async def test_a_refresh_that_fell_back_leaves_the_primary_entry_alone(upstream, relays):
+    relay = relays(_fallback_config(upstream))
+    stored = await chat(relay, BODY)
+    upstream.script(Fault.status(500))
+    refreshed = await chat(relay, BODY, {"cache-control": "no-cache"})
+    assert refreshed.headers["x-relay-model"] == "backup" and refreshed.body != stored.body
+    again = await chat(relay, BODY)
+    assert again.headers["x-relay-cache"] == "hit" and again.body == stored.body
