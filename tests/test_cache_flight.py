@@ -256,6 +256,40 @@ async def test_cancelling_a_leader_that_waits_on_another_process_hands_on_its_le
 
 
 @pytest.mark.redis
+async def test_a_leader_in_flight_longer_than_the_lock_ttl_keeps_its_lock(upstream, redis_url, relays):
+    prefix = f"test:{uuid.uuid4().hex}:"
+    uri = f"{redis_url}?prefix={prefix}&lock_ttl=0.3"
+    gate = asyncio.Event()
+    transports = [CountingTransport(), CountingTransport()]
+    for t in transports:
+        t.gate = gate
+    first, second = (relays(make_config(upstream, storage={"cache": uri}), transport=t) for t in transports)
+    leader = asyncio.create_task(chat(first, BODY))
+    await until(lambda: transports[0].arrived == 1)
+    waiter = asyncio.create_task(chat(second, BODY))
+    await until(lambda: len(second.flights) == 1)
+    lock = first.cache._entry(next(iter(first.flights))) + ":lock"
+    renewed, last = 0, None
+    for _ in range(250):  # watch the lock live through several of its TTLs (bounded: 5 s)
+        ttl = await first.cache._redis.pttl(lock)
+        assert ttl > 0  # never expired, never freed
+        if last is not None and ttl > last:
+            renewed += 1
+            if renewed == 3:
+                break
+        last = ttl
+        await asyncio.sleep(0.02)
+    assert renewed == 3 and transports[1].arrived == 0 and not waiter.done()
+    gate.set()
+    answers = await asyncio.gather(leader, waiter)
+    await asyncio.gather(*first.background)
+    assert [a.headers["x-relay-cache"] for a in answers] == ["miss", "hit"] and len(upstream.requests) == 1
+    assert await first.cache._redis.exists(lock) == 0
+    keys = [k async for k in first.cache._redis.scan_iter(match=f"{prefix}*")]
+    await first.cache._redis.delete(*keys)
+
+
+@pytest.mark.redis
 async def test_a_lock_held_past_the_deadline_is_not_waited_for(upstream, redis_url, relays):
     key = await _key_of(upstream, relays, BODY)
     prefix = f"test:{uuid.uuid4().hex}:"
