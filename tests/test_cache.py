@@ -153,15 +153,14 @@ async def test_per_caller_scope(upstream, relays):
     assert (await chat(shared, BODY, key="key-b")).headers["x-relay-cache"] == "hit"
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_identical_concurrent_requests_cost_one_upstream_call(upstream, stream, relays):
+async def test_identical_concurrent_requests_cost_one_upstream_call(upstream, relays):
     gate = GatedTransport()
     relay = relays(make_config(upstream), transport=gate)
-    body = {**BODY, "stream": stream}
+    body = BODY
 
     async def one():
         response = await chat(relay, body)
-        return response, (await pieces(response) if stream else [response.body])
+        return response, [response.body]
 
     tasks = [asyncio.create_task(one()) for _ in range(20)]
     await until(lambda: gate.arrived == 1 and sum(1 for t in tasks if not t.done()) == 20 and _waiting(relay) == 19)
@@ -183,16 +182,38 @@ def _waiting(relay):
     return sum(len(getattr(f, "_callbacks", None) or ()) for f in relay.flights.values())
 
 
-async def test_followers_go_upstream_when_the_leader_fails(upstream, relays):
+async def test_identical_streams_are_not_held_behind_one_in_flight(upstream, relays):
+    """A stream's followers would get their first byte at the leader's last: each goes upstream
+    at once instead (all 5 reach the provider while the first is still held), and a complete
+    one is stored for the streams that come after."""
+    gate = GatedTransport()
+    relay = relays(make_config(upstream), transport=gate)
+    body = {**BODY, "stream": True}
+
+    async def one():
+        return await pieces(await chat(relay, body))
+
+    tasks = [asyncio.create_task(one()) for _ in range(5)]
+    await until(lambda: gate.arrived == 5)
+    gate.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert all(r[-1].endswith(b"data: [DONE]\n\n") for r in results) and relay.flights == {}
+    replay = await chat(relay, body)
+    assert replay.headers["x-relay-cache"] == "hit" and await pieces(replay) in results
+    assert len(upstream.requests) == 5
+
+
+async def test_a_failed_leader_hands_the_lead_to_one_follower(upstream, relays):
     gate = GatedTransport()
     relay = relays(make_config(upstream, retry={"max_attempts": 1}), transport=gate)  # the leader's 500 stands
     upstream.script(Fault.status(500))
     tasks = [asyncio.create_task(chat(relay, BODY)) for _ in range(3)]
     await until(lambda: gate.arrived == 1 and _waiting(relay) == 2)
     gate.gate.set()
-    statuses = sorted(r.status for r in await asyncio.gather(*tasks))
-    assert statuses == [200, 200, 500]
-    assert len(upstream.requests) == 3
+    responses = await asyncio.gather(*tasks)
+    assert sorted(r.status for r in responses) == [200, 200, 500]
+    assert sorted(r.headers["x-relay-cache"] for r in responses) == ["hit", "miss", "miss"]
+    assert len(upstream.requests) == 2  # the next leader's answer served the last follower
 
 
 async def test_memory_lru_by_entries_bytes_and_ttl(relays):

@@ -1,10 +1,16 @@
 """Stage 4: the exact response cache, with single-flight for identical requests in flight.
 
-The key is a SHA-256 over canonical JSON (sorted keys) of the resolved model and every body
-parameter that can change the answer; request ids, ``user``, ``metadata`` and credentials are
-not part of it. Whole answers are stored as their body bytes, streamed answers as the pieces
-the caller received, and replayed piece by piece, so a hit is byte-identical to the original.
-Whole and streamed answers are stored under different keys: their bytes differ in shape.
+The key is a SHA-256 over canonical JSON (sorted keys) of everything that changes the answer:
+the endpoint and its wire format (an OpenAI body never answers an Anthropic caller), the
+resolved model (alias, provider, upstream name), every body parameter that can change the
+answer, the inbound headers the translation forwards to the provider (``anthropic-version``,
+``anthropic-beta``), the cache scope (and the caller, for ``scope = "caller"``) and
+:data:`KEY_VERSION`. Request ids, ``user``, ``metadata`` and credentials are not part of it.
+Whole answers are stored as their body bytes, streamed answers as the pieces the caller
+received, and replayed piece by piece, so a hit is byte-identical to the original. Whole and
+streamed answers are stored under different keys: their bytes differ in shape. An answer is
+stored only when it is complete and came from the model the key names: after a fallback it is
+not stored at all.
 
 Per request: ``Cache-Control: no-cache`` skips the lookup (the fresh answer is stored),
 ``no-store`` keeps the answer out of the cache, ``x-relay-cache-ttl: SECONDS`` overrides the
@@ -13,9 +19,10 @@ that is not deterministic in) is removed before the body goes upstream. Every an
 ``x-relay-cache: hit`` (served from the cache or from an identical request in flight),
 ``miss`` (looked up, not found) or ``bypass`` (the cache was not consulted).
 
-While a miss is in flight, identical requests wait for it instead of calling the provider
-(streams included: they replay the stream once the leader's has ended). If the leader fails
-or its answer cannot be stored, the waiting requests go upstream themselves.
+While a miss is in flight, identical requests wait for it instead of calling the provider; a
+failed leader hands the lead to one of them; streams are not waited for. Across processes the
+Redis cache adds a lock per key. What each follower gets in each case is written in
+:mod:`asgi_ai_relay.stages.flight`.
 """
 
 from __future__ import annotations
@@ -30,17 +37,22 @@ import orjson
 
 from ..errors import InvalidRequest, StorageError
 from ..types import RelayResponse, Usage
+from . import translate
+from .flight import Flight, find
 
 if TYPE_CHECKING:
     from ..call import Call
+    from ..config import ModelConfig
     from ..relay import Relay
 
-__all__ = ["CacheReplay", "cache_key", "complete", "lookup"]
+__all__ = ["KEY_VERSION", "CacheReplay", "cache_key", "complete", "lookup"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
 #: Body fields that do not change the answer (or are sent as part of the key another way).
 IGNORED = frozenset({"model", "stream", "stream_options", "user", "metadata", "use_cache", "store"})
+#: The version of what the key covers: a change to it makes entries written before unreadable.
+KEY_VERSION = 2
 _STREAM_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -49,15 +61,31 @@ def cache_key(relay: Relay, call: Call) -> str:
     model = call.model
     assert model is not None
     options = call.body.get("stream_options")
+    scope = relay.config.cache.scope
     parts: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "endpoint": [call.endpoint, call.format.name],
         "model": [model.alias, model.provider, model.upstream],
         "stream": call.stream,
         "usage": bool(call.stream and isinstance(options, dict) and options.get("include_usage")),
+        "headers": _forwarded(relay, call, model),
+        "scope": scope,
         "body": {k: v for k, v in call.body.items() if k not in IGNORED},
     }
-    if relay.config.cache.scope == "caller":
+    if scope == "caller":
         parts["caller"] = call.caller.id
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _forwarded(relay: Relay, call: Call, model: ModelConfig) -> dict[str, str]:
+    """The inbound headers the provider will see (they change its answer)."""
+    provider = relay.providers[model.provider]
+    try:
+        names = translate.pick(call.format.name, provider.format, provider.name).forward_headers
+    except InvalidRequest:  # no such translation: the route refuses the request
+        return {}
+    headers = call.request.headers
+    return {name: headers[name] for name in names if name in headers}
 
 
 def _directives(call: Call) -> tuple[bool, bool]:
@@ -111,23 +139,14 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
         _bypass(call)
         return None
     key = cache_key(relay, call)
-    flight = relay.flights.get(key) if read else None
-    if flight is not None:  # in progress, or just answered: fresher than the backend
-        raw = await _follow(relay, flight)
+    if read:
+        raw = await find(relay, call, key, ttl, _entry)
         if raw is not None:
             return _hit(relay, call, raw)
-    elif read:
-        raw = await _get(relay, key)
-        if raw is not None:
-            return _hit(relay, call, raw)
+    else:  # a refresh: fetched fresh, then stored
+        Flight.start(relay, call, key, ttl, _entry)
     call.cache = "miss"
     call.headers["x-relay-cache"] = "miss"
-    if ttl <= 0:
-        return None
-    call.cache_key, call.cache_ttl = key, ttl
-    if read and flight is None:
-        # Lead: identical requests from now on wait for this one's answer.
-        call.flight = relay.flights[key] = asyncio.get_running_loop().create_future()
     return None
 
 
@@ -136,28 +155,13 @@ def _bypass(call: Call) -> None:
     call.headers["x-relay-cache"] = "bypass"
 
 
-async def _get(relay: Relay, key: str) -> bytes | None:
-    try:
-        return await relay.cache.get(key)
-    except StorageError as error:
-        logger.debug("cache lookup failed, answering without the cache: %s", error.message)
-        return None
-
-
-async def _follow(relay: Relay, flight: asyncio.Future[bytes | None]) -> bytes | None:
-    """The answer of the identical request in flight; ``None`` if it failed (then this request
-    goes upstream on its own rather than queueing behind another attempt)."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(flight), relay.config.timeouts.total)
-    except TimeoutError:
-        return None
-
-
 def _hit(relay: Relay, call: Call, raw: bytes) -> RelayResponse:
     entry = orjson.loads(raw)
     prompt, completion, cached, estimated = entry["usage"]
     call.cache = "hit"
     call.cache_key = None
+    # The model that produced it: another than the one asked for when a leader fell back.
+    call.model = relay.config.models.get(entry.get("model") or "", call.model)
     call.usage = Usage(prompt, completion, cached, estimated=estimated)
     call.provider = entry.get("provider")
     headers = call.headers
@@ -225,47 +229,38 @@ def _entry(call: Call) -> bytes | None:
 
 
 def complete(relay: Relay, call: Call) -> None:
-    """Store a finished miss and hand it to the requests waiting on its flight (from ``finish``)."""
-    key = call.cache_key
-    if key is None:
+    """Store a finished miss whose answer may be stored (from ``finish``, after the releases:
+    its flight has judged the answer and handed it to its followers)."""
+    key, flight = call.cache_key, call.flight
+    if key is None or not isinstance(flight, Flight):
         return
-    raw = _entry(call)
-    if raw is not None and len(raw) > relay.config.cache.max_entry_bytes:
-        raw = None
-    flight = call.flight
-    if flight is not None and not flight.done():
-        flight.set_result(raw)
-    if raw is None:
-        _land(relay, key, flight)
+    flight.end()  # a no-op once the request's releases have run
+    if call.cache_key is None:  # nothing to store
         return
+    call.cache_key = None
+    raw = flight.result()
+    assert raw is not None
     store_now = getattr(relay.cache, "set_now", None)
     if store_now is not None:  # an in-process cache: stored before anyone can look again
         store_now(key, raw, call.cache_ttl)
-        _land(relay, key, flight)
+        flight.land()
         return
-    current = relay.flights.get(key)
-    if flight is None and (current is None or current.done()):
-        # A refresh (no-cache): newcomers read it here until the cache write has landed.
-        flight = relay.flights[key] = asyncio.get_running_loop().create_future()
-        flight.set_result(raw)
-    task = asyncio.get_running_loop().create_task(_store(relay, key, raw, call.cache_ttl))
+    task = asyncio.get_running_loop().create_task(_store(relay, flight, raw, call.cache_ttl))
     relay.background.add(task)
-    task.add_done_callback(lambda t: _landed(relay, t, key, flight))
+    task.add_done_callback(lambda t: _landed(relay, t, flight))
 
 
-def _landed(relay: Relay, task: asyncio.Task[None], key: str, flight: asyncio.Future[bytes | None] | None) -> None:
+def _landed(relay: Relay, task: asyncio.Task[None], flight: Flight) -> None:
     relay.background.discard(task)
-    _land(relay, key, flight)
+    flight.land()
 
 
-def _land(relay: Relay, key: str, flight: asyncio.Future[bytes | None] | None) -> None:
-    """Close the flight once its answer is in the cache, so no newcomer misses in between."""
-    if flight is not None and relay.flights.get(key) is flight:
-        del relay.flights[key]
-
-
-async def _store(relay: Relay, key: str, raw: bytes, ttl: float) -> None:
+async def _store(relay: Relay, flight: Flight, raw: bytes, ttl: float) -> None:
+    locks, flight.locks = flight.locks, None
     try:
-        await relay.cache.set(key, raw, ttl)
-    except StorageError as error:
+        if locks is not None:  # the entry and the lock's release in one step
+            await locks.publish(flight.key, raw, ttl, flight.token)
+        else:
+            await relay.cache.set(flight.key, raw, ttl)
+    except StorageError as error:  # a lock left behind expires on its own
         logger.debug("cache store failed: %s", error.message)

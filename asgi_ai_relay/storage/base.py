@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from ..limits import Bucket, Decision
 
-__all__ = ["LEDGER_COLUMNS", "Cache", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore"]
+__all__ = ["LEDGER_COLUMNS", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore"]
 
 
 @dataclass(slots=True)
@@ -108,6 +108,44 @@ class Cache(Protocol):
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class FlightLocks(Protocol):
+    """A cache shared between processes that also coordinates their misses: one short lock per
+    key, so identical requests in several processes make one upstream call (see
+    :mod:`asgi_ai_relay.stages.flight`). Tokens are the holder's own random strings; every
+    operation on a lock checks it, so a holder whose lock expired cannot free another's.
+    """
+
+    #: Seconds a lock lives unless its holder renews it (how long a crashed holder blocks).
+    lock_ttl: float
+
+    async def claim(self, key: str, token: str, ttl: float) -> tuple[bool, bytes | None]:
+        """In one step: the entry when there is one (``(False, entry)``), else the lock for
+        ``token`` when no one holds it (``(True, None)``), else ``(False, None)``.
+
+        :raises StorageError: when the backend cannot be reached.
+        """
+
+    async def renew(self, key: str, token: str, ttl: float) -> bool:
+        """Extend the lock ``token`` holds; ``False`` when it no longer holds it.
+
+        :raises StorageError: when the backend cannot be reached.
+        """
+
+    async def unclaim(self, key: str, token: str) -> None:
+        """Free the lock if ``token`` holds it (another holder's lock is left alone).
+
+        :raises StorageError: when the backend cannot be reached.
+        """
+
+    async def publish(self, key: str, value: bytes, ttl: float, token: str) -> None:
+        """Store the entry and free ``token``'s lock in one step, so a waiting process never
+        sees the lock gone before the entry is there.
+
+        :raises StorageError: when the backend cannot be reached.
+        """
 
 
 class RateLimitStore(Protocol):
