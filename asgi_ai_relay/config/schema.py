@@ -218,6 +218,9 @@ class StorageConfig:
     limits: str = "memory://"
     #: Circuit-breaker state: ``memory://`` (per process) or ``redis://host:6379/0?prefix=relay:``.
     breakers: str = "memory://"
+    #: Refuse to start when the ledger's database cannot be reached at start-up (otherwise the
+    #: relay starts degraded: rows spool locally and are written when the database returns).
+    ledger_required: bool = False
 
 
 

@@ -48,13 +48,14 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers")
+        self.only("ledger", "cache", "limits", "breakers", "ledger_required")
         d = StorageConfig()
         return StorageConfig(
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
             breakers=self.get("breakers", str, d.breakers),
+            ledger_required=self.get("ledger_required", bool, d.ledger_required),
         )
 
     def limit(self) -> LimitConfig:
