@@ -157,6 +157,8 @@ class Dialect:
     money: Callable[[str], str]
     #: Rows whose money the integer sums do not hold (SQLite), or ``None``.
     unfixed: str | None
+    #: The modulo operator as written in a statement with parameters.
+    modulo: str = "%"
 
 
 def _key_sql(dialect: Dialect, group_by: Sequence[str]) -> list[str]:
@@ -221,7 +223,7 @@ def _sample_latencies(
     step = max(1, -(-sum(t.requests for t in out.values()) // SAMPLE))
     select = f"SELECT {', '.join(keys)}, latency_ms FROM {table}"
     seen: dict[Key, list[float]] = {}
-    for values in fetch(select + (_and(where, f"id % {step} = 0") if step > 1 else where), params):
+    for values in fetch(select + (_and(where, f"id {dialect.modulo} {step} = 0") if step > 1 else where), params):
         seen.setdefault(tuple(values[:width]), []).append(float(values[width] or 0.0))
     missing = [key for key in out if key not in seen]
     for start in range(0, len(missing), 200):
