@@ -8,7 +8,7 @@ over what is pending and wait until it is written, so a graceful stop loses noth
 loses at most the last ``linger`` seconds.
 
 The thread survives any row: a batch whose ``write`` raises (anything) is tried again a bounded
-number of times, then row by row, and only the rows that still fail are dropped, each logged
+number of times when the error may pass (``retry_on``), then row by row, and only the rows that still fail are dropped, each logged
 and counted in :attr:`BatchWriter.dropped`. A row put after :meth:`~BatchWriter.close` is
 written at once on the caller's thread (there is no thread left to queue it to).
 """
@@ -29,12 +29,14 @@ logger = logging.getLogger("asgi_ai_relay")
 
 T = TypeVar("T")
 
-#: Pauses before the second and third try of a batch that failed.
-_BACKOFF = (0.05, 0.25)
+#: Pauses between the tries of a batch that failed with a ``retry_on`` error (6.35 s in all).
+_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 
 
 class BatchWriter(Generic[T]):
-    """:param idle: called in the writer thread when it starts and after every ``interval``
+    """:param retry_on: errors worth trying the same batch again for (a lock another process
+        holds); any other error goes straight to row by row.
+    :param idle: called in the writer thread when it starts and after every ``interval``
         seconds without a batch (reconnects, spool replays); exceptions are logged.
     """
 
@@ -45,6 +47,7 @@ class BatchWriter(Generic[T]):
         name: str,
         batch: int = 500,
         linger: float = 0.05,
+        retry_on: tuple[type[BaseException], ...] = (),
         idle: Callable[[], None] | None = None,
         interval: float = 1.0,
     ) -> None:
@@ -52,6 +55,7 @@ class BatchWriter(Generic[T]):
         self.name = name
         self.batch = batch
         self.linger = linger
+        self.retry_on = retry_on
         self._idle = idle
         self._interval = interval
         self._pending: list[T] = []
@@ -122,7 +126,7 @@ class BatchWriter(Generic[T]):
                     return
                 except BaseException as exc:  # any row, any failure: the thread must live on
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    if pause is None:
+                    if pause is None or not isinstance(exc, self.retry_on):
                         break
                     time.sleep(pause)
             for item in items if len(items) > 1 else ():

@@ -87,21 +87,22 @@ class SQLiteLedger:
     a busy timeout and bounded retries of a batch). ``record`` after :meth:`close` writes the
     row at once, on the caller's thread."""
 
-    def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05) -> None:
+    def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05, busy_timeout: float = BUSY_TIMEOUT) -> None:
         if not path:
             raise ConfigurationError("storage.ledger: sqlite:///PATH needs a path")
         self.path = path
+        self.busy_timeout = busy_timeout
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, used by the writer and by queries
         self._conn: sqlite3.Connection | None = self._connect()
         self._writer: BatchWriter[tuple[object, ...]] = BatchWriter(
-            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger
+            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger, retry_on=(sqlite3.OperationalError,)
         )
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
@@ -160,7 +161,7 @@ class SQLiteLedger:
         with self._lock:
             if self._conn is not None:
                 return self._conn.execute(sql, params).fetchall()
-        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)) as conn:
+        with closing(sqlite3.connect(self.path, timeout=self.busy_timeout)) as conn:
             return conn.execute(sql, params).fetchall()
 
     def query(self, query: LedgerQuery) -> list[LedgerRow]:
