@@ -5,7 +5,7 @@ command line::
     python -m asgi_ai_relay.report --ledger sqlite:///relay-usage.db --from 2025-01-01 --caller team-a
 
 The ledger backend sums the rows per model and group (``SUM ... GROUP BY`` on SQLite and
-PostgreSQL, see :mod:`.storage.aggregate`), exactly, in :class:`~decimal.Decimal`; the report
+PostgreSQL, see :mod:`.storage.totals`), exactly, in :class:`~decimal.Decimal`; the report
 rolls those groups up, so every backend gives the same numbers. ``--compare LIST`` prices the same tokens at another price list
 (``catalog``: the model prices without provider multipliers, or one of ``pricing.lists``), per
 group, and shows what the relay and its cache saved against it.
@@ -27,7 +27,7 @@ from .config import RelayConfig, load_config
 from .errors import InvalidRequest
 from .pricing import CATALOG, list_price, to_currency
 from .storage import Ledger, LedgerQuery, LedgerRow, aggregate, ledger_from_uri
-from .storage.aggregate import GROUPS, Key, Totals, aggregate_rows, percentiles
+from .storage.totals import GROUPS, Key, Totals, aggregate_rows, percentiles
 
 __all__ = ["GROUPS", "Summary", "main", "parse_time", "read_rows", "summarize", "usage_report"]
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
-from .aggregate import Totals, aggregate, spend_totals
+from .totals import Totals, aggregate, spend_totals
 from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
 from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..limits import Bucket, BucketState, Decision, adjusted, gcra
-from .aggregate import Key, Totals, aggregate_rows
+from .totals import Key, Totals, aggregate_rows
 from .base import LedgerQuery, LedgerRow
 
 __all__ = ["MemoryCache", "MemoryLedger", "MemoryRateLimits"]

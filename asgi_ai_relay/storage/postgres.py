@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StorageError
-from .aggregate import Dialect, Key, Totals, sql_aggregate, where_clause
+from .totals import Dialect, Key, Totals, sql_aggregate, where_clause
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
 from .sqlite import row_from_values
@@ -302,7 +302,7 @@ class PostgresLedger:
         return [row_from_values(values) for values in self._fetch(sql, params)]
 
     def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
-        """See :func:`.aggregate.sql_aggregate`."""
+        """See :func:`.totals.sql_aggregate`."""
         return sql_aggregate(self._fetch, POSTGRES, self.table, query, group_by, latencies=latencies)
 
     def rows(self) -> list[LedgerRow]:

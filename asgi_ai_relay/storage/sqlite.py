@@ -1,7 +1,7 @@
 """The embedded ledger: a SQLite file, written in batches by one thread off the request path
 (see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
 seconds). Columns added by newer versions are added to an older file on open. Reports sum in
-SQL (:mod:`.aggregate`) over an index on ``(ts, caller)``."""
+SQL (:mod:`.totals`) over an index on ``(ts, caller)``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, StorageError
-from .aggregate import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
+from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
 
@@ -32,7 +32,7 @@ _TYPES = {
     "cache_saved_usd": "TEXT",
 }
 _DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0"}
-#: Each cost as two integers SQLite sums exactly (see :func:`.aggregate.fixed_money`).
+#: Each cost as two integers SQLite sums exactly (see :func:`.totals.fixed_money`).
 _FIXED = ("cost_u", "cost_f", "saved_u", "saved_f")
 _COLUMNS = (*LEDGER_COLUMNS, *_FIXED)
 _SCHEMA = (
@@ -169,7 +169,7 @@ class SQLiteLedger:
         return [row_from_values(v) for v in self._fetch(f"{_SELECT}{where} ORDER BY id", params)]
 
     def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
-        """See :func:`.aggregate.sql_aggregate`."""
+        """See :func:`.totals.sql_aggregate`."""
         return sql_aggregate(self._fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies)
 
     def rows(self) -> list[LedgerRow]:

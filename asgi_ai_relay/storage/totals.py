@@ -6,8 +6,8 @@ reports and budget seeding roll those finest groups up. Money stays exact: Postg
 ``NUMERIC``; SQLite sums each cost as two integers (whole micro-dollars, and the rest in units of
 1e-18 USD) and adds in Python the few costs finer than that (or rows written before those columns
 existed). Latency percentiles are nearest-rank over every matching row up to :data:`SAMPLE` rows;
-past that, over every n-th row by id (each group weighted to its full count, a group that no
-sampled row falls in read whole), within a fraction of a percent of rank at a million rows.
+past that, over a sample of that size picked by a hash of the row id (each group weighted to its
+full count, a group no sampled row falls in read whole): within about a percent of rank.
 """
 
 from __future__ import annotations
@@ -220,10 +220,16 @@ def _sample_latencies(
     fetch: Fetch, dialect: Dialect, table: str, keys: list[str], where: str, params: list[Any], out: dict[Key, Totals]
 ) -> None:
     width = len(keys)
-    step = max(1, -(-sum(t.requests for t in out.values()) // SAMPLE))
+    total = sum(t.requests for t in out.values())
     select = f"SELECT {', '.join(keys)}, latency_ms FROM {table}"
+    sampled = where
+    if total > SAMPLE:
+        # A multiplicative hash of the id picks the rows: every n-th id would alias with
+        # traffic that repeats (a caller on every 50th request never sampled at n = 20).
+        threshold = SAMPLE * 2**32 // total
+        sampled = _and(where, f"(id * 2654435761) {dialect.modulo} 4294967296 < {threshold}")
     seen: dict[Key, list[float]] = {}
-    for values in fetch(select + (_and(where, f"id {dialect.modulo} {step} = 0") if step > 1 else where), params):
+    for values in fetch(select + sampled, params):
         seen.setdefault(tuple(values[:width]), []).append(float(values[width] or 0.0))
     missing = [key for key in out if key not in seen]
     for start in range(0, len(missing), 200):
