@@ -89,7 +89,9 @@ def test_rows_from_before_the_integer_money_columns_are_summed_from_their_text(c
     for r in rows:
         ledger.record(r)
     ledger.close()
-    with sqlite3.connect(path) as conn:  # as an older version wrote them: no integer columns
+    with sqlite3.connect(path) as conn:  # as an older version wrote them: no integer columns, no hourly sums
+        conn.execute("DROP TRIGGER relay_usage_hourly_add")
+        conn.execute("DROP TABLE relay_usage_hourly")
         conn.execute("UPDATE relay_usage SET cost_u = NULL, cost_f = NULL, saved_u = NULL, saved_f = NULL WHERE id % 2 = 0")
     ledger = ledger_from_uri(f"sqlite:///{path}")
     try:

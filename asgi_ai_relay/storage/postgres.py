@@ -54,7 +54,7 @@ _COLUMNS = ("row_id", *LEDGER_COLUMNS)
 _MONEY = tuple(i for i, name in enumerate(_COLUMNS) if name in ("cost_usd", "cache_saved_usd"))
 _INCOMING = "relay_ledger_incoming"
 #: libpq settings that let a dead peer be noticed in seconds rather than the system's hours.
-_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+_KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
               "tcp_user_timeout": 10_000}
 _FIRST_RETRY, _LAST_RETRY = 0.5, 15.0
 #: Spooled rows written to the database per transaction while catching up.
@@ -63,7 +63,7 @@ _REPLAY = 5000
 READ_WAIT = 2.0
 POSTGRES = Dialect(
     mark="%s", least="LEAST",
-    period=lambda name: f"to_char(to_timestamp(ts) AT TIME ZONE 'UTC', '{'YYYY-MM-DD' if name == 'day' else 'YYYY-MM'}')",
+    period=lambda name, ts: f"to_char(to_timestamp({ts}) AT TIME ZONE 'UTC', '{'YYYY-MM-DD' if name == 'day' else 'YYYY-MM'}')",
     flag=lambda expr: f"({expr})::int",
     money=lambda name: f"SUM({'cost_usd' if name == 'cost' else 'cache_saved_usd'}) * 1000000, 0, 0, COUNT(*)",
     unfixed=None, modulo="%%",

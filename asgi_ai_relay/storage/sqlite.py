@@ -1,7 +1,8 @@
 """The embedded ledger: a SQLite file, written in batches by one thread off the request path
 (see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
 seconds). Columns added by newer versions are added to an older file on open. Reports sum in
-SQL (:mod:`.totals`) over an index on ``(ts, caller)``."""
+SQL (:mod:`.totals`), over per-hour sums a trigger keeps (:mod:`.hourly`) and an index on
+``(ts, caller)`` for the minutes at the edges of a range."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..errors import ConfigurationError, StorageError
 from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
+from .hourly import create_hourly, hourly_parts
 
 __all__ = ["SQLITE", "SQLiteLedger", "row_from_values", "where_clause"]
 
@@ -56,7 +58,7 @@ BUSY_TIMEOUT = 5.0
 #: Seconds a reader waits for the writer to store what was recorded before it reads.
 READ_WAIT = 2.0
 SQLITE = Dialect(
-    mark="?", least="MIN", period=lambda name: f"strftime('{'%Y-%m-%d' if name == 'day' else '%Y-%m'}', ts, 'unixepoch')",
+    mark="?", least="MIN", period=lambda name, ts: f"strftime('{'%Y-%m-%d' if name == 'day' else '%Y-%m'}', {ts}, 'unixepoch')",
     flag=lambda expr: f"({expr})",
     money=lambda name: f"SUM({name}_u), SUM({name}_f / 1000000), SUM({name}_f % 1000000), COUNT({name}_u)",
     unfixed="cost_u IS NULL",
@@ -105,17 +107,17 @@ class SQLiteLedger:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-            present = {r[1] for r in conn.execute("PRAGMA table_info(relay_usage)")}
-            for name in _COLUMNS:
-                if name not in present:
-                    default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
-                    try:
-                        conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {_TYPES.get(name, 'INTEGER' if name in _FIXED else 'TEXT')}{default}")
-                    except sqlite3.OperationalError as exc:  # another process added it first
-                        if "duplicate column" not in str(exc):
-                            raise
-            conn.execute("CREATE INDEX IF NOT EXISTS relay_usage_ts_caller ON relay_usage (ts, caller)")
+            with conn:  # one write transaction: a second process opening the file waits, then sees it all
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_SCHEMA)
+                present = {r[1] for r in conn.execute("PRAGMA table_info(relay_usage)")}
+                for name in _COLUMNS:
+                    if name not in present:
+                        default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
+                        kind = "INTEGER" if name in _FIXED else _TYPES.get(name, "TEXT")
+                        conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {kind}{default}")
+                conn.execute("CREATE INDEX IF NOT EXISTS relay_usage_ts_caller ON relay_usage (ts, caller)")
+                create_hourly(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite ledger at {self.path}: {exc}") from exc
         return conn
@@ -170,7 +172,8 @@ class SQLiteLedger:
 
     def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
         """See :func:`.totals.sql_aggregate`."""
-        return sql_aggregate(self._fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies)
+        return sql_aggregate(self._fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies,
+                             parts=hourly_parts(query))
 
     def rows(self) -> list[LedgerRow]:
         return self.query(LedgerQuery())

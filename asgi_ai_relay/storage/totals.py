@@ -21,7 +21,7 @@ from typing import Any
 
 from .base import LedgerQuery, LedgerRow
 
-__all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Totals", "aggregate", "aggregate_rows", "fixed_money", "percentiles",
+__all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Source", "Totals", "add_sums", "aggregate", "aggregate_rows", "fixed_money", "percentiles",
            "spend_totals", "sql_aggregate", "where_clause"]
 
 GROUPS = ("model", "caller", "day", "month", "provider")
@@ -126,13 +126,13 @@ def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:
     return whole // _MICRO, whole % _MICRO
 
 
-def where_clause(query: LedgerQuery, mark: str = "?") -> tuple[str, list[Any]]:
+def where_clause(query: LedgerQuery, mark: str = "?", time: str = "ts") -> tuple[str, list[Any]]:
     """`` WHERE ...`` for ``query`` with ``mark`` placeholders, and its parameters."""
     parts: list[str] = []
     params: list[Any] = []
     for column, op, value in (
         ("caller", "=", query.caller), ("model", "=", query.model),
-        ("ts", ">=", query.since), ("ts", "<", query.until),
+        (time, ">=", query.since), (time, "<", query.until),
     ):
         if value is not None:
             parts.append(f"{column} {op} {mark}")
@@ -149,8 +149,8 @@ class Dialect:
 
     mark: str
     least: str
-    #: ``strftime``-like format -> expression of the UTC day or month of ``ts``.
-    period: Callable[[str], str]
+    #: ``day`` or ``month``, and a column of Unix seconds -> the expression of its UTC day or month.
+    period: Callable[[str, str], str]
     #: A boolean expression as 0/1.
     flag: Callable[[str], str]
     #: ``cost`` or ``saved`` -> four expressions: micro-dollars, 1e-12 and 1e-18 parts, rows counted.
@@ -161,11 +161,32 @@ class Dialect:
     modulo: str = "%"
 
 
-def _key_sql(dialect: Dialect, group_by: Sequence[str]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where sums are read: the ledger's rows, or a table of sums of them (SQLite's per hour)."""
+
+    table: str
+    #: Its column of Unix seconds.
+    time: str = "ts"
+    #: The aggregate expressions in :class:`Totals`' order (``None``: those of the rows).
+    sums: str | None = None
+
+
+def row_sums(dialect: Dialect) -> str:
+    flag = dialect.flag
+    return (
+        f"COUNT(*), SUM({flag('status >= 400')}), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
+        f"SUM({flag('cache_hit')}), SUM({flag('estimated')}), SUM({flag('prompt_tokens > 0 OR completion_tokens > 0')}), "
+        f"SUM(CASE WHEN prompt_tokens > 0 OR completion_tokens > 0 THEN {dialect.least}(cached_tokens, prompt_tokens) END), "
+        f"{dialect.money('cost')}, {dialect.money('saved')}"
+    )
+
+
+def _key_sql(dialect: Dialect, group_by: Sequence[str], time: str = "ts") -> list[str]:
     keys = ["COALESCE(model, '')"]
     for name in group_by:
         if name in ("day", "month"):
-            keys.append(dialect.period(name))
+            keys.append(dialect.period(name, time))
         else:
             keys.append(f"COALESCE({name}, '')")
     return keys
@@ -180,39 +201,52 @@ def _decimal(parts: Sequence[Any]) -> Decimal:
     return micro.scaleb(-6) + mid.scaleb(-12) + low.scaleb(-18)
 
 
-def sql_aggregate(
-    fetch: Fetch, dialect: Dialect, table: str, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True
-) -> dict[Key, Totals]:
-    """:func:`aggregate_rows` in SQL. ``group_by`` must hold only :data:`GROUPS` (checked by
-    the caller: the names go into the statement)."""
-    keys = _key_sql(dialect, group_by)
+def add_sums(
+    fetch: Fetch, dialect: Dialect, source: Source, rows: str, query: LedgerQuery, group_by: Sequence[str],
+    out: dict[Key, Totals],
+) -> None:
+    """Add to ``out`` the sums ``source`` holds for ``query``; ``rows`` is the table of the rows
+    themselves (read for money the integer sums do not hold)."""
+    keys = _key_sql(dialect, group_by, source.time)
     width = len(keys)
-    where, params = where_clause(query, dialect.mark)
-    flag = dialect.flag
-    sums = (
-        f"COUNT(*), SUM({flag('status >= 400')}), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
-        f"SUM({flag('cache_hit')}), SUM({flag('estimated')}), SUM({flag('prompt_tokens > 0 OR completion_tokens > 0')}), "
-        f"SUM(CASE WHEN prompt_tokens > 0 OR completion_tokens > 0 THEN {dialect.least}(cached_tokens, prompt_tokens) END), "
-        f"{dialect.money('cost')}, {dialect.money('saved')}"
-    )
+    where, params = where_clause(query, dialect.mark, source.time)
     grouping = ", ".join(str(i) for i in range(1, width + 1))
-    out: dict[Key, Totals] = {}
+    sql = f"SELECT {', '.join(keys)}, {source.sums or row_sums(dialect)} FROM {source.table}{where} GROUP BY {grouping}"
     unfixed = False
-    for values in fetch(f"SELECT {', '.join(keys)}, {sums} FROM {table}{where} GROUP BY {grouping}", params):
+    for values in fetch(sql, params):
         key, (count, errors, prompt, completion, cached, hits, estimated, token_rows, cached_prompt) = (
             tuple(values[:width]), (int(v or 0) for v in values[width:width + 9]))
         money = values[width + 9:]
-        out[key] = Totals(count, errors, prompt, completion, cached, _decimal(money[0:3]), hits, _decimal(money[4:7]),
-                          estimated, token_rows, cached_prompt)
+        totals = Totals(count, errors, prompt, completion, cached, _decimal(money[0:3]), hits, _decimal(money[4:7]),
+                        estimated, token_rows, cached_prompt)
+        if key in out:
+            out[key].merge(totals)
+        else:
+            out[key] = totals
         unfixed = unfixed or int(money[3] or 0) < count
     if unfixed and dialect.unfixed is not None:
-        sql = f"SELECT {', '.join(keys)}, cost_usd, cache_saved_usd FROM {table}{_and(where, dialect.unfixed)}"
+        keys = _key_sql(dialect, group_by)
+        where, params = where_clause(query, dialect.mark)
+        sql = f"SELECT {', '.join(keys)}, cost_usd, cache_saved_usd FROM {rows}{_and(where, dialect.unfixed)}"
         for values in fetch(sql, params):
             totals = out[tuple(values[:width])]
             totals.cost_usd += Decimal(values[width] or 0)
             totals.saved_usd += Decimal(values[width + 1] or 0)
+
+
+def sql_aggregate(
+    fetch: Fetch, dialect: Dialect, table: str, query: LedgerQuery, group_by: Sequence[str], *,
+    latencies: bool = True, parts: Sequence[tuple[Source, LedgerQuery]] | None = None,
+) -> dict[Key, Totals]:
+    """:func:`aggregate_rows` in SQL, over the rows of ``table`` (or over ``parts`` that
+    together cover ``query`` exactly). ``group_by`` must hold only :data:`GROUPS` (checked by
+    the caller: the names go into the statement)."""
+    out: dict[Key, Totals] = {}
+    for source, part in parts if parts is not None else [(Source(table), query)]:
+        add_sums(fetch, dialect, source, table, part, group_by, out)
     if latencies and out:
-        _sample_latencies(fetch, dialect, table, keys, where, params, out)
+        where, params = where_clause(query, dialect.mark)
+        _sample_latencies(fetch, dialect, table, _key_sql(dialect, group_by), where, params, out)
     return out
 
 
