@@ -26,7 +26,7 @@ import orjson
 from .config import RelayConfig, load_config
 from .errors import InvalidRequest
 from .pricing import CATALOG, list_price, to_currency
-from .storage import Ledger, LedgerQuery, LedgerRow, aggregate, ledger_from_uri
+from .storage import Ledger, LedgerQuery, LedgerRow, aggregate, health, ledger_from_uri
 from .storage.totals import GROUPS, Key, Totals, aggregate_rows, percentiles
 
 __all__ = ["GROUPS", "Summary", "main", "parse_time", "read_rows", "summarize", "usage_report"]
@@ -163,13 +163,18 @@ def usage_report(
     config: RelayConfig, ledger: Ledger, query: LedgerQuery, group_by: Sequence[str] = (), compare: str | None = None
 ) -> dict[str, Any]:
     """:func:`summarize` over the rows ``query`` selects, summed by the ledger's backend (in SQL
-    for SQLite and PostgreSQL). Blocking: call it from a thread in async code.
+    for SQLite and PostgreSQL), with ``ledger_behind_rows``: rows recorded that the report cannot
+    count yet (queued, or spooled while the database is unreachable). Blocking: call it from a
+    thread in async code.
 
     :raises InvalidRequest: for an unknown group or price list.
     :raises StorageError: when the ledger's database cannot be read.
     """
     check_report(config, group_by, compare)
-    return report_of(config, aggregate(ledger, query, group_by), group_by, compare)
+    report = report_of(config, aggregate(ledger, query, group_by), group_by, compare)
+    # Rows recorded but not yet in the database (queued, or spooled while it is unreachable).
+    report["ledger_behind_rows"] = health(ledger)["behind"]
+    return report
 
 
 def read_rows(ledger: Ledger, query: LedgerQuery) -> list[LedgerRow]:

@@ -131,7 +131,7 @@ def stored_ids(url: str, table: str) -> list[str]:
 
 
 @pytest.mark.postgres
-async def test_postgres_stopped_under_a_stream_of_rows_loses_none(private_pg, tmp_path):
+async def test_postgres_stopped_under_a_stream_of_rows_loses_none(private_pg, tmp_path, caplog):
     private_pg.start()
     table = "usage_outage"
     ledger = PostgresLedger(f"{private_pg.url}?table={table}&spool={tmp_path}/spool.db", connect_timeout=2)
@@ -160,6 +160,9 @@ async def test_postgres_stopped_under_a_stream_of_rows_loses_none(private_pg, tm
     assert spooled_at_most > 0
     assert sorted(ids) == sorted(f"r{i}" for i in range(total))  # each row exactly once
     assert ledger.health()["dropped"] == 0
+    # One line when the database went away, one when it came back: not one per batch.
+    lines = [r.getMessage() for r in caplog.records if r.name == "asgi_ai_relay" and r.levelno >= 30]
+    assert len(lines) == 2 and "unreachable" in lines[0] and "reachable again" in lines[1], lines
 
     # A spooled row the database already holds (a batch whose commit was lost) is not stored twice.
     again = [(f"replayed-{i}", *(getattr(row(i), c) for c in ledger_columns())) for i in range(3)]
