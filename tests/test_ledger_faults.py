@@ -227,3 +227,50 @@ def test_rows_spooled_by_a_stopped_process_are_written_by_the_next(private_pg, t
         assert stored_ids(private_pg.url, table) == [f"r{i}" for i in range(21)]
     finally:
         second.close()
+
+
+# -- several processes on one ledger ---------------------------------------------------------
+
+
+def _write_rows(uri: str, worker: int, count: int) -> None:
+    async def serve():  # rows recorded from an event loop, as the relay does, in batches
+        ledger = ledger_from_uri(uri)
+        for i in range(count):
+            ledger.record(row(i, request_id=f"w{worker}-{i}", caller=f"c{i % 7}", latency_ms=float(i % 100)))
+            if i % 20 == 0:
+                await asyncio.sleep(0.002)  # a trickle, as requests come, so the two writers interleave
+        ledger.close()
+
+    asyncio.run(serve())
+
+
+def _two_workers(uri: str, count: int) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_rows, args=(uri, w, count)) for w in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+
+
+@pytest.mark.parametrize("ledger_uri", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_two_processes_write_one_ledger(ledger_uri):
+    from asgi_ai_relay.config import load_config
+    from asgi_ai_relay.report import summarize, usage_report
+    from asgi_ai_relay.storage import LedgerQuery
+
+    count = 3000
+    _two_workers(ledger_uri, count)  # both create the table at once, then write side by side
+    ledger = ledger_from_uri(ledger_uri)
+    try:
+        rows = ledger.rows()
+        assert sorted(r.request_id for r in rows) == sorted(f"w{w}-{i}" for w in (1, 2) for i in range(count))
+        config = load_config({})
+        report = usage_report(config, ledger, LedgerQuery(), ("caller",))
+        assert report.pop("ledger_behind_rows") == 0
+        assert report == summarize(config, rows, ("caller",))  # the hourly sums kept up with both writers
+    finally:
+        ledger.close()
