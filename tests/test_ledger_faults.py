@@ -115,6 +115,31 @@ def test_a_batch_meeting_another_process_lock_is_retried(tmp_path):
         ledger.close()
 
 
+def test_a_report_does_not_wait_for_a_writer_stuck_on_a_lock(tmp_path):
+    from asgi_ai_relay.config import load_config
+    from asgi_ai_relay.report import usage_report
+    from asgi_ai_relay.storage import LedgerQuery
+    from asgi_ai_relay.storage.sqlite import SQLiteLedger
+
+    path = f"{tmp_path}/u.db"
+    ledger = SQLiteLedger(path, busy_timeout=120)  # the writer would wait two minutes for the lock
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        ledger.record(row(0))
+        ledger.flush()
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        for i in range(1, 4):
+            ledger.record(row(i))
+        report = usage_report(load_config({}), ledger, LedgerQuery())  # answers while the writer waits
+        assert report["requests"] == 1 and report["ledger_behind_rows"] == 3
+        other.execute("COMMIT")
+        ledger.flush()
+        assert [r.request_id for r in ledger.rows()] == ["r0", "r1", "r2", "r3"]
+    finally:
+        other.close()
+        ledger.close()
+
+
 # -- PostgreSQL outages, on a private server -------------------------------------------------
 
 

@@ -11,8 +11,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,10 @@ class SQLiteLedger:
         self.busy_timeout = busy_timeout
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # one connection, used by the writer and by queries
+        self._lock = threading.Lock()  # the writer's connection
         self._conn: sqlite3.Connection | None = self._connect()
+        self._read_lock = threading.Lock()  # the readers' connection
+        self._reader: sqlite3.Connection | None = None
         self._writer: BatchWriter[tuple[object, ...]] = BatchWriter(
             self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger, retry_on=(sqlite3.OperationalError,)
         )
@@ -158,22 +160,35 @@ class SQLiteLedger:
     def flush(self) -> None:
         self._writer.flush()
 
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def _reading(self) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
+        """A fetch function over one snapshot of the file, on a connection of the readers' own:
+        a reader waits for the writer at most ``READ_WAIT`` seconds, never for its lock."""
         self._writer.flush(timeout=READ_WAIT)
-        with self._lock:
-            if self._conn is not None:
-                return self._conn.execute(sql, params).fetchall()
-        with closing(sqlite3.connect(self.path, timeout=self.busy_timeout)) as conn:
-            return conn.execute(sql, params).fetchall()
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False,
+                                               isolation_level=None)
+            conn = self._reader
+            conn.execute("BEGIN")
+            try:
+                yield lambda sql, params: conn.execute(sql, params).fetchall()
+            finally:
+                conn.execute("COMMIT")
+                if self._writer.closed:
+                    conn.close()
+                    self._reader = None
 
     def query(self, query: LedgerQuery) -> list[LedgerRow]:
         where, params = where_clause(query)
-        return [row_from_values(v) for v in self._fetch(f"{_SELECT}{where} ORDER BY id", params)]
+        with self._reading() as fetch:
+            return [row_from_values(v) for v in fetch(f"{_SELECT}{where} ORDER BY id", params)]
 
     def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
         """See :func:`.totals.sql_aggregate`."""
-        return sql_aggregate(self._fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies,
-                             parts=hourly_parts(query))
+        with self._reading() as fetch:
+            return sql_aggregate(fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies,
+                                 parts=hourly_parts(query))
 
     def rows(self) -> list[LedgerRow]:
         return self.query(LedgerQuery())
@@ -186,3 +201,7 @@ class SQLiteLedger:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
