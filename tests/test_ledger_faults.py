@@ -52,7 +52,8 @@ def test_hostile_numbers_are_clamped_and_later_rows_still_written(ledger_uri):
         ledger.record(row(0, prompt_tokens=1e30, completion_tokens=-5, cached_tokens=float("nan")))
         ledger.record(row(1, prompt_tokens=float("inf"), cost_usd=Decimal("NaN"), cache_saved_usd=Decimal(-3)))
         ledger.record(row(2, completion_tokens=2**70, cost_usd=Decimal("-0.5"), latency_ms=float("nan")))
-        for i in range(3, 10):
+        ledger.record(row(3, cost_usd=Decimal("1E+15")))  # past what a 64-bit sum of micro-dollars holds
+        for i in range(4, 10):
             ledger.record(row(i))
         ledger.flush()
         rows = {r.request_id: r for r in ledger.rows()}
@@ -60,7 +61,8 @@ def test_hostile_numbers_are_clamped_and_later_rows_still_written(ledger_uri):
         assert (rows["r0"].prompt_tokens, rows["r0"].completion_tokens, rows["r0"].cached_tokens) == (MAX_COUNT, 0, 0)
         assert rows["r1"].prompt_tokens == MAX_COUNT and rows["r1"].cost_usd == 0 and rows["r1"].cache_saved_usd == 0
         assert rows["r2"].completion_tokens == MAX_COUNT and rows["r2"].cost_usd == 0 and rows["r2"].latency_ms == 0
-        assert all(rows[f"r{i}"].cost_usd == Decimal("0.0001") for i in range(3, 10))
+        assert rows["r3"].cost_usd == Decimal("1E+15")
+        assert all(rows[f"r{i}"].cost_usd == Decimal("0.0001") for i in range(4, 10))
         assert health(ledger)["dropped"] == 0
     finally:
         ledger.close()

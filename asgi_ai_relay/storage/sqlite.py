@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -65,10 +66,16 @@ SQLITE = Dialect(
 )
 
 
+_COLUMN_VALUES = attrgetter(*LEDGER_COLUMNS)
+_COST, _SAVED = LEDGER_COLUMNS.index("cost_usd"), LEDGER_COLUMNS.index("cache_saved_usd")
+
+
 def _values(row: LedgerRow) -> tuple[object, ...]:
-    values = tuple(str(v) if isinstance(v, Decimal) else v for v in (getattr(row, c) for c in LEDGER_COLUMNS))
-    cost_u, cost_f = fixed_money(row.cost_usd)
-    saved_u, saved_f = fixed_money(row.cache_saved_usd)
+    values = list(_COLUMN_VALUES(row))
+    cost, saved = row.cost_usd, row.cache_saved_usd
+    values[_COST], values[_SAVED] = str(cost), str(saved)
+    cost_u, cost_f = fixed_money(cost)
+    saved_u, saved_f = fixed_money(saved)
     if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
         return (*values, None, None, None, None)
     return (*values, cost_u, cost_f, saved_u, saved_f)

@@ -118,12 +118,12 @@ def aggregate_rows(rows: Iterable[LedgerRow], group_by: Sequence[str]) -> dict[K
 
 def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:
     """``usd`` as (whole micro-dollars, rest in 1e-18 USD), which SQLite sums exactly as
-    integers; ``(None, None)`` when finer than 1e-18 or too large (summed from the text)."""
-    scaled = usd.scaleb(18)
-    if not usd.is_finite() or usd < 0 or scaled >= 2**62 * _MICRO or scaled != scaled.to_integral_value():
-        return None, None
-    whole = int(scaled)
-    return whole // _MICRO, whole % _MICRO
+    integers; ``(None, None)`` when finer than 1e-18, negative, not finite or 1e12 and more
+    (summed from the text)."""
+    sign, digits, exponent = usd.as_tuple()
+    if sign or not isinstance(exponent, int) or exponent < -18 or len(digits) + exponent > 12:
+        return None, None  # (a trillion dollars and more: not in a 64-bit sum either)
+    return divmod(int(usd.scaleb(18)), _MICRO)
 
 
 def where_clause(query: LedgerQuery, mark: str = "?", time: str = "ts") -> tuple[str, list[Any]]:
