@@ -42,6 +42,7 @@ class Spool:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._full = False
+        self._failing = False
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -81,8 +82,11 @@ class Spool:
                 self._count += len(keep)
             except (sqlite3.Error, OSError, TypeError) as exc:
                 self.dropped += len(rows)
-                logger.error("ledger: cannot spool %d rows to %s: %s", len(rows), self.path, exc)
+                if not self._failing:  # one line until the spool works again, not one per batch
+                    logger.error("ledger: cannot spool rows to %s (dropping them until it can): %s", self.path, exc)
+                self._failing = True
                 return
+            self._failing = False
             lost = len(rows) - len(keep)
             if lost:
                 self.dropped += lost
