@@ -61,6 +61,8 @@ class Spool:
     def count(self) -> int:
         """Rows in the file now, every process's."""
         with self._lock:
+            if self._conn is None and not Path(self.path).exists():
+                return 0  # nothing ever spooled: no file to make
             try:
                 self._count = self._open().execute("SELECT COUNT(*) FROM spool").fetchone()[0]
             except sqlite3.Error:
