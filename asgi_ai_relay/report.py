@@ -6,9 +6,9 @@ command line::
 
 The ledger backend sums the rows per model and group (``SUM ... GROUP BY`` on SQLite and
 PostgreSQL, see :mod:`.storage.totals`), exactly, in :class:`~decimal.Decimal`; the report
-rolls those groups up, so every backend gives the same numbers. ``--compare LIST`` prices the same tokens at another price list
-(``catalog``: the model prices without provider multipliers, or one of ``pricing.lists``), per
-group, and shows what the relay and its cache saved against it.
+rolls those groups up, so every backend gives the same numbers. ``--compare LIST`` prices the
+same tokens at another price list (``catalog``: the model prices without provider multipliers,
+or one of ``pricing.lists``), per group, and shows what the relay and its cache saved against it.
 """
 
 from __future__ import annotations

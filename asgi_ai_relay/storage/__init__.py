@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
-from .totals import Totals, aggregate, spend_totals
 from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
 from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
+from .totals import Totals, aggregate, spend_totals
 
 T = TypeVar("T")
 
@@ -28,12 +28,12 @@ __all__ = [
     "Totals",
     "aggregate",
     "cache_from_uri",
+    "health",
     "ledger_from_uri",
     "limits_from_uri",
     "pick_backend",
     "spend_totals",
     "wait_ready",
-    "health",
 ]
 
 

@@ -15,7 +15,7 @@ __all__ = [
     "LEDGER_COLUMNS", "MAX_COUNT", "Cache", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
 ]
 
-#: The largest token count a row holds (a PostgreSQL ``INTEGER``); larger counts are clamped to it.
+#: The largest token count a row holds (a signed 32-bit integer); larger counts are clamped to it.
 MAX_COUNT = 2**31 - 1
 _ZERO = Decimal(0)
 
@@ -36,7 +36,7 @@ def _count(value: object) -> int:
 
 def _money(value: object) -> Decimal:
     """``value`` as USD, ``0`` for anything negative or not finite (never a budget credit)."""
-    if type(value) is Decimal and value.is_finite() and value >= 0:
+    if type(value) is Decimal and value.is_finite() and value > 0:
         return value
     try:
         usd = value if isinstance(value, Decimal) else Decimal(str(value))

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..limits import Bucket, BucketState, Decision, adjusted, gcra
-from .totals import Key, Totals, aggregate_rows
 from .base import LedgerQuery, LedgerRow
+from .totals import Key, Totals, aggregate_rows
 
 __all__ = ["MemoryCache", "MemoryLedger", "MemoryRateLimits"]
 
