@@ -16,7 +16,9 @@ import pytest
 from asgi_ai_relay.storage import LedgerRow, health, ledger_from_uri, wait_ready
 from asgi_ai_relay.storage.base import MAX_COUNT
 from asgi_ai_relay.storage.postgres import PostgresLedger
+from tests.conftest import make_config
 from tests.private_postgres import Blackhole, PrivatePostgres
+from tests.relay_calls import chat, relays  # noqa: F401 (relays: a fixture)
 
 
 def row(i: int, **fields) -> LedgerRow:
@@ -301,3 +303,28 @@ def test_two_processes_write_one_ledger(ledger_uri):
         assert report == summarize(config, rows, ("caller",))  # the hourly sums kept up with both writers
     finally:
         ledger.close()
+
+
+@pytest.mark.postgres
+async def test_a_relay_serves_while_its_ledger_database_is_blackholed(upstream, tmp_path, relays):
+    """The relay starts and answers with PostgreSQL unreachable; the rows arrive when it returns."""
+    hole = Blackhole()
+    server = await asyncio.to_thread(PrivatePostgres, hole.port)
+    table = "usage_relay"
+    try:
+        uri = f"postgresql://postgres@127.0.0.1:{hole.port}/postgres?table={table}&spool={tmp_path}/spool.db"
+        relay = relays(make_config(upstream, storage={"ledger": uri}))
+        await relay.startup()
+        answers = await asyncio.gather(*(chat(relay, {"model": "test-model", "messages": [
+            {"role": "user", "content": f"question {i}"}]}) for i in range(20)))
+        assert [a.status for a in answers] == [200] * 20
+        await asyncio.to_thread(until, lambda: relay.ledger.health()["spooled"] == 20, "the rows to spool")
+        hole.close()
+        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(until, lambda: relay.ledger.health()["behind"] == 0, "the spool to drain")
+        ids = await asyncio.to_thread(stored_ids, server.url, table)
+        assert len(ids) == 20 and len(set(ids)) == 20
+        await relay.shutdown()
+    finally:
+        hole.close()
+        await asyncio.to_thread(server.remove)
