@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl
 
 from .errors import NotFound, PermissionDenied
 from .metrics import CONTENT_TYPE
-from .report import query_from, read_rows, summarize
+from .report import query_from
+from .report import usage_report as ledger_report
 from .types import RelayResponse
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ async def usage_report(relay: Relay, call: Call) -> RelayResponse:
         params["caller"] = caller.id
     query = query_from(params, tuple(sorted(relay.model_endpoints)))
     group_by = [g for g in params.get("group_by", "").split(",") if g]
-    rows = await asyncio.to_thread(read_rows, relay.ledger, query)
-    return relay.json_response(call, summarize(relay.config, rows, group_by, params.get("compare") or None))
+    report = await asyncio.to_thread(ledger_report, relay.config, relay.ledger, query, group_by, params.get("compare") or None)
+    return relay.json_response(call, report)
 
 
 async def metrics_text(relay: Relay, call: Call) -> RelayResponse:

@@ -4,11 +4,11 @@ command line::
     python -m asgi_ai_relay.report --config relay.toml --group-by month --compare catalog
     python -m asgi_ai_relay.report --ledger sqlite:///relay-usage.db --from 2025-01-01 --caller team-a
 
-The ledger backend selects the rows (SQL ``WHERE`` on SQLite and PostgreSQL); the sums are
-taken here, in :class:`~decimal.Decimal`, so every backend gives the same exact numbers and
-the same percentiles. ``--compare LIST`` prices the same tokens at another price list
-(``catalog``: the model prices without provider multipliers, or one of ``pricing.lists``), per
-group, and shows what the relay and its cache saved against it.
+The ledger backend sums the rows per model and group (``SUM ... GROUP BY`` on SQLite and
+PostgreSQL, see :mod:`.storage.totals`), exactly, in :class:`~decimal.Decimal`; the report
+rolls those groups up, so every backend gives the same numbers. ``--compare LIST`` prices the
+same tokens at another price list (``catalog``: the model prices without provider multipliers,
+or one of ``pricing.lists``), per group, and shows what the relay and its cache saved against it.
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ import orjson
 
 from .config import RelayConfig, load_config
 from .errors import InvalidRequest
-from .pricing import CATALOG, cost_at, list_price, to_currency
-from .stages.usage import percentile
-from .storage import Ledger, LedgerQuery, LedgerRow, ledger_from_uri
-from .types import Usage
+from .pricing import CATALOG, list_price, to_currency
+from .storage import Ledger, LedgerQuery, LedgerRow, aggregate, health, ledger_from_uri
+from .storage.totals import GROUPS, Key, Totals, aggregate_rows, percentiles
 
-__all__ = ["GROUPS", "Summary", "main", "parse_time", "read_rows", "summarize"]
+__all__ = ["GROUPS", "Summary", "main", "parse_time", "read_rows", "summarize", "usage_report"]
 
-GROUPS = ("model", "caller", "day", "month", "provider")
 _ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
 
 
 def parse_time(value: str, *, end: bool = False) -> float:
@@ -56,114 +55,125 @@ def parse_time(value: str, *, end: bool = False) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _group_key(row: LedgerRow, group_by: Sequence[str]) -> str:
-    parts = []
-    for name in group_by:
-        if name == "day":
-            parts.append(datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m-%d"))
-        elif name == "month":
-            parts.append(datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m"))
-        else:
-            parts.append(str(getattr(row, name) or ""))
-    return "|".join(parts)
+def _plain(usd: Decimal) -> str:
+    """``usd`` without trailing zeros nor exponent, so every backend prints a sum alike."""
+    normal = usd.normalize()
+    return str(normal.quantize(Decimal(1)) if normal.as_tuple().exponent > 0 else normal)  # type: ignore[operator]
 
 
 @dataclass
 class Summary:
-    """Totals over a set of ledger rows."""
+    """Totals over a set of ledger rows, and what they cost at a comparison price list."""
 
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: Decimal = _ZERO
-    cache_hits: int = 0
-    saved_usd: Decimal = _ZERO
-    estimated: int = 0
+    totals: Totals = field(default_factory=Totals)
     compare_usd: Decimal = _ZERO
     unpriced: int = 0
-    latencies: list[float] = field(default_factory=list)
 
-    def add(self, row: LedgerRow, config: RelayConfig, compare: str | None) -> None:
-        self.requests += 1
-        self.errors += row.status >= 400
-        self.prompt_tokens += row.prompt_tokens
-        self.completion_tokens += row.completion_tokens
-        self.cached_tokens += row.cached_tokens
-        self.cost_usd += row.cost_usd
-        self.cache_hits += row.cache_hit
-        self.saved_usd += row.cache_saved_usd
-        self.estimated += row.estimated
-        self.latencies.append(row.latency_ms)
-        if compare is not None and (row.prompt_tokens or row.completion_tokens):
-            price = list_price(config, compare, row.model)
-            if price is None:
-                self.unpriced += 1
-            else:
-                usage = Usage(row.prompt_tokens, row.completion_tokens, row.cached_tokens)
-                self.compare_usd += cost_at(price, usage)
+    def add(self, model: str, totals: Totals, config: RelayConfig, compare: str | None) -> None:
+        self.totals.merge(totals)
+        if compare is None or not totals.token_rows:
+            return
+        price = list_price(config, compare, model or None)
+        if price is None:
+            self.unpriced += totals.token_rows
+            return
+        cached_price = price.input if price.cached_input is None else price.cached_input
+        self.compare_usd += (
+            (totals.prompt_tokens - totals.cached_prompt) * price.input
+            + totals.cached_prompt * cached_price
+            + totals.completion_tokens * price.output
+        ) / _MILLION
 
     def report(self, config: RelayConfig, compare: str | None) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
+        t = self.totals
         out: dict[str, Any] = {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.errors / self.requests, 6) if self.requests else 0.0,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "cost_usd": str(self.cost_usd),
-            "cost": str(to_currency(config, self.cost_usd)),
+            "requests": t.requests,
+            "errors": t.errors,
+            "error_rate": round(t.errors / t.requests, 6) if t.requests else 0.0,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "cached_tokens": t.cached_tokens,
+            "total_tokens": t.prompt_tokens + t.completion_tokens,
+            "cost_usd": _plain(t.cost_usd),
+            "cost": _plain(to_currency(config, t.cost_usd)),
             "currency": config.pricing.currency,
-            "cache_hits": self.cache_hits,
-            "cache_hit_rate": round(self.cache_hits / self.requests, 6) if self.requests else 0.0,
-            "cache_saved_usd": str(self.saved_usd),
-            "estimated_rows": self.estimated,
-            "latency_ms": {p: percentile(ordered, n) for p, n in (("p50", 50), ("p95", 95), ("p99", 99))},
+            "cache_hits": t.cache_hits,
+            "cache_hit_rate": round(t.cache_hits / t.requests, 6) if t.requests else 0.0,
+            "cache_saved_usd": _plain(t.saved_usd),
+            "estimated_rows": t.estimated,
+            "latency_ms": dict(zip(("p50", "p95", "p99"), percentiles(t.latencies), strict=True)),
         }
         if compare is not None:
             out["compare"] = {
                 "price_list": compare,
-                "cost_usd": str(self.compare_usd),
-                "savings_usd": str(self.compare_usd - self.cost_usd),
-                "savings": str(to_currency(config, self.compare_usd - self.cost_usd)),
+                "cost_usd": _plain(self.compare_usd),
+                "savings_usd": _plain(self.compare_usd - t.cost_usd),
+                "savings": _plain(to_currency(config, self.compare_usd - t.cost_usd)),
                 "unpriced_rows": self.unpriced,
             }
         return out
 
 
-def summarize(
-    config: RelayConfig, rows: Iterable[LedgerRow], group_by: Sequence[str] = (), compare: str | None = None
-) -> dict[str, Any]:
-    """The usage report: totals, and per group when ``group_by`` names any of :data:`GROUPS`.
-
-    :raises InvalidRequest: for an unknown group or price list.
-    """
+def check_report(config: RelayConfig, group_by: Sequence[str], compare: str | None) -> None:
+    """:raises InvalidRequest: for an unknown group or price list."""
     for name in group_by:
         if name not in GROUPS:
             raise InvalidRequest(f"'group_by' must be among {', '.join(GROUPS)}; got {name!r}.", param="group_by")
     if compare is not None and compare != CATALOG and compare not in config.pricing.lists:
         known = ", ".join([CATALOG, *config.pricing.lists])
         raise InvalidRequest(f"Unknown price list {compare!r} (known: {known}).", param="compare")
+
+
+def report_of(
+    config: RelayConfig, groups: Mapping[Key, Totals], group_by: Sequence[str], compare: str | None
+) -> dict[str, Any]:
+    """The usage report from per-model (and ``group_by``) totals."""
     total = Summary()
     models: dict[str, Summary] = {}
-    groups: dict[str, Summary] = {}
-    for row in rows:
-        total.add(row, config, compare)
-        models.setdefault(row.model or "(none)", Summary()).add(row, config, compare)
+    by_group: dict[Key, Summary] = {}
+    for key, totals in groups.items():
+        model = key[0]
+        total.add(model, totals, config, compare)
+        models.setdefault(model or "(none)", Summary()).add(model, totals, config, compare)
         if group_by:
-            key = _group_key(row, group_by)
-            groups.setdefault(key, Summary()).add(row, config, compare)
+            by_group.setdefault(key[1:], Summary()).add(model, totals, config, compare)
     report: dict[str, Any] = {"object": "relay.usage", **total.report(config, compare)}
     report["models"] = {name: summary.report(config, compare) for name, summary in sorted(models.items())}
     if group_by:
         report["group_by"] = list(group_by)
         report["groups"] = [
-            {"key": dict(zip(group_by, key.split("|"), strict=True)), **summary.report(config, compare)}
-            for key, summary in sorted(groups.items())
+            {"key": dict(zip(group_by, key, strict=True)), **summary.report(config, compare)}
+            for key, summary in sorted(by_group.items(), key=lambda item: "|".join(item[0]))
         ]
+    return report
+
+
+def summarize(
+    config: RelayConfig, rows: Iterable[LedgerRow], group_by: Sequence[str] = (), compare: str | None = None
+) -> dict[str, Any]:
+    """The usage report of ``rows``: totals, and per group when ``group_by`` names any of :data:`GROUPS`.
+
+    :raises InvalidRequest: for an unknown group or price list.
+    """
+    check_report(config, group_by, compare)
+    return report_of(config, aggregate_rows(rows, group_by), group_by, compare)
+
+
+def usage_report(
+    config: RelayConfig, ledger: Ledger, query: LedgerQuery, group_by: Sequence[str] = (), compare: str | None = None
+) -> dict[str, Any]:
+    """:func:`summarize` over the rows ``query`` selects, summed by the ledger's backend (in SQL
+    for SQLite and PostgreSQL), with ``ledger_behind_rows``: rows recorded that the report cannot
+    count yet (queued, or spooled while the database is unreachable). Blocking: call it from a
+    thread in async code.
+
+    :raises InvalidRequest: for an unknown group or price list.
+    :raises StorageError: when the ledger's database cannot be read.
+    """
+    check_report(config, group_by, compare)
+    report = report_of(config, aggregate(ledger, query, group_by), group_by, compare)
+    # Rows recorded but not yet in the database (queued, or spooled while it is unreachable).
+    report["ledger_behind_rows"] = health(ledger)["behind"]
     return report
 
 
@@ -203,9 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ledger = ledger_from_uri(args.ledger or config.storage.ledger)
     params = {"from": args.since, "to": args.until, "caller": args.caller, "model": args.model}
     try:
-        rows = read_rows(ledger, query_from({k: v for k, v in params.items() if v}, None))
         group_by = [g for g in args.group_by.split(",") if g]
-        report = summarize(config, rows, group_by, args.compare)
+        report = usage_report(config, ledger, query_from({k: v for k, v in params.items() if v}, None), group_by, args.compare)
     except InvalidRequest as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2

@@ -69,9 +69,25 @@ def check(report, sums):
     assert Decimal(report["cache_saved_usd"]) == sums["cache_saved_usd"]
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-async def test_usage_matches_the_ledger(upstream, tmp_path, backend, relays):
-    relay = relays(config(upstream, "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/u.db"))
+@pytest.fixture
+def ledger_uri(request, tmp_path):
+    if request.param != "postgres":
+        yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/u.db"
+        return
+    import uuid
+
+    import psycopg
+
+    url = request.getfixturevalue("postgres_url")
+    table = f"relay_usage_{uuid.uuid4().hex}"
+    yield f"{url}?table={table}&spool={tmp_path}/spool.db"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("ledger_uri", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_usage_matches_the_ledger(upstream, ledger_uri, relays):
+    relay = relays(config(upstream, ledger_uri))
     await traffic(relay)
     chat_rows = [r for r in relay.ledger.rows() if r.endpoint == "chat.completions"]
     assert len(chat_rows) == 8

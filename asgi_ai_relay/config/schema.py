@@ -230,6 +230,9 @@ class StorageConfig:
     slots: str = "memory://"
     #: Budget spend: ``limits`` (the store ``limits`` names), ``memory://`` or ``redis://...``.
     budgets: str = "limits"
+    #: Refuse to start when the ledger's database cannot be reached at start-up (otherwise the
+    #: relay starts degraded: rows spool locally and are written when the database returns).
+    ledger_required: bool = False
 
 
 

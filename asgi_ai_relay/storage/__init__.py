@@ -4,12 +4,13 @@ imported only when named, so the embedded defaults need nothing installed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigurationError
 from .base import LEDGER_COLUMNS, Cache, Ledger, LedgerQuery, LedgerRow, QueryableLedger, RateLimitStore
 from .memory import MemoryCache, MemoryLedger, MemoryRateLimits
+from .totals import Totals, aggregate, spend_totals
 
 T = TypeVar("T")
 
@@ -24,10 +25,15 @@ __all__ = [
     "MemoryRateLimits",
     "QueryableLedger",
     "RateLimitStore",
+    "Totals",
+    "aggregate",
     "cache_from_uri",
+    "health",
     "ledger_from_uri",
     "limits_from_uri",
     "pick_backend",
+    "spend_totals",
+    "wait_ready",
 ]
 
 
@@ -71,6 +77,24 @@ def ledger_from_uri(uri: str) -> Ledger:
     :raises ConfigurationError: for a scheme no backend serves.
     """
     return pick_backend("storage.ledger", LEDGER_SCHEMES, uri)
+
+
+def wait_ready(ledger: Ledger, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``ledger`` has reached its database; ``False`` if it
+    has not (it keeps trying in the background, spooling what is recorded meanwhile). A ledger
+    without ``wait_ready`` is ready."""
+    wait = getattr(ledger, "wait_ready", None)
+    return True if wait is None else bool(wait(timeout))
+
+
+def health(ledger: Ledger) -> dict[str, Any]:
+    """``{"ok", "behind", "spooled", "dropped", "last_error"}`` of ``ledger``: ``ok`` is false
+    while its database is unreachable; ``behind`` counts rows recorded and not yet stored."""
+    own = getattr(ledger, "health", None)
+    if own is None:
+        return {"ok": True, "behind": 0, "spooled": 0, "dropped": 0, "last_error": None}
+    status: dict[str, Any] = own()
+    return status
 
 
 def _memory_cache(uri: str) -> Cache:

@@ -11,7 +11,46 @@ if TYPE_CHECKING:
 
     from ..limits import Bucket, Decision
 
-__all__ = ["LEDGER_COLUMNS", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore"]
+__all__ = [
+    "LEDGER_COLUMNS", "MAX_COUNT", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
+]
+
+#: The largest token count a row holds (a signed 32-bit integer); larger counts are clamped to it.
+MAX_COUNT = 2**31 - 1
+_ZERO = Decimal(0)
+
+
+def _count(value: object) -> int:
+    """``value`` as a token count in ``0..MAX_COUNT``: an upstream may report ``1e30``, ``-5``
+    or ``NaN``, and the ledger stores neither an overflow nor a credit."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    if number != number or number <= 0:
+        return 0
+    return MAX_COUNT if number >= MAX_COUNT else int(number)
+
+
+def _money(value: object) -> Decimal:
+    """``value`` as USD, ``0`` for anything negative or not finite (never a budget credit)."""
+    if type(value) is Decimal and value.is_finite() and value > 0:
+        return value
+    try:
+        usd = value if isinstance(value, Decimal) else Decimal(str(value))
+    except ArithmeticError:
+        return _ZERO
+    return usd if usd.is_finite() and usd > 0 else _ZERO
+
+
+def _ms(value: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if 0 <= number < float("inf") else 0.0
 
 
 @dataclass(slots=True)
@@ -46,6 +85,15 @@ class LedgerRow:
     #: "status", "ms", "error"?, "wait_s"?} | {"deployment", "model", "skipped"}, ...]``.
     attempt_log: str | None = None
     cache_saved_usd: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        # The one place counts and money are made storable, whatever reported them.
+        self.prompt_tokens = _count(self.prompt_tokens)
+        self.completion_tokens = _count(self.completion_tokens)
+        self.cached_tokens = _count(self.cached_tokens)
+        self.cost_usd = _money(self.cost_usd)
+        self.cache_saved_usd = _money(self.cache_saved_usd)
+        self.latency_ms = _ms(self.latency_ms)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,9 +6,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..limits import Bucket, BucketState, Decision, adjusted, gcra
 from .base import LedgerQuery, LedgerRow
+from .totals import Key, Totals, aggregate_rows
 
 __all__ = ["MemoryCache", "MemoryLedger", "MemoryRateLimits"]
 
@@ -30,6 +32,16 @@ class MemoryLedger:
 
     def query(self, query: LedgerQuery) -> list[LedgerRow]:
         return [row for row in list(self._rows) if query.matches(row)]
+
+    def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
+        """The rows' totals per model and ``group_by`` values, summed here."""
+        return aggregate_rows(self.query(query), group_by)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "behind": 0, "spooled": 0, "dropped": 0, "last_error": None}
+
+    def wait_ready(self, timeout: float = 0.0) -> bool:
+        return True
 
     def close(self) -> None:
         return None

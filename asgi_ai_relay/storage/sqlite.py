@@ -1,6 +1,8 @@
 """The embedded ledger: a SQLite file, written in batches by one thread off the request path
 (see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
-seconds). Columns added by newer versions are added to an older file on open."""
+seconds). Columns added by newer versions are added to an older file on open. Reports sum in
+SQL (:mod:`.totals`), over per-hour sums a trigger keeps (:mod:`.hourly`) and an index on
+``(ts, caller)`` for the minutes at the edges of a range."""
 
 from __future__ import annotations
 
@@ -9,16 +11,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, StorageError
+from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
+from .hourly import create_hourly, hourly_parts
 
-__all__ = ["SQLiteLedger", "row_from_values", "where_clause"]
+__all__ = ["SQLITE", "SQLiteLedger", "row_from_values", "where_clause"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -29,12 +35,16 @@ _TYPES = {
     "cache_saved_usd": "TEXT",
 }
 _DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0"}
+#: Each cost as two integers SQLite sums exactly (see :func:`.totals.fixed_money`).
+_FIXED = ("cost_u", "cost_f", "saved_u", "saved_f")
+_COLUMNS = (*LEDGER_COLUMNS, *_FIXED)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     + ", ".join(f"{name} {_TYPES.get(name, 'TEXT')}" for name in LEDGER_COLUMNS)
+    + ", " + ", ".join(f"{name} INTEGER" for name in _FIXED)
     + ")"
 )
-_INSERT = f"INSERT INTO relay_usage ({', '.join(LEDGER_COLUMNS)}) VALUES ({', '.join('?' for _ in LEDGER_COLUMNS)})"
+_INSERT = f"INSERT INTO relay_usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 #: Rows inserted before the writer thread yields the processor. Written in one go, a batch kept
 #: the event loop's thread waiting for the GIL for the whole batch (about 5 us a row; 1.3 ms for
 #: the 240 rows of 50 ms at 4,800 requests/s), and the requests that ran meanwhile carried it:
@@ -44,10 +54,31 @@ _YIELD_EVERY = 16
 _yield: Callable[[], object] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 _SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage"
 _FLAGS = ("stream", "cache_hit", "estimated")
+#: Seconds a statement waits for another process's write lock on the same file.
+BUSY_TIMEOUT = 5.0
+#: Seconds a reader waits for the writer to store what was recorded before it reads.
+READ_WAIT = 2.0
+SQLITE = Dialect(
+    mark="?", least="MIN", period=lambda name, ts: f"strftime('{'%Y-%m-%d' if name == 'day' else '%Y-%m'}', {ts}, 'unixepoch')",
+    flag=lambda expr: f"({expr})",
+    money=lambda name: f"SUM({name}_u), SUM({name}_f / 1000000), SUM({name}_f % 1000000), COUNT({name}_u)",
+    unfixed="cost_u IS NULL",
+)
+
+
+_COLUMN_VALUES = attrgetter(*LEDGER_COLUMNS)
+_COST, _SAVED = LEDGER_COLUMNS.index("cost_usd"), LEDGER_COLUMNS.index("cache_saved_usd")
 
 
 def _values(row: LedgerRow) -> tuple[object, ...]:
-    return tuple(str(v) if isinstance(v, Decimal) else v for v in (getattr(row, c) for c in LEDGER_COLUMNS))
+    values = list(_COLUMN_VALUES(row))
+    cost, saved = row.cost_usd, row.cache_saved_usd
+    values[_COST], values[_SAVED] = str(cost), str(saved)
+    cost_u, cost_f = fixed_money(cost)
+    saved_u, saved_f = fixed_money(saved)
+    if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
+        return (*values, None, None, None, None)
+    return (*values, cost_u, cost_f, saved_u, saved_f)
 
 
 def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
@@ -60,47 +91,42 @@ def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
     return LedgerRow(**data)
 
 
-def where_clause(query: LedgerQuery, mark: str = "?") -> tuple[str, list[Any]]:
-    """`` WHERE ...`` for ``query`` with ``mark`` placeholders, and its parameters."""
-    parts: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
-        ("caller", "=", query.caller), ("model", "=", query.model),
-        ("ts", ">=", query.since), ("ts", "<", query.until),
-    ):
-        if value is not None:
-            parts.append(f"{column} {op} {mark}")
-            params.append(value)
-    if query.endpoints is not None:
-        parts.append(f"endpoint IN ({', '.join(mark for _ in query.endpoints)})" if query.endpoints else "1 = 0")
-        params.extend(query.endpoints)
-    return (" WHERE " + " AND ".join(parts) if parts else ""), params
-
-
 class SQLiteLedger:
-    def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05) -> None:
+    """One file, written by one thread per process; several processes may share the file (WAL,
+    a busy timeout and bounded retries of a batch). ``record`` after :meth:`close` writes the
+    row at once, on the caller's thread."""
+
+    def __init__(self, path: str, *, batch: int = 500, linger: float = 0.05, busy_timeout: float = BUSY_TIMEOUT) -> None:
         if not path:
             raise ConfigurationError("storage.ledger: sqlite:///PATH needs a path")
         self.path = path
+        self.busy_timeout = busy_timeout
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # one connection, used by the writer and by queries
-        self._conn = self._connect()
+        self._lock = threading.Lock()  # the writer's connection
+        self._conn: sqlite3.Connection | None = self._connect()
+        self._read_lock = threading.Lock()  # the readers' connection
+        self._reader: sqlite3.Connection | None = None
         self._writer: BatchWriter[tuple[object, ...]] = BatchWriter(
-            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger
+            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger, retry_on=(sqlite3.OperationalError,)
         )
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-            present = {r[1] for r in conn.execute("PRAGMA table_info(relay_usage)")}
-            for name in LEDGER_COLUMNS:
-                if name not in present:
-                    default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
-                    conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {_TYPES.get(name, 'TEXT')}{default}")
+            with conn:  # one write transaction: a second process opening the file waits, then sees it all
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_SCHEMA)
+                present = {r[1] for r in conn.execute("PRAGMA table_info(relay_usage)")}
+                for name in _COLUMNS:
+                    if name not in present:
+                        default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
+                        kind = "INTEGER" if name in _FIXED else _TYPES.get(name, "TEXT")
+                        conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {kind}{default}")
+                conn.execute("CREATE INDEX IF NOT EXISTS relay_usage_ts_caller ON relay_usage (ts, caller)")
+                create_hourly(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite ledger at {self.path}: {exc}") from exc
         return conn
@@ -111,27 +137,65 @@ class SQLiteLedger:
         self._writer.put(_values(row))
 
     def _write(self, rows: list[tuple[object, ...]]) -> None:
-        try:
-            with self._lock, self._conn:
-                self._conn.execute("BEGIN")
-                for start in range(0, len(rows), _YIELD_EVERY):
-                    self._conn.executemany(_INSERT, rows[start:start + _YIELD_EVERY])
-                    _yield()
-        except sqlite3.Error:
-            logger.exception("ledger: could not write %d rows to %s", len(rows), self.path)
+        """Store ``rows`` in one transaction (raises: the writer retries, then drops one by one)."""
+        with self._lock:
+            conn = self._conn or self._connect()
+            try:
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for start in range(0, len(rows), _YIELD_EVERY):
+                        conn.executemany(_INSERT, rows[start:start + _YIELD_EVERY])
+                        _yield()
+            finally:
+                if conn is not self._conn:
+                    conn.close()
+
+    @property
+    def dropped(self) -> int:
+        """Rows that could not be written, however often they were tried."""
+        return self._writer.dropped
+
+    def health(self) -> dict[str, Any]:
+        """``ok``, ``behind`` (rows recorded, not yet stored), ``dropped``, ``last_error``."""
+        writer = self._writer
+        return {"ok": True, "behind": writer.queued, "spooled": 0, "dropped": writer.dropped, "last_error": writer.last_error}
+
+    def wait_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the file is open (it is opened by the constructor, which raises otherwise)."""
+        return True
 
     def flush(self) -> None:
         self._writer.flush()
 
+    @contextmanager
+    def _reading(self) -> Iterator[Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]]:
+        """A fetch function over one snapshot of the file, on a connection of the readers' own:
+        a reader waits for the writer at most ``READ_WAIT`` seconds, never for its lock."""
+        self._writer.flush(timeout=READ_WAIT)
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False,
+                                               isolation_level=None)
+            conn = self._reader
+            conn.execute("BEGIN")
+            try:
+                yield lambda sql, params: conn.execute(sql, params).fetchall()
+            finally:
+                conn.execute("COMMIT")
+                if self._writer.closed:
+                    conn.close()
+                    self._reader = None
+
     def query(self, query: LedgerQuery) -> list[LedgerRow]:
-        self.flush()
         where, params = where_clause(query)
-        sql = f"{_SELECT}{where} ORDER BY id"
-        if self._writer.closed:
-            with sqlite3.connect(self.path) as conn:
-                return [row_from_values(v) for v in conn.execute(sql, params).fetchall()]
-        with self._lock:
-            return [row_from_values(v) for v in self._conn.execute(sql, params).fetchall()]
+        with self._reading() as fetch:
+            return [row_from_values(v) for v in fetch(f"{_SELECT}{where} ORDER BY id", params)]
+
+    def aggregate(self, query: LedgerQuery, group_by: Sequence[str], *, latencies: bool = True) -> dict[Key, Totals]:
+        """See :func:`.totals.sql_aggregate`."""
+        with self._reading() as fetch:
+            return sql_aggregate(fetch, SQLITE, "relay_usage", query, group_by, latencies=latencies,
+                                 parts=hourly_parts(query))
 
     def rows(self) -> list[LedgerRow]:
         return self.query(LedgerQuery())
@@ -140,4 +204,11 @@ class SQLiteLedger:
         if self._writer.closed:
             return
         self._writer.close()
-        self._conn.close()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
