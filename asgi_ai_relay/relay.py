@@ -35,26 +35,28 @@ import orjson
 from .call import Call
 from .config import RelayConfig, load_config
 from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
-from .errors import CLIENT_CLOSED, NotFound, RelayError
+from .errors import CLIENT_CLOSED, NotFound, RelayError, StorageError
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
 from .protocol import ANTHROPIC, OPENAI, WireFormat
 from .providers import Provider, build_provider
-from .report import read_rows
 from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
 from .stages import budget, parse, ratelimit, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
-from .storage import Cache, Ledger, LedgerQuery, RateLimitStore, cache_from_uri, ledger_from_uri
+from .storage import Cache, Ledger, RateLimitStore, cache_from_uri, ledger_from_uri, spend_totals, wait_ready
 from .transport import UpstreamHttp, make_client
 from .types import RelayRequest, RelayResponse
 
 __all__ = ["AuthHook", "Relay", "Route", "Stage"]
 
 logger = logging.getLogger("asgi_ai_relay")
+
+#: Seconds between two tries at seeding the budgets from a ledger that could not be read.
+_RESEED = 5.0
 
 Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
 FinishStep = Callable[["Relay", Call], None]
@@ -137,6 +139,8 @@ class Relay:
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False
+        self._unseeded = self.spend is not None
+        self._next_seed = 0.0
         self._start_lock: asyncio.Lock | None = None
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
@@ -194,32 +198,55 @@ class Relay:
 
         Called by the host's lifespan where there is one, and by :meth:`handle` on first use
         otherwise (WSGI hosts, hosts without lifespan), behind a lock, so every host starts
-        the same way. A part that cannot start (the ledger's database is down) is logged and
-        the relay serves degraded; it raises only when ``storage.ledger_required`` is set.
+        the same way. A part that cannot start is logged and the relay serves degraded: a
+        ledger whose database is down spools its rows, and budgets not yet seeded from it are
+        seeded on a later request (at most every ``_RESEED`` seconds), never silently reset.
+        With ``storage.ledger_required`` it raises instead when the ledger cannot be reached.
+
+        :raises StorageError: only under ``storage.ledger_required``.
         """
-        if self.started:
+        if self.started and not self._unseeded:
+            return
+        now = time.monotonic()
+        if self.started and now < self._next_seed:
             return
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self.started:
+            if self.started and not self._unseeded:
                 return
+            if not self.started:
+                await self._open()
+                self.started = True
+            self._next_seed = now + _RESEED
             try:
-                _ = self.ledger, self.providers
-                if self.config.cache.mode != "off":
-                    _ = self.cache
                 await self._seed_budgets()
-            except Exception:
-                if getattr(self.config.storage, "ledger_required", False):
-                    raise
-                logger.exception("the relay failed to start fully; it serves degraded")
-            self.started = True
+            except Exception as exc:
+                logger.error("budgets are not seeded from the ledger yet (%s); admitting with what this "
+                             "process has counted, retrying in %.0fs", exc, _RESEED)
+            else:
+                self._unseeded = False
+
+    async def _open(self) -> None:
+        try:
+            _ = self.ledger, self.providers
+            if self.config.cache.mode != "off":
+                _ = self.cache
+        except Exception:
+            if self.config.storage.ledger_required:
+                raise
+            logger.exception("the relay failed to start fully; it serves degraded")
+            return
+        if self.config.storage.ledger_required:
+            ready = await asyncio.to_thread(wait_ready, self.ledger, self.config.timeouts.connect)
+            if not ready:
+                raise StorageError("storage.ledger_required: the ledger's database cannot be reached.")
 
     async def _seed_budgets(self) -> None:
         if self.spend is not None:
-            since = budget.month_start(time.time())
-            rows = await asyncio.to_thread(read_rows, self.ledger, LedgerQuery(since=since))
-            self.spend.seed(rows)
+            now = time.time()
+            totals = await asyncio.to_thread(spend_totals, self.ledger, budget.month_start(now), budget.day_start(now))
+            self.spend.seed(totals, now)
 
     async def shutdown(self) -> None:
         """Close the upstream client and flush the ledger; nothing recorded is lost."""
@@ -240,8 +267,11 @@ class Relay:
         if self.spend is not None:
             await self.spend.aclose()
         if self._ledger is not None:
+            # On the loop, not in a thread: at interpreter exit (WSGI hosts) no new thread starts.
+            # With its database down the ledger waits for it a bounded while, then spools.
             self._ledger.close()
         self.started = False
+        self._unseeded = self.spend is not None
         self._start_lock = None
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -270,7 +300,7 @@ class Relay:
         if route is None:
             return self._unrouted(call)
         try:
-            if not self.started:
+            if not self.started or self._unseeded:
                 await self.startup()
             for stage in route.stages:
                 response = await stage(self, call)

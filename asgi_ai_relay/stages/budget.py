@@ -23,6 +23,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .. import report
@@ -119,19 +120,17 @@ class Spend:
             self.store = store
         return self.store
 
-    def seed(self, rows: list[LedgerRow], now: float | None = None) -> None:
-        """Count what the ledger already holds for this month (and so today), in memory; a
-        shared store seeds itself from the ledger when its counters are missing."""
+    def seed(self, totals: Mapping[str, tuple[Decimal, Decimal]], now: float) -> None:
+        """Count what the ledger already holds (caller -> (this month, today) in USD, from
+        :func:`asgi_ai_relay.storage.spend_totals`), in memory; a shared store seeds itself
+        from the ledger when its counters are missing."""
         memory = self._memory
         if memory is None:
             return
-        day, month = _periods(now if now is not None else time.time())
-        for row in rows:
-            row_day, row_month = _periods(row.ts)
-            if row_month == month:
-                memory.add(row.caller, month, row.cost_usd)
-                if row_day == day:
-                    memory.add(row.caller, day, row.cost_usd)
+        day, month = _periods(now)
+        for caller, (month_usd, day_usd) in totals.items():
+            memory.add(caller, month, month_usd)
+            memory.add(caller, day, day_usd)
 
     def spent(self, caller: str, period: str) -> Decimal:
         """Spent in ``period`` by this process's memory store (0 for a shared store)."""
