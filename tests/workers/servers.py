@@ -197,6 +197,11 @@ class Host:
                 ready.add(pid)
         return ready
 
+    def reconnect(self) -> None:
+        """A new client: pooled connections to a worker that died are of no use."""
+        self.client.close()
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)
 
