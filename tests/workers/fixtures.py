@@ -55,12 +55,12 @@ def host_config(upstream: FakeUpstream, callers: tuple[str, ...] = CALLERS, **se
     return config
 
 
-def chat(host: Host, caller: str, text: str, **headers: str) -> httpx.Response:
-    return host.post(
-        "/ai/v1/chat/completions",
-        headers={"authorization": f"Bearer {relay_key(caller)}", **headers},
-        json={"model": "test-model", "messages": [{"role": "user", "content": text}]},
-    )
+def chat(host: Host, caller: str, text: str, *, temperature: float | None = None, **headers: str) -> httpx.Response:
+    """One chat request of ``caller``; ``temperature=0`` makes it cacheable (``cache.mode``)."""
+    body: dict[str, Any] = {"model": "test-model", "messages": [{"role": "user", "content": text}]}
+    if temperature is not None:
+        body["temperature"] = temperature
+    return host.post("/ai/v1/chat/completions", headers={"authorization": f"Bearer {relay_key(caller)}", **headers}, json=body)
 
 
 def burst(host: Host, caller: str, count: int, concurrency: int = 12, prefix: str = "") -> list[httpx.Response]:
