@@ -24,7 +24,7 @@ from tests.workers.servers import KINDS, Host, RedisServer
 
 #: Callers ``rpm0``... each have this requests-per-minute limit (a fresh one per try).
 RPM = 10
-RPM_CALLERS = tuple(f"rpm{i}" for i in range(5))
+RPM_CALLERS = tuple(f"rpm{i}" for i in range(8))
 
 #: The callers of the shared hosts, each a relay key of its own.
 CALLERS = ("spread", "ledger", "metrics", "kill", *RPM_CALLERS)
@@ -64,11 +64,13 @@ def chat(host: Host, caller: str, text: str, *, temperature: float | None = None
 
 
 def burst(host: Host, caller: str, count: int, concurrency: int = 12, prefix: str = "") -> list[httpx.Response]:
-    """``count`` requests of ``caller``, ``concurrency`` at a time, each with its own request id."""
+    """``count`` requests of ``caller``, ``concurrency`` at a time, each with its own request id
+    and on a connection of its own (a kept-alive connection would stay with one worker, and
+    one worker may accept every connection of a burst, so each request is a new chance)."""
     tag = prefix or uuid.uuid4().hex[:8]
 
     def one(i: int) -> httpx.Response:
-        return chat(host, caller, f"hello {tag} {i}", **{"x-request-id": f"{tag}-{i:05d}"})
+        return chat(host, caller, f"hello {tag} {i}", **{"x-request-id": f"{tag}-{i:05d}", "connection": "close"})
 
     with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(one, range(count)))
@@ -78,7 +80,7 @@ def pids(answers: list[httpx.Response]) -> set[int]:
     return {int(a.headers[PID_HEADER]) for a in answers}
 
 
-def spread_burst(host: Host, caller: str, count: int, concurrency: int = 12, tries: int = 5) -> list[httpx.Response]:
+def spread_burst(host: Host, caller: str, count: int, concurrency: int = 12, tries: int = 10) -> list[httpx.Response]:
     """A burst that every worker of ``host`` served part of (tried up to ``tries`` times)."""
     answers: list[httpx.Response] = []
     for _ in range(tries):
