@@ -272,6 +272,8 @@ class Relay:
             self._providers = None
         await self.traffic.aclose()
         await self.router.aclose()
+        if self.spend is not None:
+            await self.spend.aclose()
         if self._ledger is not None:
             self._ledger.close()
         self.started = False

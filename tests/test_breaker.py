@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -138,10 +139,46 @@ async def test_redis_breakers_are_shared_between_workers(redis_url):
 async def test_unreachable_redis_fails_open(caplog):
     store = breakers_from_uri("redis://127.0.0.1:1/0?prefix=x:", SETTINGS)
     try:
-        ticket = await store.allow("a", 0)
-        assert not ticket.probe
-        await store.record(ticket, False, 0)
-        assert (await store.view("a", 0)).state is BreakerState.CLOSED
+        with caplog.at_level(logging.WARNING, logger="asgi_ai_relay"):
+            ticket = await store.allow("a", 0)
+            assert not ticket.probe
+            await store.record(ticket, False, 0)
+            assert (await store.view("a", 0)).state is BreakerState.CLOSED
     finally:
         await store.aclose()
-    assert "calls go through unguarded" in caplog.text
+    # One line for the server going down, not one per call.
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["breakers"]
+    assert "Redis at redis://127.0.0.1:1/0 is unavailable" in caplog.text
+
+
+async def test_a_lost_probe_frees_its_slot_after_one_cooldown(store_factory):
+    """A probe that never reports (its request was cancelled before record or release) must not
+    keep the breaker half-open for good: its slot is free again after one cool-down."""
+    store = store_factory(BreakerSettings(failure_threshold=1, window=60, cooldown=30, half_open_probes=1))
+    await fail(store, "a", 0)
+    lost = await store.allow("a", 30)
+    assert lost.probe
+    with pytest.raises(CircuitOpen):
+        await store.allow("a", 59)  # the lost probe still holds the only slot
+    again = await store.allow("a", 60)  # one cool-down later it is free
+    assert again.probe
+    await store.record(again, True, 61)
+    assert (await store.view("a", 61)).state is BreakerState.CLOSED
+
+
+def test_breaker_pass_keeps_its_former_name():
+    from asgi_ai_relay.breaker import BreakerPass, Ticket
+
+    assert Ticket is BreakerPass
+
+
+def test_breaker_modules_import_no_cycle():
+    """The Redis store needs only the shared types, never the memory store's module."""
+    import ast
+    import pathlib
+
+    import asgi_ai_relay
+
+    source = pathlib.Path(asgi_ai_relay.__file__).parent / "storage" / "redis_breakers.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert "breaker" not in imported and "breaker_state" in imported

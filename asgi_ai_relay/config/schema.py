@@ -218,6 +218,8 @@ class StorageConfig:
     limits: str = "memory://"
     #: Circuit-breaker state: ``memory://`` (per process) or ``redis://host:6379/0?prefix=relay:``.
     breakers: str = "memory://"
+    #: Budget spend: ``limits`` (the store ``limits`` names), ``memory://`` or ``redis://...``.
+    budgets: str = "limits"
 
 
 

@@ -48,13 +48,17 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers")
+        self.only("ledger", "cache", "limits", "breakers", "budgets")
         d = StorageConfig()
+        budgets = self.get("budgets", str, d.budgets)
+        if budgets != "limits" and budgets.partition("://")[0] not in ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster"):
+            raise ConfigurationError(f"{self.key('budgets')}: \"limits\", memory:// or a redis:// URI, not {budgets!r}")
         return StorageConfig(
             ledger=self.get("ledger", str, d.ledger),
             cache=self.get("cache", str, d.cache),
             limits=self.get("limits", str, d.limits),
             breakers=self.get("breakers", str, d.breakers),
+            budgets=budgets,
         )
 
     def limit(self) -> LimitConfig:

@@ -1,37 +1,46 @@
-"""Stage 3: per-caller spending limits in USD, per UTC day and per UTC month.
+"""The budget stage: per-caller spending limits in USD, per UTC day and per UTC month.
 
 Before a request goes on, its cost is estimated (prompt text at about four characters a token,
 plus ``max_tokens`` of output when given) and held against the caller's budget; the request
-that would cross a limit is refused with :class:`BudgetExceeded`. Once the answer is recorded
-the hold is replaced by the real cost. Holding matters: concurrent requests cannot all slip
-under the same remaining budget.
+that would cross a limit is refused with :class:`BudgetExceeded`. The hold is registered on the
+request (:meth:`Call.hold`), so however the request ends, once it is priced the hold is
+replaced by the real cost. Holding matters: concurrent requests cannot all slip under the same
+remaining budget.
 
-Spend is counted in this process, seeded from the ledger at start-up, so a restart forgets
-nothing. Several workers each count their own spend since their start on top of that seed.
+Spend lives in the store ``storage.budgets`` names (:mod:`asgi_ai_relay.storage.budgets`):
+this process's memory, seeded from the ledger at start-up, or Redis, shared by every worker and
+seeded from the ledger whenever its counters are missing; a restart or a flush forgets nothing.
+A caller can overspend only by what the requests in flight when its budget ran out cost beyond
+their estimates (the bound is derived in :mod:`asgi_ai_relay.storage.redis_budgets`). When the
+store cannot be reached, ``queue.fail_mode`` decides: ``open`` lets the request through
+unheld, ``closed`` answers 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..errors import BudgetExceeded
+from .. import report
+from ..errors import BudgetExceeded, ServiceUnavailable, StorageError
 from ..pricing import model_cost
 from ..providers.mock import estimate_tokens, text_of
+from ..storage import LedgerQuery
+from ..storage.budgets import BudgetStore, Held, MemoryBudgets, Window, budgets_from_uri
 from ..types import Usage
 
 if TYPE_CHECKING:
     from ..call import Call
     from ..config import BudgetSettings
     from ..relay import Relay
-    from ..storage import LedgerRow
+    from ..storage import Ledger, LedgerRow
     from ..types import RelayResponse
 
-__all__ = ["Spend", "check", "estimate_request_usage"]
+__all__ = ["Spend", "check", "estimate_request_usage", "ledger_spend", "month_start", "seconds_to_reset"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -57,76 +66,150 @@ def month_start(ts: float) -> float:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-class Spend:
-    """USD spent (and held) per caller in the current UTC day and month."""
+def day_start(ts: float) -> float:
+    now = datetime.fromtimestamp(ts, UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    def __init__(self, settings: BudgetSettings) -> None:
+
+def ledger_spend(ledger: Ledger, caller: str, since_month: float, since_day: float) -> tuple[Decimal, Decimal]:
+    """What ``caller`` spent today and this month by the ledger (blocking: call from a thread).
+
+    Uses ``report.spend_totals(ledger, month_start, day_start) -> {caller: (day, month)}`` when
+    the report module has it (aggregated by the ledger), else the caller's rows.
+    """
+    totals = getattr(report, "spend_totals", None)
+    if totals is not None:
+        day, month = totals(ledger, since_month, since_day).get(caller, (_ZERO, _ZERO))
+        return Decimal(day), Decimal(month)
+    day = month = _ZERO
+    for row in report.read_rows(ledger, LedgerQuery(caller=caller, since=since_month)):
+        month += row.cost_usd
+        if row.ts >= since_day:
+            day += row.cost_usd
+    return day, month
+
+
+class Spend:
+    """The budgets of one relay: limits from ``[budgets]``, spend in its budget store.
+
+    The store is opened on first use, from the relay's ``storage.budgets`` (memory until then).
+    """
+
+    def __init__(self, settings: BudgetSettings, store: BudgetStore | None = None) -> None:
         self.settings = settings
-        self._totals: dict[tuple[str, str], Decimal] = {}
+        self.store: BudgetStore | None = store
+        #: The memory store: counts seeded at start-up wait here until the store is chosen.
+        self._memory: MemoryBudgets | None = store if isinstance(store, MemoryBudgets) else MemoryBudgets()
         self._warned: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
+
+    def bind(self, relay: Relay) -> BudgetStore:
+        """The store ``storage.budgets`` names, opened once."""
+        if self.store is None:
+            storage = relay.config.storage
+
+            async def seeder(caller: str, since_month: float, since_day: float) -> tuple[Decimal, Decimal]:
+                return await asyncio.to_thread(ledger_spend, relay.ledger, caller, since_month, since_day)
+
+            store = budgets_from_uri(storage.budgets, storage.limits, seeder)
+            if isinstance(store, MemoryBudgets):
+                assert self._memory is not None
+                store = self._memory
+            else:
+                self._memory = None
+            self.store = store
+        return self.store
 
     def seed(self, rows: list[LedgerRow], now: float | None = None) -> None:
-        """Count what the ledger already holds for this month (and so today)."""
+        """Count what the ledger already holds for this month (and so today), in memory; a
+        shared store seeds itself from the ledger when its counters are missing."""
+        memory = self._memory
+        if memory is None:
+            return
         day, month = _periods(now if now is not None else time.time())
         for row in rows:
             row_day, row_month = _periods(row.ts)
             if row_month == month:
-                self._add(row.caller, month, row.cost_usd)
+                memory.add(row.caller, month, row.cost_usd)
                 if row_day == day:
-                    self._add(row.caller, day, row.cost_usd)
-
-    def _add(self, caller: str, period: str, usd: Decimal) -> None:
-        key = (caller, period)
-        self._totals[key] = self._totals.get(key, _ZERO) + usd
+                    memory.add(row.caller, day, row.cost_usd)
 
     def spent(self, caller: str, period: str) -> Decimal:
-        return self._totals.get((caller, period), _ZERO)
+        """Spent in ``period`` by this process's memory store (0 for a shared store)."""
+        return self._memory.spent(caller, period) if self._memory is not None else _ZERO
 
-    def hold(self, call: Call, estimate: Decimal) -> None:
-        """:raises BudgetExceeded: when ``estimate`` on top of today's or this month's spend
-        would cross the caller's limit."""
-        caller = call.caller.id
+    def window(self, caller: str, ts: float) -> Window:
         budget = self.settings.for_caller(caller)
-        day, month = _periods(call.ts)
-        with self._lock:
-            for name, limit, period in (("daily", budget.daily, day), ("monthly", budget.monthly, month)):
-                spent = self.spent(caller, period)
-                if limit is not None and (spent >= limit or spent + estimate > limit):
-                    raise BudgetExceeded(
-                        f"The {name} budget of {limit} USD for caller {caller!r} is spent "
-                        f"({spent:.6f} USD used, this request is estimated at {estimate:.6f} USD).",
-                        retry_after=seconds_to_reset(call.ts, name),
-                    )
-            self._add(caller, day, estimate)
-            self._add(caller, month, estimate)
-        call.budget_hold = estimate
+        day, month = _periods(ts)
+        return Window(caller, day, month, budget.daily, budget.monthly, day_start(ts), month_start(ts),
+                      seconds_to_reset(ts, "daily"), seconds_to_reset(ts, "monthly"))
 
-    def settle(self, call: Call) -> None:
-        """Replace the request's hold by what it cost; warn at the soft threshold."""
-        caller = call.caller.id
-        delta = call.cost - call.budget_hold
-        call.budget_hold = _ZERO
-        if not delta:
+    async def hold(self, relay: Relay, call: Call, estimate: Decimal) -> None:
+        """Hold ``estimate`` for the request and register its settle on the request.
+
+        :raises BudgetExceeded: when ``estimate`` on top of today's or this month's spend
+            would cross the caller's limit.
+        :raises ServiceUnavailable: the store is down and ``queue.fail_mode`` is ``closed``.
+        """
+        store = self.bind(relay)
+        window = self.window(call.caller.id, call.ts)
+        try:
+            held = await store.hold(window, estimate)
+        except StorageError as exc:
+            if relay.config.queue.fail_mode == "closed":
+                raise ServiceUnavailable("Budgets cannot be checked right now.", retry_after=1.0) from exc
+            logger.debug("budget not held (fail open): %s", exc)
             return
-        day, month = _periods(call.ts)
-        with self._lock:
-            self._add(caller, day, delta)
-            self._add(caller, month, delta)
-        self._warn(caller, day, month)
+        if not held.allowed:
+            self._refuse(window, held, estimate)
+        call.budget_hold = estimate
+        call.hold(lambda: self._settle(relay, call, window, held, estimate))
 
-    def _warn(self, caller: str, day: str, month: str) -> None:
-        budget = self.settings.for_caller(caller)
-        for name, limit, period in (("daily", budget.daily, day), ("monthly", budget.monthly, month)):
+    def _refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
+        for name, limit, spent, left in (("daily", window.daily, held.day, window.day_left),
+                                         ("monthly", window.monthly, held.month, window.month_left)):
+            if limit is not None and (spent >= limit or spent + estimate > limit):
+                raise BudgetExceeded(
+                    f"The {name} budget of {limit} USD for caller {window.caller!r} is spent "
+                    f"({spent:.6f} USD used, this request is estimated at {estimate:.6f} USD).",
+                    retry_after=left,
+                )
+        raise BudgetExceeded(f"The budget of caller {window.caller!r} is spent.", retry_after=window.day_left)
+
+    def _settle(self, relay: Relay, call: Call, window: Window, held: Held, estimate: Decimal) -> None:
+        """The request's release: its hold becomes its cost (``call.cost`` is final here)."""
+        call.budget_hold = _ZERO
+        cost = call.cost
+        if self.store is self._memory and self._memory is not None:
+            self._warn(window, *self._memory.settle_now(window, held, estimate, cost))
+            return
+        relay.spawn(self._settle_shared(window, held, estimate, cost))
+
+    async def _settle_shared(self, window: Window, held: Held, estimate: Decimal, cost: Decimal) -> None:
+        assert self.store is not None
+        try:
+            self._warn(window, *await self.store.settle(window, held, estimate, cost))
+        except StorageError as exc:
+            logger.debug("budget not settled (its hold stays counted): %s", exc)
+
+    def _warn(self, window: Window, day: Decimal, month: Decimal) -> None:
+        caller = window.caller
+        for name, limit, period, spent in (("daily", window.daily, window.day, day),
+                                           ("monthly", window.monthly, window.month, month)):
             if limit is None or (caller, period) in self._warned:
                 continue
-            spent = self.spent(caller, period)
             if spent >= limit * self.settings.soft_threshold:
                 self._warned.add((caller, period))
                 logger.warning(
                     "budget: caller %s has used %s of its %s budget of %s USD (%s)",
                     caller, f"{spent:.6f}", name, limit, period,
                 )
+
+    async def aclose(self) -> None:
+        """Close a shared store (it reopens on next use)."""
+        store = self.store
+        if store is not None and store is not self._memory:
+            self.store = None
+            await store.aclose()
 
 
 def estimate_request_usage(body: dict[str, object]) -> Usage:
@@ -146,5 +229,5 @@ async def check(relay: Relay, call: Call) -> RelayResponse | None:
     budget = relay.config.budgets.for_caller(call.caller.id)
     if budget.daily is None and budget.monthly is None:
         return None
-    spend.hold(call, model_cost(relay.config, call.model, estimate_request_usage(call.body)))
+    await spend.hold(relay, call, model_cost(relay.config, call.model, estimate_request_usage(call.body)))
     return None

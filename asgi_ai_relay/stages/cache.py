@@ -140,7 +140,7 @@ async def _get(relay: Relay, key: str) -> bytes | None:
     try:
         return await relay.cache.get(key)
     except StorageError as error:
-        logger.warning("cache lookup failed, answering without the cache: %s", error.message)
+        logger.debug("cache lookup failed, answering without the cache: %s", error.message)
         return None
 
 
@@ -268,4 +268,4 @@ async def _store(relay: Relay, key: str, raw: bytes, ttl: float) -> None:
     try:
         await relay.cache.set(key, raw, ttl)
     except StorageError as error:
-        logger.warning("cache store failed: %s", error.message)
+        logger.debug("cache store failed: %s", error.message)

@@ -61,8 +61,6 @@ def printable(value: object) -> str:
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request (priced); runs once per request."""
     usage = call.usage
-    if relay.spend is not None:
-        relay.spend.settle(call)
     latency = call.elapsed_ms()
     error = call.error
     relay.ledger.record(

@@ -98,6 +98,8 @@ CACHE_SCHEMES: dict[str, Callable[[str], Cache]] = {
     "memory": _memory_cache,
     "redis": _redis_cache,
     "rediss": _redis_cache,
+    "redis+cluster": _redis_cache,
+    "rediss+cluster": _redis_cache,
 }
 
 
@@ -119,6 +121,8 @@ LIMITS_SCHEMES: dict[str, Callable[[str], RateLimitStore]] = {
     "memory": lambda uri: MemoryRateLimits(),
     "redis": _redis_limits,
     "rediss": _redis_limits,
+    "redis+cluster": _redis_limits,
+    "rediss+cluster": _redis_limits,
 }
 
 

@@ -6,25 +6,22 @@ clock (``TIME``), so hosts whose clocks disagree still share one limit. Keys car
 (``{prefix}``) so every key of a request lives in one cluster slot, and expire once their
 bucket is full again.
 
-Outages are bounded: short socket timeouts, and after a failure the backend does not try again
-for ``retry_interval`` seconds (it raises :class:`StorageError` at once), then tries the next
-request, so it recovers as soon as Redis is back. The caller decides to fail open or closed.
+Outages are bounded by the client (:mod:`.redis_client`): each call within ``timeout``, and
+while the server is down calls fail at once until a probe finds it back. Every failure is a
+:class:`StorageError`; the caller decides to fail open or closed.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StorageError
 from ..limits import Bucket, Decision, gcra
+from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
 
 __all__ = ["RedisRateLimits"]
-
-logger = logging.getLogger("asgi_ai_relay")
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -67,71 +64,30 @@ return 1
 
 
 class RedisRateLimits:
-    """``redis://host:port/db?prefix=relay&timeout=0.5&retry_interval=1``.
+    """``redis://host:port/db?prefix=relay&timeout=0.25&retry_interval=1``.
 
-    :param uri: the Redis URL; ``prefix`` namespaces the keys, ``timeout`` bounds connecting and
-        each command (seconds), ``retry_interval`` is how long to stop trying after a failure.
-    :raises ConfigurationError: for a bad option.
+    :param uri: the Redis URL (any scheme of :mod:`.redis_client`); ``prefix`` namespaces the
+        keys, ``timeout`` and ``retry_interval`` are the client's (see :mod:`.redis_client`).
+    :raises ConfigurationError: for a bad or unknown option.
     """
 
     def __init__(self, uri: str) -> None:
         parts = urlsplit(uri)
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            self.prefix = options.pop("prefix", "relay")
-            self.timeout = float(options.pop("timeout", "0.5"))
-            self.retry_interval = float(options.pop("retry_interval", "1"))
-        except ValueError as exc:
-            raise ConfigurationError(f"storage.limits: bad option in {parts.query!r}: {exc}") from exc
-        if options:
-            raise ConfigurationError(f"storage.limits: unknown option {sorted(options)[0]!r} (prefix, timeout, retry_interval)")
-        self.url = urlunsplit(parts._replace(query=""))
-        self._client: Any = None
-        self._scripts: tuple[Any, Any] | None = None
-        self._down_until = 0.0
+        query = parse_qsl(parts.query)
+        unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
+        if unknown:
+            raise ConfigurationError(f"storage.limits: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
+        self.prefix = dict(query).get("prefix", "relay")
+        self._client: Any = redis_client(urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"]))),
+                                         "rate limits")
+        self._scripts = (self._client.register_script(_ACQUIRE), self._client.register_script(_ADJUST))
         self._key_prefix = "{" + self.prefix + "}:"
 
-    def _connect(self) -> tuple[Any, Any]:
-        if self._scripts is None:
-            try:
-                import redis.asyncio as aioredis
-                from redis.asyncio.retry import Retry
-                from redis.backoff import NoBackoff
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigurationError("storage.limits: redis:// needs the 'redis' extra (pip install asgi-ai-relay[redis])") from exc
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),  # one reconnect for a pooled socket Redis closed
-                health_check_interval=0,
-            )
-            self._scripts = (self._client.register_script(_ACQUIRE), self._client.register_script(_ADJUST))
-        return self._scripts
-
     async def _run(self, script: int, keys: list[str], args: list[str]) -> Any:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise StorageError("Redis rate-limit storage is unavailable (retrying shortly).")
-        import redis.exceptions
-
         try:
-            result = await self._connect()[script](keys=keys, args=args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            if not self._down_until:
-                logger.warning("rate limits: Redis at %s is unavailable: %s", self._safe_url(), exc)
-            self._down_until = time.monotonic() + self.retry_interval
-            raise StorageError(f"Redis rate-limit storage is unavailable: {type(exc).__name__}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise StorageError(f"Redis rate-limit storage failed: {exc}") from exc
-        if self._down_until:
-            self._down_until = 0.0
-            logger.warning("rate limits: Redis at %s is available again", self._safe_url())
-        return result
-
-    def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
+            return await self._scripts[script](keys=keys, args=args)
+        except STORE_ERRORS as exc:
+            raise StorageError(f"Redis rate-limit storage failed: {type(exc).__name__}") from exc
 
     async def acquire(self, buckets: Sequence[Bucket], costs: Sequence[float]) -> Decision:
         args: list[str] = []
@@ -155,6 +111,5 @@ class RedisRateLimits:
         await self._run(1, [self._key_prefix + b.key for b in buckets], args)
 
     async def aclose(self) -> None:
-        client, self._client, self._scripts = self._client, None, None
-        if client is not None:
-            await client.aclose()
+        client, self._client = self._client, None
+        await close_client(client)

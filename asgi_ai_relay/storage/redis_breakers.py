@@ -3,10 +3,12 @@
 Each breaker is one hash (``{prefix}breaker:{name}``) holding the same fields as
 :class:`~asgi_ai_relay.breaker.Circuit`; every transition is one Lua script, so workers never
 race on it. ``now`` comes from the relay's clock (wall time by default, the same on every host).
-When Redis cannot be reached the breakers fail open: calls go through and a warning is logged,
-because a broken breaker store must not take the relay down with it.
+When Redis cannot be reached the breakers fail open: calls go through, because a broken breaker
+store must not take the relay down with it. The client (:mod:`.redis_client`) bounds each call
+and logs the outage once, when the server goes down and when it is back.
 
-URI: ``redis://host:6379/0?prefix=myapp:relay:`` (``prefix`` defaults to ``asgi-ai-relay:``).
+URI: ``redis://host:6379/0?prefix=myapp:relay:`` (``prefix`` defaults to ``asgi-ai-relay:``;
+``timeout`` and ``retry_interval`` as in :mod:`.redis_client`). Every script touches one key.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..breaker import BUCKETS, BreakerView, Circuit, CircuitOpen, Ticket
+from ..breaker_state import BUCKETS, BreakerPass, BreakerView, Circuit, CircuitOpen
 from ..config import BreakerSettings
-from ..errors import ConfigurationError
+from .redis_client import STORE_ERRORS, close_client, redis_client
 
 __all__ = ["RedisBreakers"]
 
@@ -89,14 +91,9 @@ def _split_uri(uri: str) -> tuple[str, str]:
 
 class RedisBreakers:
     def __init__(self, uri: str, settings: BreakerSettings) -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError("storage.breakers: redis:// needs the 'redis' extra (pip install asgi-ai-relay[redis])") from exc
         self.settings = settings
         url, self.prefix = _split_uri(uri)
-        self.redis: Any = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
+        self.redis: Any = redis_client(url, "breakers")
         self._allow = self.redis.register_script(_ALLOW)
         self._record = self.redis.register_script(_RECORD)
         self._release = self.redis.register_script(_RELEASE)
@@ -105,44 +102,45 @@ class RedisBreakers:
     def key(self, name: str) -> str:
         return f"{self.prefix}breaker:{name}"
 
-    def _down(self, action: str, exc: BaseException) -> None:
-        logger.warning("breakers: Redis %s failed (%s); calls go through unguarded", action, type(exc).__name__)
+    @staticmethod
+    def _down(action: str, exc: BaseException) -> None:
+        logger.debug("breakers: Redis %s failed (%s); calls go through unguarded", action, type(exc).__name__)
 
-    async def allow(self, name: str, now: float) -> Ticket:
+    async def allow(self, name: str, now: float) -> BreakerPass:
         s = self.settings
         try:
             allowed, probe, left = await self._allow(keys=[self.key(name)], args=[repr(now), s.cooldown, s.half_open_probes])
-        except self._errors as exc:
+        except STORE_ERRORS as exc:
             self._down("allow", exc)
-            return Ticket(name)
+            return BreakerPass(name)
         if not allowed:
             raise CircuitOpen(name, float(left))
-        return Ticket(name, probe=bool(probe))
+        return BreakerPass(name, probe=bool(probe))
 
-    async def record(self, ticket: Ticket, ok: bool, now: float) -> None:
+    async def record(self, ticket: BreakerPass, ok: bool, now: float) -> None:
         s = self.settings
         args: list[str | int | float] = [repr(now), int(ok), int(ticket.probe), s.window / BUCKETS, BUCKETS,
                 s.failure_threshold, s.failure_rate, s.min_requests, self._ttl_ms]
         try:
             await self._record(keys=[self.key(ticket.name)], args=args)
-        except self._errors as exc:
+        except STORE_ERRORS as exc:
             self._down("record", exc)
 
-    async def release(self, ticket: Ticket) -> None:
+    async def release(self, ticket: BreakerPass) -> None:
         if ticket.probe:
             try:
                 await self._release(keys=[self.key(ticket.name)])
-            except self._errors as exc:
+            except STORE_ERRORS as exc:
                 self._down("release", exc)
 
     async def view(self, name: str, now: float) -> BreakerView:
         try:
             raw = await self.redis.hgetall(self.key(name))
-        except self._errors as exc:
+        except STORE_ERRORS as exc:
             self._down("read", exc)
             raw = {}
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         return Circuit.from_fields(fields).view(name, now, self.settings)
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        await close_client(self.redis)

@@ -21,10 +21,8 @@ _OWN = ("ttl", "prefix")
 
 class RedisCache:
     def __init__(self, uri: str) -> None:
-        try:
-            import redis.asyncio as aioredis  # the redis extra; imported only when named
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigurationError("storage.cache: redis:// needs the 'redis' extra (pip install asgi-ai-relay[redis])") from exc
+        from .redis_client import STORE_ERRORS, redis_client  # the redis extra; imported only when named
+
         parts = urlsplit(uri)
         params = dict(parse_qsl(parts.query))
         try:
@@ -33,8 +31,8 @@ class RedisCache:
             raise ConfigurationError(f"storage.cache: ttl must be a number of seconds in {uri!r}") from exc
         self.prefix = params.get("prefix", "relay:cache:")
         rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OWN])
-        self._redis: Any = aioredis.Redis.from_url(urlunsplit(parts._replace(query=rest)))
-        self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
+        self._redis: Any = redis_client(urlunsplit(parts._replace(query=rest)), "cache")
+        self._errors: tuple[type[BaseException], ...] = STORE_ERRORS
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -50,4 +48,6 @@ class RedisCache:
             raise StorageError(f"Redis cache write failed: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        from .redis_client import close_client
+
+        await close_client(self._redis)
