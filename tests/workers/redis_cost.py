@@ -32,7 +32,13 @@ def script_names() -> dict[str, str]:
     """SHA1 -> which script it is, for the relay's Lua scripts."""
     from asgi_ai_relay.storage import redis as limits, redis_breakers as breakers, redis_leases as leases
 
-    sources = {
+    try:
+        from asgi_ai_relay.storage import redis_budgets as budgets
+    except ImportError:  # no shared budget store
+        budget_sources = {}
+    else:
+        budget_sources = {"budgets.hold": budgets._HOLD, "budgets.settle": budgets._SETTLE, "budgets.seed": budgets._SEED}
+    sources = {**budget_sources,
         "limits.acquire": limits._ACQUIRE, "limits.adjust": limits._ADJUST, "breakers.allow": breakers._ALLOW,
         "breakers.record": breakers._RECORD, "breakers.release": breakers._RELEASE, "leases.acquire": leases._ACQUIRE,
     }
@@ -52,6 +58,10 @@ def scenarios(redis: str) -> dict[str, dict]:
         "limits + breakers + cache (hits)": {
             "storage": {"limits": f"{redis}?prefix=e", "breakers": f"{redis}?prefix=e:", "cache": f"{redis}?prefix=e:cache:"},
             "limits": limits, "_same_prompt": True,
+        },
+        "limits + breakers + cache + budgets (misses)": {
+            "storage": {"limits": f"{redis}?prefix=f", "breakers": f"{redis}?prefix=f:", "cache": f"{redis}?prefix=f:cache:"},
+            "limits": limits, "budgets": {"default": {"daily": "1000"}},
         },
     }
 
