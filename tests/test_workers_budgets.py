@@ -11,8 +11,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from asgi_ai_relay import load_config
-from asgi_ai_relay.errors import ConfigurationError
 from tests.workers.fixtures import HOST_PARAMS, burst, host_config, key_env, pids, private_redis  # noqa: F401
 from tests.workers.servers import Host
 
@@ -22,17 +20,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(240)]
 IN_FLIGHT = 8
 #: The budget, in requests of the fixed size every request of the test has.
 BUDGET_REQUESTS = 20
-
-
-def config_or_xfail(config, monkeypatch):
-    for name, value in key_env(("budget",)).items():
-        monkeypatch.setenv(name, value)
-    try:
-        load_config(config)
-    except ConfigurationError as exc:
-        if "storage" in str(exc) and "budgets" in str(exc):
-            pytest.xfail(f"no shared budget store on this branch yet: {exc}")
-        raise
 
 
 def spend_rows(postgres_url, table, count):
@@ -47,7 +34,7 @@ def spend_rows(postgres_url, table, count):
 
 
 @pytest.mark.parametrize("host_kind", HOST_PARAMS)
-def test_spend_stays_within_budget_plus_in_flight(host_kind, upstream, private_redis, postgres_url, tmp_path, monkeypatch):
+def test_spend_stays_within_budget_plus_in_flight(host_kind, upstream, private_redis, postgres_url, tmp_path):
     kind, workers = host_kind
     table = f"relay_budget_{uuid.uuid4().hex}"
     prefix = f"b-{uuid.uuid4().hex[:8]}:"
@@ -59,7 +46,6 @@ def test_spend_stays_within_budget_plus_in_flight(host_kind, upstream, private_r
             budgets={"callers": {"budget": {"daily": str(budget)}}},
         )
 
-    config_or_xfail(config(1), monkeypatch)
     # Every request has the same size (same text length), so one costs the same as any other.
     probe = host_config(upstream, callers=("budget",), storage={"ledger": "memory://"})
     with Host(kind, workers=1, config=probe, tmp=tmp_path, env=key_env(("budget",))) as host:
