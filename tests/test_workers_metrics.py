@@ -3,12 +3,16 @@ worker answers it, counts the requests of all of them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.workers.fixtures import host_config, key_env, pids, relay_key, spread_burst
 from tests.workers.hosts import PID_HEADER
-from tests.workers.servers import KINDS, Host
+from tests.workers.servers import KINDS, ROOT, Host
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -51,3 +55,39 @@ def test_every_scrape_counts_the_requests_of_both_workers(kind, upstream, tmp_pa
             # Queue depth: one gauge summed over the live workers, not one line per worker.
             waiting = samples(text, "relay_queue_depth", state="waiting")
             assert [s.value for s in waiting] == [0.0] and "pid" not in waiting[0].labels
+
+
+WORKER = """
+import asyncio, sys
+from asgi_ai_relay.metrics import Metrics
+
+metrics = Metrics()
+state, depth = sys.argv[1], int(sys.argv[2])
+if state != "-":
+    metrics.watch_queue_depth(lambda: {("in_flight",): depth, ("waiting",): 0})
+
+    async def health():
+        return {"deployments": {"up/gpt-4o-mini": {"provider": "up", "state": state}}}
+
+    metrics.watch_breakers(health)
+sys.stdout.write(asyncio.run(metrics.scrape()).decode())
+"""
+
+
+def run_worker(directory, state, depth=0):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", WORKER, state, str(depth)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("states", [("open", "closed"), ("closed", "open")])
+def test_watched_gauges_combine_across_processes(states, tmp_path):
+    """Queue depth sums over the workers; the breaker state is the most recent reading."""
+    first, last = states
+    run_worker(tmp_path, first, depth=3)
+    run_worker(tmp_path, last, depth=4)
+    text = run_worker(tmp_path, "-")  # a worker that watches nothing answers the scrape
+    assert [s.value for s in samples(text, "relay_queue_depth", state="in_flight")] == [7.0]
+    breaker = samples(text, "relay_breaker_state", deployment="up/gpt-4o-mini", provider="up")
+    assert [s.value for s in breaker] == [{"open": 2.0, "closed": 0.0}[last]]
