@@ -42,8 +42,10 @@ def test_spend_stays_within_budget_plus_in_flight(host_kind, upstream, private_r
     def config(budget):
         return host_config(
             upstream, callers=("budget",),
-            storage={"ledger": f"{postgres_url}?table={table}", "budgets": f"{private_redis.url}?prefix={prefix}"},
-            budgets={"callers": {"budget": {"daily": str(budget)}}},
+            # A shared machine may hold a call past the 0.25 s default; failing closed, a Redis
+            # failure would show as a 503 here instead of passing as an unbudgeted admission.
+            storage={"ledger": f"{postgres_url}?table={table}", "budgets": f"{private_redis.url}?prefix={prefix}&timeout=2"},
+            budgets={"callers": {"budget": {"daily": str(budget)}}}, queue={"fail_mode": "closed"},
         )
 
     # Every request has the same size (same text length), so one costs the same as any other.

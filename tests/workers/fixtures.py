@@ -118,9 +118,11 @@ def worker_host(
     prefix = f"w-{uuid.uuid4().hex[:8]}:"
     config = host_config(
         _upstream_server,
-        storage={"ledger": f"{postgres_url}?table={table}", "limits": f"{private_redis.url}?prefix={prefix}"},
+        # timeout=2: a shared test machine may hold a call past the 0.25 s default; failing
+        # closed, a Redis failure shows as a 503 instead of passing as an admission.
+        storage={"ledger": f"{postgres_url}?table={table}", "limits": f"{private_redis.url}?prefix={prefix}&timeout=2"},
         limits={"callers": {c: {"rpm": RPM} for c in RPM_CALLERS}},
-        queue={"on_limit": "reject"},
+        queue={"on_limit": "reject", "fail_mode": "closed"},
     )
     host = Host(kind, workers=workers, config=config, tmp=tmp_path_factory.mktemp(kind), env=key_env())
     host.table = table  # type: ignore[attr-defined]
