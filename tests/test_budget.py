@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from decimal import Decimal
 
 import openai
@@ -85,3 +86,36 @@ def test_budget_error_reaches_the_openai_sdk(upstream):
         else:
             raise AssertionError("the budget did not refuse the request")
     assert upstream.requests == []
+
+
+async def test_unreachable_budget_store_fails_open_or_closed(upstream, relays):
+    import pytest
+
+    for mode, expected in (("open", 200), ("closed", 503)):
+        relay = relays(make_config(upstream, api_keys=KEYS, queue={"fail_mode": mode},
+                                   storage={"budgets": "redis://127.0.0.1:1/0?prefix=x"},
+                                   budgets={"default": {"daily": 1}}))
+        answer = await chat(relay, BODY, key="key-a")
+        assert answer.status == expected, mode
+        if expected == 503:
+            assert answer.headers["retry-after"] == "1"
+        await relay.shutdown()
+    with pytest.raises(Exception, match="storage.budgets"):
+        Relay(make_config(upstream, storage={"budgets": "memcached://x"}))
+
+
+async def test_a_cancelled_request_gives_its_hold_back(upstream, relays):
+    import asyncio
+
+    from tests.relay_calls import GatedTransport, until
+
+    gate = GatedTransport()
+    relay = relays(make_config(upstream, api_keys=KEYS, budgets={"default": {"monthly": 1}}), transport=gate)
+    task = asyncio.ensure_future(chat(relay, BODY, key="key-a"))
+    await until(lambda: gate.arrived == 1)
+    month = relay.spend.window("a", time.time()).month
+    assert relay.spend.spent("a", month) == estimate(relay, BODY)  # held while in flight
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert relay.spend.spent("a", month) == 0
+    assert [r.status for r in relay.ledger.rows()] == [499]

@@ -153,7 +153,10 @@ class Spend:
         store = self.bind(relay)
         window = self.window(call.caller.id, call.ts)
         try:
-            held = await store.hold(window, estimate)
+            if store is self._memory and self._memory is not None:
+                held = self._memory.hold_now(window, estimate)  # no await: nothing to cancel
+            else:
+                held = await self._hold_shared(relay, store, window, estimate)
         except StorageError as exc:
             if relay.config.queue.fail_mode == "closed":
                 raise ServiceUnavailable("Budgets cannot be checked right now.", retry_after=1.0) from exc
@@ -163,6 +166,23 @@ class Spend:
             self._refuse(window, held, estimate)
         call.budget_hold = estimate
         call.hold(lambda: self._settle(relay, call, window, held, estimate))
+
+    async def _hold_shared(self, relay: Relay, store: BudgetStore, window: Window, estimate: Decimal) -> Held:
+        """The hold on a shared store; a request cancelled while it is on its way still gets
+        it settled (to nothing) once it lands, so a cancellation leaks no hold."""
+        pending = asyncio.ensure_future(store.hold(window, estimate))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(lambda done: self._undo(relay, window, done, estimate))
+            raise
+
+    def _undo(self, relay: Relay, window: Window, done: asyncio.Future[Held], estimate: Decimal) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        held = done.result()
+        if held.allowed:
+            relay.spawn(self._settle_shared(window, held, estimate, _ZERO))
 
     def _refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
         for name, limit, spent, left in (("daily", window.daily, held.day, window.day_left),

@@ -29,7 +29,9 @@ and settled costs are counted together, so the counter never passes the limit th
 admissions. Spend can end above it only by what the requests in flight when the budget ran out
 cost beyond their estimates: ``spent <= limit + sum(cost - estimate)`` over those requests
 (with ``max_tokens`` set, the estimate is at most the cost of a reply that long, and over a
-budget that is only the prompt's estimate error).
+budget that is only the prompt's estimate error). The settle runs just after the request's
+answer (in the background, one script call): until it lands, the hold is what is counted, so a
+caller's very next request may see its previous estimate rather than its cost, never less.
 """
 
 from __future__ import annotations
