@@ -68,7 +68,7 @@ async def metrics_text(relay: Relay, call: Call) -> RelayResponse:
     if relay.metrics is None:
         raise NotFound("Metrics are off (set metrics.enabled and install the 'metrics' extra).")
     call.headers["content-type"] = CONTENT_TYPE
-    return RelayResponse(200, call.headers, relay.metrics.render())
+    return RelayResponse(200, call.headers, await relay.metrics.scrape())
 
 
 async def openapi_json(relay: Relay, call: Call) -> RelayResponse:

@@ -136,6 +136,7 @@ class Relay:
             self.metrics.watch_queue_depth(lambda: {
                 ("waiting",): gate.waiting, ("in_flight",): gate.in_flight, ("sleeping",): traffic.sleeping,
             })
+            self.metrics.watch_breakers(self.router.health)
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self.started = False

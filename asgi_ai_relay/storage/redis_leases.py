@@ -11,9 +11,10 @@ The key is ``{prefix}:lease:<name>``: the hash tag is the limiter's (``{prefix}`
 and the request's rate-limit buckets live in one Redis Cluster slot and can share one script.
 The set expires with its longest lease, so an abandoned cap leaves nothing behind.
 
-Outages are bounded as in :mod:`.redis`: short socket timeouts, then ``retry_interval``
-seconds of raising :class:`StorageError` at once, with one log line when Redis goes and one
-when it comes back. The caller decides to fail open (its own per-process gate) or closed.
+Outages are bounded by the client (:mod:`.redis_client`, shared with the other stores of the
+same server): each call within ``timeout``, and while the server is down calls fail at once
+until a probe finds it back, with one log line each way. Every failure is a
+:class:`StorageError`; the caller decides to fail open (its own per-process gate) or closed.
 
     leases = RedisLeases("redis://127.0.0.1:6379/0?prefix=relay")
     if await leases.acquire("provider:openai", limit=8, holder_id=request_id, ttl_s=120):
@@ -23,17 +24,14 @@ when it comes back. The caller decides to fail open (its own per-process gate) o
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StorageError
+from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
 
 __all__ = ["RedisLeases"]
-
-logger = logging.getLogger("asgi_ai_relay")
 
 # KEYS[1] the cap; ARGV: holder, limit, ttl ms -> 1 taken (or already held, then renewed), 0 full
 _ACQUIRE = """
@@ -75,73 +73,30 @@ return redis.call('ZCARD', KEYS[1])
 class RedisLeases:
     """``redis://host:port/db?prefix=relay&timeout=0.25&retry_interval=1``.
 
-    :param uri: the Redis URL; ``prefix`` namespaces the keys (and is their hash tag),
-        ``timeout`` bounds connecting and each command (seconds), ``retry_interval`` is how long
-        to stop trying after a failure.
-    :raises ConfigurationError: for a bad option.
+    :param uri: the Redis URL (any scheme of :mod:`.redis_client`); ``prefix`` namespaces the
+        keys (and is their hash tag), ``timeout`` and ``retry_interval`` are the client's.
+    :raises ConfigurationError: for a bad or unknown option.
     """
 
     def __init__(self, uri: str) -> None:
         parts = urlsplit(uri)
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            self.prefix = options.pop("prefix", "relay")
-            self.timeout = float(options.pop("timeout", "0.25"))
-            self.retry_interval = float(options.pop("retry_interval", "1"))
-        except ValueError as exc:
-            raise ConfigurationError(f"leases: bad option in {parts.query!r}: {exc}") from exc
-        if options:
-            raise ConfigurationError(f"leases: unknown option {sorted(options)[0]!r} (prefix, timeout, retry_interval)")
-        self.url = urlunsplit(parts._replace(query=""))
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
-        self._down_until = 0.0
+        query = parse_qsl(parts.query)
+        unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
+        if unknown:
+            raise ConfigurationError(f"leases: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
+        self.prefix = dict(query).get("prefix", "relay")
+        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        self._client: Any = redis_client(urlunsplit(parts._replace(query=rest)), "leases")
+        self._scripts = {source: self._client.register_script(source) for source in (_ACQUIRE, _REFRESH, _RELEASE, _HOLDERS)}
 
     def key(self, name: str) -> str:
         return "{" + self.prefix + "}:lease:" + name
 
-    def _script(self, source: str) -> Any:
-        if self._client is None:
-            try:
-                import redis.asyncio as aioredis
-                from redis.asyncio.retry import Retry
-                from redis.backoff import NoBackoff
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigurationError("leases: redis:// needs the 'redis' extra (pip install asgi-ai-relay[redis])") from exc
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),  # one reconnect for a pooled socket Redis closed
-                health_check_interval=0,
-            )
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self._client.register_script(source)
-        return script
-
     async def _run(self, source: str, name: str, args: list[str]) -> int:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise StorageError("Redis lease storage is unavailable (retrying shortly).")
-        import redis.exceptions
-
         try:
-            result = await self._script(source)(keys=[self.key(name)], args=args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            if not self._down_until:
-                logger.warning("leases: Redis at %s is unavailable: %s", self._safe_url(), type(exc).__name__)
-            self._down_until = time.monotonic() + self.retry_interval
-            raise StorageError(f"Redis lease storage is unavailable: {type(exc).__name__}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise StorageError(f"Redis lease storage failed: {exc}") from exc
-        if self._down_until:
-            self._down_until = 0.0
-            logger.warning("leases: Redis at %s is available again", self._safe_url())
-        return int(result)
-
-    def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}"
+            return int(await self._scripts[source](keys=[self.key(name)], args=args))
+        except STORE_ERRORS as exc:
+            raise StorageError(f"Redis lease storage failed: {type(exc).__name__}") from exc
 
     async def acquire(self, name: str, limit: int, holder_id: str, ttl_s: float) -> bool:
         """Take one of ``limit`` slots of cap ``name`` for ``ttl_s`` seconds; ``False`` when all
@@ -174,9 +129,8 @@ class RedisLeases:
         return await self._run(_HOLDERS, name, [])
 
     async def aclose(self) -> None:
-        client, self._client, self._scripts = self._client, None, {}
-        if client is not None:
-            await client.aclose()
+        client, self._client = self._client, None
+        await close_client(client)
 
 
 def _ms(seconds: float) -> int:
