@@ -280,3 +280,15 @@ async def test_a_fallback_is_charged_to_the_provider_that_serves_it(upstream, se
     assert charged(up_requests) == pytest.approx(1) and charged(up2_requests) == pytest.approx(1)
     assert charged(up_tokens) == pytest.approx(0, abs=0.01)  # the failed attempt's estimate came back
     assert charged(up2_tokens) == pytest.approx(used, abs=0.01)
+
+
+async def test_cache_hits_count_against_the_callers_request_limit(upstream):
+    """A hit is a request the caller made: it counts in the caller's RPM (it used to be
+    refunded, as if it had never happened), though it takes no provider tokens."""
+    relay, _, _ = build_relay(upstream, limits={"caller": {"rpm": 2}}, queue={"on_limit": "reject"})
+    assert (await chat(relay, temperature=0)).status_code == 200
+    hit = await chat(relay, temperature=0)
+    assert hit.status_code == 200 and hit.headers["x-relay-cache"] == "hit"
+    refused = await chat(relay, temperature=0)
+    assert refused.status_code == 429
+    assert len(upstream.requests) == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from functools import partial
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,7 @@ class Traffic:
         self.sleeping = 0
         self._callers: dict[str, tuple[Bucket, ...]] = {}
         self._adjust_now = getattr(self.store, "adjust_now", None)
+        self._acquire_now = getattr(self.store, "acquire_now", None)
         self._pending: set[asyncio.Task[None]] = set()
 
     def caller_buckets(self, call: Call) -> tuple[Bucket, ...]:
@@ -147,7 +149,7 @@ class Traffic:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                decision = await self.store.acquire(ticket.buckets, costs)
+                decision = await self._acquire(ticket.buckets, costs)
             except StorageError as exc:
                 self._storage_failed(exc)
                 return
@@ -167,6 +169,24 @@ class Traffic:
                 await self.wait(call, asyncio.sleep(wait), deadline)
             finally:
                 self.sleeping -= 1
+
+    async def _acquire(self, buckets: Sequence[Bucket], costs: list[int]) -> Decision:
+        """One decision of the store. An in-process store decides without awaiting; a remote
+        one is shielded, so a request cancelled while the decision is on its way gives back
+        what the store charged once it lands."""
+        if self._acquire_now is not None:
+            decision: Decision = self._acquire_now(buckets, costs)
+            return decision
+        pending = asyncio.ensure_future(self.store.acquire(buckets, costs))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(partial(self._undo, buckets, costs))
+            raise
+
+    def _undo(self, buckets: Sequence[Bucket], costs: list[int], landed: asyncio.Future[Decision]) -> None:
+        if not landed.cancelled() and landed.exception() is None and landed.result().allowed:
+            self._adjust(list(buckets), [-c for c in costs])
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self.config.fail_mode == "closed":
@@ -279,13 +299,15 @@ class Traffic:
     # -- after the answer ----------------------------------------------------------------
 
     def reconcile(self, call: Call, charge: Charge, failed: bool = False) -> None:
-        """Replace a charge's token estimate by the real usage (none for a failed attempt) and
-        refund the request itself when it never reached a provider."""
+        """Replace a charge's token estimate by the real usage (none for a failed attempt or a
+        cache hit, which used no provider's tokens) and refund the request itself when it was
+        neither sent to a provider nor answered from the cache."""
         if not charge.charged:
             return
         charge.charged = False
-        used = 0 if failed or call.usage is None else call.usage.total_tokens
-        sent = call.attempts > 0
+        hit = call.cache == "hit"
+        used = 0 if failed or hit or call.usage is None else call.usage.total_tokens
+        sent = call.attempts > 0 or hit
         deltas = [(used - charge.estimate) if b.kind == "tokens" else (0 if sent else -1) for b in charge.buckets]
         changed = [(b, d) for b, d in zip(charge.buckets, deltas, strict=True) if d]
         if changed:
