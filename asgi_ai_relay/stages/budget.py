@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from collections.abc import Mapping
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from ..call import Call
     from ..config import BudgetSettings
     from ..relay import Relay
-    from ..storage import Ledger, LedgerRow
+    from ..storage import Ledger
     from ..types import RelayResponse
 
 __all__ = ["Spend", "check", "estimate_request_usage", "ledger_spend", "month_start", "seconds_to_reset"]
