@@ -52,7 +52,7 @@ async def test_two_relays_share_one_budget_and_overspend_only_by_the_in_flight(u
     """Every upstream call is held until all 30 requests have been admitted or refused: the
     budget runs out with every admitted request in flight, the worst case of the bound."""
     prefix = f"t-{uuid.uuid4().hex}"
-    uri = f"{redis_url}?prefix={prefix}"
+    uri = f"{redis_url}?prefix={prefix}&timeout=2"  # exact counts: no fail-open on a slow machine
     probe = relays(make_config(upstream))
     cost, held = actual_cost(UNDER), estimate(probe, UNDER)
     assert held < cost
@@ -92,7 +92,7 @@ async def test_per_process_budgets_let_each_relay_spend_the_whole_limit(upstream
 
 async def test_a_flush_and_a_restart_keep_the_spend(upstream, redis_url, relays, tmp_path):
     prefix = f"t-{uuid.uuid4().hex}"
-    uri = f"{redis_url}?prefix={prefix}"
+    uri = f"{redis_url}?prefix={prefix}&timeout=2"  # exact counts: no fail-open on a slow machine
     probe = relays(make_config(upstream))
     cost, held = actual_cost(OVER), estimate(probe, OVER)
     limit = 3 * cost + held - Decimal("0.000000001")  # room for exactly three

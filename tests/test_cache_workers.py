@@ -59,7 +59,7 @@ def _wait_until_serving(process, port, timeout=30.0):
 @pytest.mark.redis
 def test_twenty_identical_requests_over_two_processes_make_one_upstream_call(upstream, redis_url):
     prefix = f"test:{uuid.uuid4().hex}:"
-    config = make_config(upstream, storage={"cache": f"{redis_url}?prefix={prefix}"})
+    config = make_config(upstream, storage={"cache": f"{redis_url}?prefix={prefix}&timeout=2"})
     ports = [_free_port(), _free_port()]
     workers = [_serve(config, port) for port in ports]
     try:

@@ -89,7 +89,7 @@ async def test_rpm_limit_admits_exactly_n_of_3n_concurrent(upstream, relays, lim
 
 async def test_two_relays_sharing_redis_enforce_one_limit(upstream, relays, redis_url):
     n = 4
-    config = make_config(upstream, storage={"limits": f"{redis_url}?prefix=test-{uuid.uuid4().hex}"},
+    config = make_config(upstream, storage={"limits": f"{redis_url}?prefix=test-{uuid.uuid4().hex}&timeout=2"},
                          limits={"global": {"rpm": n}}, queue={"on_limit": "reject"})
     first, second = relays(config), relays(config)
     answers = await asyncio.gather(*((first if i % 2 else second).handle(chat()) for i in range(3 * n)))
@@ -134,7 +134,7 @@ async def test_tpm_is_reconciled_with_real_usage(upstream, relays):
 @pytest.mark.redis
 async def test_tpm_reconciliation_on_redis_and_for_streams(upstream, relays, redis_url):
     tpm = 6_000  # 100 tokens a second come back: the checks allow for the test's own time
-    relay = relays(make_config(upstream, storage={"limits": f"{redis_url}?prefix=test-{uuid.uuid4().hex}"},
+    relay = relays(make_config(upstream, storage={"limits": f"{redis_url}?prefix=test-{uuid.uuid4().hex}&timeout=2"},
                                limits={"caller": {"tpm": tpm}}))
     first = chat("alpha beta gamma", stream=True, max_tokens=400, stream_options={"include_usage": True})
     response = await relay.handle(first)

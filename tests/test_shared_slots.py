@@ -15,7 +15,7 @@ from tests.resilience_helpers import MESSAGES, build_relay, _shutdown_relays  # 
 
 
 def _pair(upstream, redis_url, **queue):
-    uri = f"{redis_url}?prefix=slots-{uuid.uuid4().hex[:8]}"
+    uri = f"{redis_url}?prefix=slots-{uuid.uuid4().hex[:8]}&timeout=2"
     made = [build_relay(upstream, storage={"ledger": "memory://", "slots": uri},
                         queue={"per_provider": 1, "max_wait": 0.3, **queue})[0] for _ in range(2)]
     return made

@@ -146,6 +146,11 @@ class _Guard:
             self.health.answered(self.role, self.where)
             raise
         self.health.answered(self.role, self.where)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's wait_for inside redis-py drops a cancellation that races a reply;
+            # the request must not go on as if it had not been cancelled.
+            raise asyncio.CancelledError
         return result
 
 
