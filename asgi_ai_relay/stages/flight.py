@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import StorageError
 from ..storage.base import FlightLocks
@@ -104,10 +104,8 @@ class Flight(asyncio.Future[bytes | None]):
         if not self.storable:
             call.cache_key = None  # nothing for complete() to store
             self.leave()
-        elif self.listed:
-            # Stored (and the flight closed) by complete(), right after the releases; if that
-            # never comes, the flight must not stay listed with an answer past its time.
-            self.get_loop().call_soon(self._unlanded, call)
+        # Otherwise stored (and the flight closed) by complete(), the finishing step right after
+        # the releases, which runs whatever the steps before it did.
         self.set_result(raw)
 
     def answer(self, raw: bytes) -> None:
@@ -132,11 +130,6 @@ class Flight(asyncio.Future[bytes | None]):
         if self.listed:
             del self.relay.flights[self.key]
 
-    def _unlanded(self, call: Call) -> None:
-        if call.cache_key is not None:  # complete() never took it
-            call.cache_key = None
-            self.leave()
-
     # -- across processes ----------------------------------------------------------------
 
     async def lead_across(self, deadline: float) -> bytes | None:
@@ -146,9 +139,10 @@ class Flight(asyncio.Future[bytes | None]):
             ``None``: go upstream (this request holds the lock, or there is no lock to take, or
             the deadline passed).
         """
-        cache = self.relay.cache
-        if not isinstance(cache, FlightLocks) or not self.listed:
+        shared = self.relay.cache
+        if not _has_locks(shared) or not self.listed:
             return None
+        cache = cast(FlightLocks, shared)
         token = secrets.token_hex(16)
         loop, pause = self.get_loop(), _FIRST_POLL
         while True:
@@ -254,3 +248,16 @@ async def _unclaim(locks: FlightLocks, key: str, token: str) -> None:
         await locks.unclaim(key, token)
     except StorageError as error:  # the lock expires on its own
         logger.debug("cache lock release failed: %s", error.message)
+
+
+_LOCKS: dict[type, bool] = {}
+
+
+def _has_locks(cache: object) -> bool:
+    """Whether ``cache`` can lock a key across processes, decided once per cache type (an
+    ``isinstance`` check against a runtime protocol costs microseconds on every request)."""
+    kind = type(cache)
+    known = _LOCKS.get(kind)
+    if known is None:
+        known = _LOCKS[kind] = isinstance(cache, FlightLocks)
+    return known
