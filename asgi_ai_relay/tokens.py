@@ -15,7 +15,7 @@ These are floors, not bills: limits and budgets settle to the provider's real us
 arrives. :func:`output_allowance` is what the request may produce. For an answer without
 usage, :func:`answer_tokens` and :func:`output_tokens` count the content text of a whole
 answer or of the streamed pieces already sent (not SSE framing or JSON keys), in OpenAI,
-Anthropic and Gemini shapes.
+Anthropic and Gemini shapes, as :mod:`asgi_ai_relay.answer_text` reads it.
 
 Text is estimated at about four characters a token (about one a character for scripts UTF-8
 writes in three bytes), within a factor of 1.4 of real tokenizers on prose, code and JSON.
@@ -32,9 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import orjson
-
-from .protocol.sse import SSESplitter
+from .answer_text import answer_text, streamed_text
 from .types import Usage
 
 __all__ = [
@@ -253,101 +251,10 @@ def request_usage(body: Mapping[str, Any], default_output: int = 0, tokenizer: s
 def answer_tokens(raw: bytes, tokenizer: str = "estimate") -> int:
     """Tokens of the content of a whole answer (OpenAI, Anthropic or Gemini); a body that is
     not JSON counts as text."""
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return text_tokens(raw.decode("utf-8", "replace"), tokenizer)
-    texts: list[str] = []
-    _content(payload, texts)
-    return text_tokens("".join(texts), tokenizer)
+    return text_tokens(answer_text(raw), tokenizer)
 
 
 def output_tokens(pieces: Iterable[bytes], tokenizer: str = "estimate") -> int:
     """Tokens of the content already streamed in ``pieces`` (SSE events of any format); an
     event cut off at the end is not counted."""
-    splitter = SSESplitter()
-    texts: list[str] = []
-    for piece in pieces:
-        for event in splitter.feed(piece):
-            if event.data[:1] != b"{":
-                continue  # [DONE], comments, pings
-            try:
-                _content(orjson.loads(event.data), texts)
-            except orjson.JSONDecodeError:
-                continue
-    return text_tokens("".join(texts), tokenizer)
-
-
-def _content(payload: Any, texts: list[str]) -> None:
-    """Append the content text of one answer or stream event, whichever format it is in."""
-    if not isinstance(payload, dict):
-        return
-    for choice in _dicts(payload.get("choices")):  # OpenAI: whole (message) or streamed (delta)
-        _openai(choice.get("message") or choice.get("delta"), texts)
-        _text(choice.get("text"), texts)
-    for candidate in _dicts(payload.get("candidates")):  # Gemini
-        content = candidate.get("content")
-        for part in _dicts(content.get("parts") if isinstance(content, dict) else None):
-            _text(part.get("text"), texts)
-            _call(part.get("functionCall") or part.get("function_call"), "args", texts)
-    kind = payload.get("type")
-    if kind == "message":  # Anthropic, whole
-        for block in _dicts(payload.get("content")):
-            _anthropic(block, texts)
-    elif kind == "content_block_start":
-        _anthropic(payload.get("content_block"), texts)
-    elif kind == "content_block_delta":
-        delta = payload.get("delta")
-        if isinstance(delta, dict):
-            for key in ("text", "partial_json", "thinking"):
-                _text(delta.get(key), texts)
-
-
-def _openai(message: Any, texts: list[str]) -> None:
-    if not isinstance(message, dict):
-        return
-    content = message.get("content")
-    if isinstance(content, list):
-        for part in _dicts(content):
-            _text(part.get("text"), texts)
-    else:
-        _text(content, texts)
-    for key in ("refusal", "reasoning_content", "reasoning"):
-        _text(message.get(key), texts)
-    for call in _dicts(message.get("tool_calls")):
-        _call(call.get("function"), "arguments", texts)
-    _call(message.get("function_call"), "arguments", texts)
-
-
-def _anthropic(block: Any, texts: list[str]) -> None:
-    if not isinstance(block, dict):
-        return
-    _text(block.get("text"), texts)
-    _text(block.get("thinking"), texts)
-    if block.get("type") in ("tool_use", "server_tool_use"):
-        _call(block, "input", texts)
-
-
-def _call(function: Any, field: str, texts: list[str]) -> None:
-    """A tool call's name and arguments (a JSON string, or an object as Anthropic and Gemini
-    send it; an empty object is only a stream's placeholder)."""
-    if not isinstance(function, dict):
-        return
-    _text(function.get("name"), texts)
-    arguments = function.get(field)
-    if isinstance(arguments, str):
-        texts.append(arguments)
-    elif arguments:
-        try:
-            texts.append(orjson.dumps(arguments).decode())
-        except orjson.JSONEncodeError:  # nested past orjson's depth: its size is unknown
-            pass
-
-
-def _text(value: Any, texts: list[str]) -> None:
-    if isinstance(value, str) and value:
-        texts.append(value)
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+    return text_tokens(streamed_text(pieces), tokenizer)

@@ -17,13 +17,12 @@ reconciled to the real usage, and the request itself is refunded if it never rea
 
 When a limit says wait, ``queue.on_limit = "queue"`` sleeps exactly until capacity returns (up
 to ``queue.max_wait``), ``"reject"`` answers 429 at once. Either way the answer carries
-``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too. A full
-queue or a wait past ``max_wait`` answers 503 with ``Retry-After``. A client that disconnects
-while waiting leaves at once (status 499 in the ledger).
+``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too. The
+waits themselves, the slots and the priority queue are :mod:`.waiting`'s.
 
 Everything taken is registered with :meth:`Call.hold`, so it is given back once however the
-request ends. Concurrency caps are per process; rate limits are as wide as their backend
-(Redis: all hosts).
+request ends. Rate limits are as wide as their backend (Redis: all hosts); concurrency caps
+are per process unless ``storage.slots`` shares them.
 """
 
 from __future__ import annotations
@@ -32,16 +31,15 @@ import asyncio
 import logging
 import math
 from functools import partial
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..call import Once
-from ..errors import CLIENT_CLOSED, ClientClosed, InvalidRequest, RateLimited, ServiceUnavailable, StorageError
+from ..errors import CLIENT_CLOSED, RateLimited, ServiceUnavailable, StorageError
 from ..limits import Bucket, Decision, Rate, format_reset
-from ..scheduler import LEVEL_INDEX, Gate, QueueFull
-from ..slots import shared_slots
 from ..storage import RateLimitStore, limits_from_uri
 from ..tokens import output_allowance, prompt_tokens
+from .waiting import QUEUE_RETRY_AFTER, Waiting
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -53,7 +51,6 @@ __all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
-_QUEUE_RETRY_AFTER = 1.0
 _CALLER_CACHE = 10_000
 
 
@@ -79,7 +76,7 @@ def _buckets(scope: str, name: str, limit: LimitConfig | None) -> tuple[Bucket, 
     return tuple(out)
 
 
-class Traffic:
+class Traffic(Waiting):
     """The limits and the queue of one relay, built once from its config.
 
     :param store: a rate-limit store; by default the one ``storage.limits`` names.
@@ -87,20 +84,15 @@ class Traffic:
     """
 
     def __init__(self, config: RelayConfig, store: RateLimitStore | None = None) -> None:
-        limits, queue = config.limits, config.queue
-        self.config = queue
-        self.limits = limits
+        super().__init__(config)
+        limits = self.limits = config.limits
         self.store = store if store is not None else limits_from_uri(config.storage.limits)
-        self.gate = Gate(queue.max_in_flight, queue.per_provider, queue.max_queue)
-        self.shared = shared_slots(config)
         self.everyone = _buckets("global", "all", limits.everyone)
         self.models = {a: _buckets("model", a, limits.models.get(a, limits.model)) for a in config.models}
         self.providers = {p: _buckets("provider", p, limits.providers.get(p, limits.provider)) for p in config.providers}
         self.limited = bool(limits.everyone or limits.caller or limits.callers or limits.model or limits.models
                             or limits.provider or limits.providers)
-        self.gated = bool(queue.max_in_flight or queue.per_provider)
         self.active = self.limited or self.gated
-        self.sleeping = 0
         self._callers: dict[str, tuple[Bucket, ...]] = {}
         self._adjust_now = getattr(self.store, "adjust_now", None)
         self._acquire_now = getattr(self.store, "acquire_now", None)
@@ -126,16 +118,6 @@ class Traffic:
             call.token_estimate = prompt_tokens(call.body, limits.tokenizer) + output_allowance(
                 call.body, limits.estimated_output_tokens)
         return call.token_estimate
-
-    def level(self, call: Call) -> int:
-        """:raises InvalidRequest: for an ``X-Priority`` that is not a level, where it is honoured."""
-        asked = call.request.headers.get("x-priority")
-        if asked is not None and (self.config.priority_header or call.caller.allow_priority_header):
-            level = LEVEL_INDEX.get(asked.strip().lower())
-            if level is None:
-                raise InvalidRequest("X-Priority must be one of critical, high, normal, low.", param="x-priority")
-            return level
-        return LEVEL_INDEX.get(call.caller.priority, 2)
 
     # -- admission -----------------------------------------------------------------------
 
@@ -163,7 +145,7 @@ class Traffic:
                                   code="request_too_large_for_limit")
             if self.config.on_limit == "reject" or loop.time() + wait > deadline:
                 raise RateLimited(f"Rate limit reached; retry in {wait:.2f}s.", retry_after=wait)
-            self._check_room()
+            self.check_room()
             self.sleeping += 1
             try:
                 await self.wait(call, asyncio.sleep(wait), deadline)
@@ -190,52 +172,8 @@ class Traffic:
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self.config.fail_mode == "closed":
-            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=_QUEUE_RETRY_AFTER) from exc
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=QUEUE_RETRY_AFTER) from exc
         logger.debug("rate limits skipped (fail open): %s", exc)
-
-    def _check_room(self) -> None:
-        if self.gate.waiting + self.sleeping >= self.config.max_queue:
-            raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=_QUEUE_RETRY_AFTER,
-                                     code="queue_full")
-
-    async def enter(self, call: Call, provider: str, deadline: float) -> None:
-        """Take a concurrency slot for ``provider``, waiting in the priority queue when none is free.
-
-        :raises ServiceUnavailable: the queue is full, or the wait ran past ``max_wait``.
-        """
-        if self.gate.try_enter(provider):
-            return
-        level = self.level(call)
-        self._check_room()
-        await self.wait(call, self.gate.enter(provider, level), deadline)
-
-    async def wait(self, call: Call, waiting: Awaitable[None], deadline: float) -> None:
-        """Wait for ``waiting`` until ``deadline``, giving up at once if the client leaves.
-
-        :raises ServiceUnavailable: past the deadline.
-        :raises RelayError: 499 when the client disconnected.
-        """
-        task = asyncio.ensure_future(waiting)
-        watch = call.request.disconnected
-        gone = asyncio.ensure_future(watch()) if watch is not None else None
-        waits = {task} if gone is None else {task, gone}
-        timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
-        try:
-            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in waits:
-                pending.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-        if gone is not None and gone in done:
-            raise ClientClosed("The client closed the connection while queued.")
-        if task not in done:
-            raise ServiceUnavailable("Timed out waiting in the relay's queue; retry shortly.",
-                                     retry_after=_QUEUE_RETRY_AFTER, code="queue_timeout")
-        try:
-            task.result()
-        except QueueFull:
-            raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=_QUEUE_RETRY_AFTER,
-                                     code="queue_full") from None
 
     @staticmethod
     def _headers(call: Call, buckets: Sequence[Bucket], decision: Decision) -> None:

@@ -1,4 +1,5 @@
-"""Routing: which model and provider serve the request, and the calls to them.
+"""Routing: which model and provider serve the request, and the attempts at them (each one
+call of :func:`~.send.send_to`).
 
 :func:`forward` is the attempt loop. The candidates are the model, then its ``fallbacks`` (or,
 for a virtual model, the other models that fit, cheapest first). Each candidate is tried up to
@@ -31,9 +32,9 @@ from ..errors import (
 )
 from ..retry import Verdict, classify, wait_before_retry
 from ..types import RelayResponse
-from . import translate
+from .send import count_tokens, send_to
 from .stream import RelayStream
-from .usage import cost_of, printable
+from .usage import printable
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from ..routing import Router, Target
 
 __all__ = ["count_tokens", "forward", "resolve", "send_to"]
-
-_JSON = "application/json"
 
 
 async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
@@ -310,68 +309,3 @@ class _Refused(Exception):
 
 class _Unsendable(Exception):
     """The request cannot go to this deployment at all (nothing was sent)."""
-
-
-async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse:
-    """One attempt at ``model``: translate, send, and translate the answer back.
-
-    :raises UpstreamError: when the provider fails; nothing has reached the caller then.
-    """
-    provider = relay.providers[model.provider]
-    translation = translate.pick(call.format.name, provider.format, provider.name)
-    upstream_body = translation.request(call.body, model, call.stream)
-    call.model = model
-    call.provider = provider.name
-    call.attempts += 1
-    started = time.perf_counter()
-    forwarded = _forwarded(call, translation.forward_headers) if translation.forward_headers else None
-    upstream = await provider.send(model, upstream_body, stream=call.stream, headers=forwarded)
-    call.upstream_ms = (time.perf_counter() - started) * 1000.0
-    headers = call.headers
-    headers["x-relay-provider"] = provider.name
-    headers["x-relay-model"] = model.alias
-    headers["x-relay-upstream-ms"] = f"{call.upstream_ms:.1f}"
-    if upstream.chunks is not None:
-        headers["content-type"] = "text/event-stream; charset=utf-8"
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        stream = RelayStream(relay, call, upstream, translation.stream(call.body))
-        return RelayResponse(200, headers, stream=stream)
-    body, call.usage = translation.response(upstream.body)
-    call.cost = cost_of(relay, model, call.usage)
-    headers["content-type"] = _JSON
-    headers["x-relay-cost-usd"] = f"{call.cost:.8f}"
-    return RelayResponse(upstream.status, headers, body)
-
-
-def _forwarded(call: Call, names: tuple[str, ...]) -> dict[str, str]:
-    """The inbound headers a translation sends on (never credentials: see ``forward_headers``)."""
-    headers = call.request.headers
-    return {name: headers[name] for name in names if name in headers}
-
-
-async def count_tokens(relay: Relay, call: Call) -> RelayResponse | None:
-    """``POST /v1/messages/count_tokens``: asked of the provider when it can answer.
-
-    :raises InvalidRequest: when the model's provider has no token counting endpoint.
-    """
-    assert call.model is not None
-    model = call.model
-    provider = relay.providers[model.provider]
-    counter = getattr(provider, "count_tokens", None)
-    if counter is None:
-        raise InvalidRequest(
-            f"Token counting is not available for model '{model.alias}': its provider "
-            f"{provider.name!r} ({provider.format} format) has no token counting endpoint.",
-            param="model",
-            code="unsupported_endpoint",
-        )
-    body = {k: v for k, v in call.body.items() if k not in ("max_tokens", "stream")}
-    body["model"] = model.upstream
-    call.provider = provider.name
-    call.attempts += 1
-    headers = _forwarded(call, translate.AnthropicPassThrough.forward_headers)
-    upstream = await counter(model, body, headers)
-    call.headers["x-relay-provider"] = provider.name
-    call.headers["content-type"] = _JSON
-    return RelayResponse(upstream.status, call.headers, upstream.body)

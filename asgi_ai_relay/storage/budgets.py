@@ -12,63 +12,16 @@ for hold and settle.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from decimal import Decimal
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from decimal import Decimal
 
 from . import pick_backend
+from .budget_state import BudgetStore, Held, Seeder, Window
 
 __all__ = ["BUDGET_SCHEMES", "BudgetStore", "Held", "MemoryBudgets", "Seeder", "Window", "budgets_from_uri"]
 
 _ZERO = Decimal(0)
-
-#: ``(caller, month_start, day_start) -> (spent today, spent this month)`` from the ledger.
-Seeder = Callable[[str, float, float], Awaitable[tuple[Decimal, Decimal]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One caller's two budget periods at one moment: their names (``2026-12-01``, ``2026-12``),
-    their limits (``None``: none), when they began and how many seconds are left in each."""
-
-    caller: str
-    day: str
-    month: str
-    daily: Decimal | None
-    monthly: Decimal | None
-    day_start: float
-    month_start: float
-    day_left: float
-    month_left: float
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """The answer to a hold: spent today and this month (after the hold when ``allowed``,
-    before it when refused), and what the backend needs back to settle it."""
-
-    allowed: bool
-    day: Decimal
-    month: Decimal
-    token: Any = None
-
-
-class BudgetStore(Protocol):
-    async def hold(self, window: Window, amount: Decimal) -> Held:
-        """Add ``amount`` to both periods unless it would cross a limit (all or nothing).
-
-        :raises StorageError: when the backend cannot be reached (in bounded time).
-        """
-
-    async def settle(self, window: Window, held: Held, amount: Decimal, cost: Decimal) -> tuple[Decimal, Decimal]:
-        """Replace a hold of ``amount`` by ``cost``; returns spent today and this month.
-
-        :raises StorageError: when the backend cannot be reached.
-        """
-
-    async def aclose(self) -> None: ...
 
 
 def _over(spent: Decimal, limit: Decimal | None, amount: Decimal) -> bool:

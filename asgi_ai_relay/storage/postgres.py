@@ -18,41 +18,26 @@ first, before any newer row. One log line marks each change between reachable an
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
-import re
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigurationError, StorageError
-from .totals import Dialect, Key, Totals, sql_aggregate, where_clause
+from ..errors import StorageError
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
-from .sqlite import row_from_values
+from .postgres_schema import INCOMING, MONEY, POSTGRES, create_table, default_spool, incoming_table, split_options, split_table
 from .spool import Spool
+from .sqlite import row_from_values
+from .totals import Key, Totals, sql_aggregate, where_clause
 
 __all__ = ["POSTGRES", "PostgresLedger", "split_options", "split_table"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
-_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_TYPES = {
-    "ts": "DOUBLE PRECISION NOT NULL", "stream": "BOOLEAN", "status": "INTEGER", "prompt_tokens": "BIGINT",
-    "completion_tokens": "BIGINT", "cached_tokens": "BIGINT", "cost_usd": "NUMERIC", "cache_hit": "BOOLEAN",
-    "latency_ms": "DOUBLE PRECISION", "ttfb_ms": "DOUBLE PRECISION", "upstream_ms": "DOUBLE PRECISION",
-    "attempts": "INTEGER", "estimated": "BOOLEAN", "cache_saved_usd": "NUMERIC NOT NULL DEFAULT 0",
-}
-_COLUMNS = ("row_id", *LEDGER_COLUMNS)
-#: Positions of the money columns in a queued row (spooled as text).
-_MONEY = tuple(i for i, name in enumerate(_COLUMNS) if name in ("cost_usd", "cache_saved_usd"))
-_INCOMING = "relay_ledger_incoming"
 #: libpq settings that let a dead peer be noticed in seconds rather than the system's hours.
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
               "tcp_user_timeout": 10_000}
@@ -61,41 +46,6 @@ _FIRST_RETRY, _LAST_RETRY = 0.5, 15.0
 _REPLAY = 5000
 #: Seconds a reader waits for the writer before it reads.
 READ_WAIT = 2.0
-POSTGRES = Dialect(
-    mark="%s", least="LEAST",
-    period=lambda name, ts: f"to_char(to_timestamp({ts}) AT TIME ZONE 'UTC', '{'YYYY-MM-DD' if name == 'day' else 'YYYY-MM'}')",
-    flag=lambda expr: f"({expr})::int",
-    money=lambda name: f"SUM({'cost_usd' if name == 'cost' else 'cache_saved_usd'}) * 1000000, 0, 0, COUNT(*)",
-    unfixed=None, modulo="%%",
-)
-
-
-def split_options(uri: str) -> tuple[str, dict[str, str]]:
-    """The libpq URI without the relay's parameters, and those (``table``, ``spool``).
-
-    :raises ConfigurationError: for a table name that is not a plain SQL identifier.
-    """
-    parts = urlsplit(uri)
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    options = {"table": "relay_usage", **{k: v for k, v in params if k in ("table", "spool")}}
-    if not _TABLE.fullmatch(options["table"]):
-        raise ConfigurationError(f"storage.ledger: table must be a plain identifier, got {options['table']!r}")
-    rest = urlencode([(k, v) for k, v in params if k not in ("table", "spool")])
-    return urlunsplit(parts._replace(query=rest)), options
-
-
-def split_table(uri: str) -> tuple[str, str]:
-    """The libpq URI without ``table=`` (and ``spool=``), and the table name.
-
-    :raises ConfigurationError: for a table name that is not a plain SQL identifier.
-    """
-    dsn, options = split_options(uri)
-    return dsn, options["table"]
-
-
-def _default_spool(dsn: str, table: str) -> str:
-    digest = hashlib.sha256(f"{dsn}|{table}".encode()).hexdigest()[:16]
-    return str(Path(tempfile.gettempdir()) / f"asgi-ai-relay-spool-{table}-{digest}.db")
 
 
 class PostgresLedger:
@@ -107,7 +57,7 @@ class PostgresLedger:
         self._psycopg = psycopg
         self.dsn, options = split_options(uri)
         self.table = options["table"]
-        self.spool = Spool(options.get("spool") or _default_spool(self.dsn, self.table), money=_MONEY)
+        self.spool = Spool(options.get("spool") or default_spool(self.dsn, self.table), money=MONEY)
         self.connect_timeout = connect_timeout
         #: "starting", "up" (the database answers) or "down" (rows spool).
         self.state = "starting"
@@ -121,8 +71,8 @@ class PostgresLedger:
         self._ids = f"{uuid.uuid4().hex}-"
         self._counter = itertools.count()
         names = ", ".join(LEDGER_COLUMNS)
-        self._copy_sql = f"COPY {_INCOMING} (row_id, {names}) FROM STDIN"
-        self._merge_sql = (f"INSERT INTO {self.table} (row_id, {names}) SELECT row_id, {names} FROM {_INCOMING} "
+        self._copy_sql = f"COPY {INCOMING} (row_id, {names}) FROM STDIN"
+        self._merge_sql = (f"INSERT INTO {self.table} (row_id, {names}) SELECT row_id, {names} FROM {INCOMING} "
                            "ON CONFLICT (row_id) DO NOTHING")
         self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter(
             self._write, name="asgi-ai-relay-ledger-pg", batch=batch, linger=linger, idle=self._tick
@@ -135,27 +85,16 @@ class PostgresLedger:
         try:
             for attempt in (1, 2):
                 try:
-                    self._schema(conn)
+                    create_table(conn, self.table)
                     break
                 except (self._psycopg.errors.UniqueViolation, self._psycopg.errors.DuplicateTable):
                     if attempt == 2:  # two processes created the table at once: the second try sees it
                         raise
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} ON COMMIT DELETE ROWS AS "
-                         f"SELECT row_id, {', '.join(LEDGER_COLUMNS)} FROM {self.table} WITH NO DATA")
+            conn.execute(incoming_table(self.table))
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _schema(self, conn: Any) -> None:
-        columns = ", ".join(f"{name} {_TYPES.get(name, 'TEXT')}" for name in _COLUMNS)
-        t = self.table
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY, {columns})")
-        for name in _COLUMNS:
-            conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {name} {_TYPES.get(name, 'TEXT')}")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts_caller ON {t} (ts, caller)")
-        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_row_id ON {t} (row_id)")
 
     def _reachable(self) -> bool:
         """Connected, or connected now (when the pause after the last failure is over)."""

@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StorageError
-from .budgets import Held, Seeder, Window
+from .budget_state import Held, Seeder, Window
 from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
 
 __all__ = ["RedisBudgets", "from_pico", "to_pico"]

@@ -1,5 +1,6 @@
 """Usage totals per group, computed where the rows are: ``SUM ... GROUP BY`` in SQLite and
-PostgreSQL (one pass over the matching rows, no row reaches Python), a loop in memory.
+PostgreSQL (one pass over the matching rows, no row reaches Python), a loop in memory
+(:mod:`.sums`, which also holds :class:`Totals`).
 
 A group is keyed by the model (``""`` for none) and then the value of each ``group_by`` name;
 reports and budget seeding roll those finest groups up. Money stays exact: PostgreSQL sums
@@ -12,108 +13,23 @@ full count, a group no sampled row falls in read whole): within about a percent 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .base import LedgerQuery, LedgerRow
+from .base import LedgerQuery
+from .sums import GROUPS, Key, Totals, aggregate_rows, percentiles
 
 __all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Source", "Totals", "add_sums", "aggregate", "aggregate_rows", "fixed_money", "percentiles",
            "spend_totals", "sql_aggregate", "where_clause"]
 
-GROUPS = ("model", "caller", "day", "month", "provider")
 #: Latencies read for the percentiles of one report, at most (about).
 SAMPLE = 50_000
 _ZERO = Decimal(0)
 _MICRO = 10**12  # units of 1e-18 USD in one micro-dollar
 
-#: ``(model or "", *values of group_by)``
-Key = tuple[str, ...]
 Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-
-
-@dataclass(slots=True)
-class Totals:
-    """Sums over the ledger rows of one group."""
-
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: Decimal = _ZERO
-    cache_hits: int = 0
-    saved_usd: Decimal = _ZERO
-    estimated: int = 0
-    #: Rows with any tokens, and their prompt tokens read from a provider cache (at most the
-    #: row's prompt tokens): what a comparison price list prices.
-    token_rows: int = 0
-    cached_prompt: int = 0
-    #: ``(latency ms, weight)``: every row's latency, or a sample weighted to the row count.
-    latencies: list[tuple[float, float]] = field(default_factory=list)
-
-    def add_row(self, row: LedgerRow) -> None:
-        self.requests += 1
-        self.errors += row.status >= 400
-        self.prompt_tokens += row.prompt_tokens
-        self.completion_tokens += row.completion_tokens
-        self.cached_tokens += row.cached_tokens
-        self.cost_usd += row.cost_usd
-        self.cache_hits += row.cache_hit
-        self.saved_usd += row.cache_saved_usd
-        self.estimated += row.estimated
-        if row.prompt_tokens or row.completion_tokens:
-            self.token_rows += 1
-            self.cached_prompt += min(row.cached_tokens, row.prompt_tokens)
-        self.latencies.append((row.latency_ms, 1.0))
-
-    def merge(self, other: Totals) -> None:
-        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd",
-                     "cache_hits", "saved_usd", "estimated", "token_rows", "cached_prompt"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.latencies.extend(other.latencies)
-
-
-def percentiles(samples: list[tuple[float, float]], ranks: Sequence[int] = (50, 95, 99)) -> list[float | None]:
-    """Nearest-rank percentiles of weighted samples (all weights 1: the classic definition)."""
-    if not samples:
-        return [None for _ in ranks]
-    ordered = sorted(samples)
-    total = round(sum(weight for _, weight in ordered))  # the rows' count: weights add up to it
-    out: list[float | None] = []
-    for p in ranks:
-        rank, seen = max(1, math.ceil(p / 100 * total)) - 1e-6, 0.0
-        value = ordered[-1][0]
-        for latency, weight in ordered:
-            seen += weight
-            if seen >= rank:
-                value = latency
-                break
-        out.append(round(value, 3))
-    return out
-
-
-def _value(row: LedgerRow, name: str) -> str:
-    if name == "day":
-        return datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m-%d")
-    if name == "month":
-        return datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m")
-    return str(getattr(row, name) or "")
-
-
-def aggregate_rows(rows: Iterable[LedgerRow], group_by: Sequence[str]) -> dict[Key, Totals]:
-    """The totals of ``rows`` per model and ``group_by`` values, in Python."""
-    out: dict[Key, Totals] = {}
-    for row in rows:
-        key = (row.model or "", *(_value(row, name) for name in group_by))
-        totals = out.get(key)
-        if totals is None:
-            totals = out[key] = Totals()
-        totals.add_row(row)
-    return out
 
 
 def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:

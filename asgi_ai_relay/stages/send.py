@@ -1,0 +1,90 @@
+"""One call to one provider: :func:`send_to` translates the request to the provider's format,
+sends it and translates the answer back (a stream is handed on as a :class:`RelayStream`);
+:func:`count_tokens` asks the provider to count a prompt. :mod:`.route` decides which model
+each call goes to and what happens when it fails.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequest
+from ..types import RelayResponse
+from . import translate
+from .stream import RelayStream
+from .usage import cost_of
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..config import ModelConfig
+    from ..relay import Relay
+
+__all__ = ["count_tokens", "send_to"]
+
+_JSON = "application/json"
+
+
+async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse:
+    """One attempt at ``model``: translate, send, and translate the answer back.
+
+    :raises UpstreamError: when the provider fails; nothing has reached the caller then.
+    """
+    provider = relay.providers[model.provider]
+    translation = translate.pick(call.format.name, provider.format, provider.name)
+    upstream_body = translation.request(call.body, model, call.stream)
+    call.model = model
+    call.provider = provider.name
+    call.attempts += 1
+    started = time.perf_counter()
+    forwarded = _forwarded(call, translation.forward_headers) if translation.forward_headers else None
+    upstream = await provider.send(model, upstream_body, stream=call.stream, headers=forwarded)
+    call.upstream_ms = (time.perf_counter() - started) * 1000.0
+    headers = call.headers
+    headers["x-relay-provider"] = provider.name
+    headers["x-relay-model"] = model.alias
+    headers["x-relay-upstream-ms"] = f"{call.upstream_ms:.1f}"
+    if upstream.chunks is not None:
+        headers["content-type"] = "text/event-stream; charset=utf-8"
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        stream = RelayStream(relay, call, upstream, translation.stream(call.body))
+        return RelayResponse(200, headers, stream=stream)
+    body, call.usage = translation.response(upstream.body)
+    call.cost = cost_of(relay, model, call.usage)
+    headers["content-type"] = _JSON
+    headers["x-relay-cost-usd"] = f"{call.cost:.8f}"
+    return RelayResponse(upstream.status, headers, body)
+
+
+def _forwarded(call: Call, names: tuple[str, ...]) -> dict[str, str]:
+    """The inbound headers a translation sends on (never credentials: see ``forward_headers``)."""
+    headers = call.request.headers
+    return {name: headers[name] for name in names if name in headers}
+
+
+async def count_tokens(relay: Relay, call: Call) -> RelayResponse | None:
+    """``POST /v1/messages/count_tokens``: asked of the provider when it can answer.
+
+    :raises InvalidRequest: when the model's provider has no token counting endpoint.
+    """
+    assert call.model is not None
+    model = call.model
+    provider = relay.providers[model.provider]
+    counter = getattr(provider, "count_tokens", None)
+    if counter is None:
+        raise InvalidRequest(
+            f"Token counting is not available for model '{model.alias}': its provider "
+            f"{provider.name!r} ({provider.format} format) has no token counting endpoint.",
+            param="model",
+            code="unsupported_endpoint",
+        )
+    body = {k: v for k, v in call.body.items() if k not in ("max_tokens", "stream")}
+    body["model"] = model.upstream
+    call.provider = provider.name
+    call.attempts += 1
+    headers = _forwarded(call, translate.AnthropicPassThrough.forward_headers)
+    upstream = await counter(model, body, headers)
+    call.headers["x-relay-provider"] = provider.name
+    call.headers["content-type"] = _JSON
+    return RelayResponse(upstream.status, call.headers, upstream.body)
