@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigurationError, StorageError
+from ..errors import StorageError
 from ..limits import Bucket, Decision, gcra
-from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
+from .redis_client import STORE_ERRORS, close_client, prefixed_client
 
 __all__ = ["RedisRateLimits"]
 
@@ -72,14 +71,7 @@ class RedisRateLimits:
     """
 
     def __init__(self, uri: str) -> None:
-        parts = urlsplit(uri)
-        query = parse_qsl(parts.query)
-        unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
-        if unknown:
-            raise ConfigurationError(f"storage.limits: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
-        self.prefix = dict(query).get("prefix", "relay")
-        self._client: Any = redis_client(urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"]))),
-                                         "rate limits")
+        self.prefix, self._client = prefixed_client(uri, "storage.limits", "rate limits")
         self._scripts = (self._client.register_script(_ACQUIRE), self._client.register_script(_ADJUST))
         self._key_prefix = "{" + self.prefix + "}:"
 

@@ -40,11 +40,10 @@ import math
 import secrets
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigurationError, StorageError
+from ..errors import StorageError
 from .budget_state import Held, Seeder, Window
-from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
+from .redis_client import STORE_ERRORS, close_client, prefixed_client
 
 __all__ = ["RedisBudgets", "from_pico", "to_pico"]
 
@@ -119,14 +118,7 @@ class RedisBudgets:
     """
 
     def __init__(self, uri: str, seeder: Seeder) -> None:
-        parts = urlsplit(uri)
-        query = parse_qsl(parts.query)
-        unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
-        if unknown:
-            raise ConfigurationError(f"storage.budgets: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
-        self.prefix = dict(query).get("prefix", "relay")
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-        self.redis: Any = redis_client(urlunsplit(parts._replace(query=rest)), "budgets")
+        self.prefix, self.redis = prefixed_client(uri, "storage.budgets", "budgets")
         self._hold = self.redis.register_script(_HOLD)
         self._settle = self.redis.register_script(_SETTLE)
         self._seed = self.redis.register_script(_SEED)

@@ -45,6 +45,7 @@ __all__ = [
     "ServerHealth",
     "close_client",
     "health_of",
+    "prefixed_client",
     "redis_client",
     "safe_url",
 ]
@@ -209,6 +210,21 @@ def redis_client(uri: str, role: str) -> Any:
         client = GuardedRedis.from_url(url, health_check_interval=0, **settings)
     client.relay_guard = _Guard(uri, role, timeout, interval)
     return client
+
+
+def prefixed_client(uri: str, setting: str, role: str) -> tuple[str, Any]:
+    """The ``prefix`` option of ``uri`` (default ``relay``), and a client (:func:`redis_client`)
+    for the rest of it.
+
+    :raises ConfigurationError: for an option that is neither ``prefix`` nor the client's.
+    """
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query)
+    unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
+    if unknown:
+        raise ConfigurationError(f"{setting}: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return dict(query).get("prefix", "relay"), redis_client(urlunsplit(parts._replace(query=rest)), role)
 
 
 async def close_client(client: Any) -> None:

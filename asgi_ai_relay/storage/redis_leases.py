@@ -25,11 +25,9 @@ until a probe finds it back, with one log line each way. Every failure is a
 from __future__ import annotations
 
 import math
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigurationError, StorageError
-from .redis_client import CLIENT_OPTIONS, STORE_ERRORS, close_client, redis_client
+from ..errors import StorageError
+from .redis_client import STORE_ERRORS, close_client, prefixed_client
 
 __all__ = ["RedisLeases"]
 
@@ -79,14 +77,7 @@ class RedisLeases:
     """
 
     def __init__(self, uri: str) -> None:
-        parts = urlsplit(uri)
-        query = parse_qsl(parts.query)
-        unknown = sorted({k for k, _ in query} - {"prefix", *CLIENT_OPTIONS})
-        if unknown:
-            raise ConfigurationError(f"leases: unknown option {unknown[0]!r} (prefix, timeout, retry_interval)")
-        self.prefix = dict(query).get("prefix", "relay")
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-        self._client: Any = redis_client(urlunsplit(parts._replace(query=rest)), "leases")
+        self.prefix, self._client = prefixed_client(uri, "leases", "leases")
         self._scripts = {source: self._client.register_script(source) for source in (_ACQUIRE, _REFRESH, _RELEASE, _HOLDERS)}
 
     def key(self, name: str) -> str:
