@@ -52,6 +52,7 @@ class Waiting:
         return LEVEL_INDEX.get(call.caller.priority, 2)
 
     def check_room(self) -> None:
+        """:raises ServiceUnavailable: when the queue (slot waiters and limit sleepers) is full."""
         if self.gate.waiting + self.sleeping >= self.config.max_queue:
             raise ServiceUnavailable("The relay's queue is full; retry shortly.", retry_after=QUEUE_RETRY_AFTER,
                                      code="queue_full")
