@@ -21,7 +21,7 @@ from .sync import SyncRelay
 from .types import Caller, RelayRequest, RelayResponse, Usage
 from .wsgi import ClientSocket, client_socket
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "REFUSED",

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from ._version import __version__
 from .call import Call
 from .config import RelayConfig, load_config
 from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
@@ -146,8 +147,6 @@ class Relay(Lifecycle):
             ("/openapi.json", "openapi", openapi_json),
         ):
             self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
-        from . import __version__
-
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 

@@ -127,7 +127,7 @@ async def test_holds_compare_exactly_past_a_double(redis_url):
     async def seeder(caller, since_month, since_day):
         return big, big
 
-    store = RedisBudgets(f"{redis_url}?prefix={prefix}", seeder)
+    store = RedisBudgets(f"{redis_url}?prefix={prefix}&timeout=2", seeder)
     window = Window("a", "2026-12-01", "2026-12", None, big + Decimal("0.000000000001"), 0.0, 0.0, 60.0, 60.0)
     pico = Decimal("0.000000000001")
     try:
@@ -149,7 +149,7 @@ def test_picodollars_round_up_and_back():
 
 async def test_a_request_cancelled_while_its_hold_is_on_the_way_leaks_nothing(upstream, redis_url, relays):
     prefix = f"t-{uuid.uuid4().hex}"
-    relay = relays(budget_config(upstream, f"{redis_url}?prefix={prefix}", Decimal(1)))
+    relay = relays(budget_config(upstream, f"{redis_url}?prefix={prefix}&timeout=2", Decimal(1)))
     try:
         assert (await chat(relay, UNDER, key="key-a")).status == 200  # seeds the counters
         await asyncio.gather(*relay.background)

@@ -12,7 +12,7 @@ MAX_LINES = 400
 #: Imports known to close a cycle, each with what removes it. ``Relay.__init__`` reads
 #: ``__version__`` from the package (``from . import __version__``), whose ``__init__`` imports
 #: ``relay``; it goes when the version lives in a module both import.
-KNOWN_EDGES = {("asgi_ai_relay.relay", "asgi_ai_relay")}
+KNOWN_EDGES: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:
@@ -121,8 +121,9 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones():
     assert "asgi_ai_relay.config" not in graph["asgi_ai_relay.slots"]
 
 
-def test_the_cycle_search_finds_a_known_cycle():
-    assert ["asgi_ai_relay", "asgi_ai_relay.middleware", "asgi_ai_relay.relay"] in cycles(import_graph(set()))
+def test_the_cycle_search_finds_a_cycle():
+    found = cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
+    assert len(found) == 1 and set(found[0]) == {"a", "b", "c"}
 
 
 def test_no_import_cycle_among_the_modules():
