@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..routing import Router, Target
 
-__all__ = ["count_tokens", "forward", "resolve", "send_to"]
+__all__ = ["Send", "count_tokens", "forward", "forward_via", "resolve", "send_to"]
 
 _JSON = "application/json"
 
@@ -80,16 +81,26 @@ async def forward(relay: Relay, call: Call) -> RelayResponse | None:
     :raises RelayError: the last failure when every candidate failed (or the first request
         error a provider reported); :class:`CircuitOpen` when every breaker refused.
     """
+    return await forward_via(relay, call, send_to)
+
+
+async def forward_via(relay: Relay, call: Call, send: Send) -> RelayResponse:
+    """:func:`forward`, each attempt made by ``send`` (another endpoint's call to a provider)."""
     assert call.model is not None
-    return await _Attempts(relay, call).run(call.model)
+    return await _Attempts(relay, call, send).run(call.model)
+
+
+#: One attempt at a model (:func:`send_to` for chat); raises :class:`UpstreamError` on failure.
+Send = Callable[["Relay", "Call", "ModelConfig"], Awaitable[RelayResponse]]
 
 
 class _Attempts:
-    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router")
+    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send")
 
-    def __init__(self, relay: Relay, call: Call) -> None:
+    def __init__(self, relay: Relay, call: Call, send: Send) -> None:
         self.relay = relay
         self.call = call
+        self.send = send
         self.router: Router = relay.router
         self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
         self.failure: RelayError | None = None
@@ -238,7 +249,7 @@ class _Attempts:
         busy = call.hold(Once(partial(_leave, target)))
         try:
             async with asyncio.timeout(limit):
-                response = await send_to(self.relay, call, target.model)
+                response = await self.send(self.relay, call, target.model)
                 entry["status"], entry["ms"] = response.status, _ms_since(started)
                 if isinstance(response.stream, RelayStream):
                     response.stream.on_end = _StreamEnd(router, target, busy)
