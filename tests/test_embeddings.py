@@ -143,6 +143,8 @@ async def test_provider_without_embeddings_is_a_clear_400(relay, upstream, clien
     ({"model": "emb-oa", "input": ""}, "input"),
     ({"model": "emb-oa", "input": "a", "encoding_format": "hex"}, "encoding_format"),
     ({"model": "emb-oa", "input": "a", "dimensions": 0}, "dimensions"),
+    ({"model": "emb-oa", "input": "a", "dimensions": 9}, "dimensions"),  # the model has 8
+    ({"model": "emb-oa", "input": "a", "dimensions": 10**9}, "dimensions"),
 ])
 async def test_malformed_requests_are_refused(relay, upstream, body, param):
     answer = await embed(relay, body)
@@ -258,3 +260,35 @@ async def test_the_mock_provider_embeds_offline_and_deterministically():
     assert len(struct.unpack("<3f", raw)) == 3
     assert [r.endpoint for r in relay.ledger.rows()] == ["embeddings"] * 3
     await relay.shutdown()
+
+
+async def test_chat_endpoints_refuse_an_embedding_model(relay, upstream):
+    body = {"model": "emb-oa", "messages": [{"role": "user", "content": "hi"}]}
+    answer = await relay.handle(RelayRequest("POST", "/v1/chat/completions", {}, orjson.dumps(body)))
+    assert answer.status == 400 and orjson.loads(answer.body)["error"]["code"] == "not_a_chat_model"
+    assert upstream.requests == []
+
+
+@pytest.mark.redis
+async def test_partial_hits_through_the_redis_cache(upstream, redis_url):
+    import uuid
+
+    relay = Relay(config(upstream, storage={"ledger": "memory://", "cache": f"{redis_url}?ttl=120&prefix=emb-{uuid.uuid4().hex}:"}))
+    await embed(relay, {"model": "emb-oa", "input": ["red", "green"]})
+    await relay.shutdown()  # the entries are written in the background; shutdown awaits them
+    relay = Relay(relay.config)
+    answer = await embed(relay, {"model": "emb-oa", "input": ["green", "blue", "red"], "encoding_format": "float"})
+    assert answer.headers["x-relay-cache"] == "partial"
+    assert upstream.requests[-1].json["input"] == ["blue"]
+    assert [d["embedding"] for d in orjson.loads(answer.body)["data"]] == [fake_vector(t) for t in ("green", "blue", "red")]
+    await relay.shutdown()
+
+
+async def test_floats_from_a_provider_that_ignores_encoding_format_are_encoded(relay, upstream):
+    from tests.fake_upstream import Fault
+
+    body = {"object": "list", "model": "m", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    upstream.script(Fault.raw(orjson.dumps(body)))
+    answer = await embed(relay, {"model": "emb-oa", "input": "x", "encoding_format": "base64"})
+    assert orjson.loads(answer.body)["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -0.25)).decode()

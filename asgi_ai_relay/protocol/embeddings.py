@@ -43,6 +43,8 @@ Vector = list[float] | str
 ENCODINGS = ("float", "base64")
 #: OpenAI's own bound on the items of one request.
 MAX_ITEMS = 2048
+#: The most ``dimensions`` a request may ask for (no model has more).
+MAX_DIMENSIONS = 16384
 _TASK_FIELDS = ("task_type", "taskType")
 
 
@@ -67,8 +69,10 @@ def validate_embeddings_request(body: Any) -> None:
     if encoding not in ENCODINGS:
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
     dimensions = body.get("dimensions")
-    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
-        raise InvalidRequest("'dimensions' must be a positive integer.", param="dimensions")
+    if dimensions is not None and (
+        isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS
+    ):
+        raise InvalidRequest(f"'dimensions' must be an integer between 1 and {MAX_DIMENSIONS}.", param="dimensions")
     if body.get("user") is not None and not isinstance(body["user"], str):
         raise InvalidRequest("'user' must be a string.", param="user")
     for name in _TASK_FIELDS:

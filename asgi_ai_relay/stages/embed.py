@@ -7,8 +7,9 @@ attempt loop (retries, fallbacks, breakers, the upstream half of admission), eac
 by :func:`send_embeddings`: it sends only the items the cache did not have
 (:mod:`.embed_cache`), in the provider's format (OpenAI's, or Gemini's ``batchEmbedContents``:
 :mod:`asgi_ai_relay.protocol.embeddings`), and stitches the vectors back in the caller's
-order. When nothing came from the cache and the provider speaks OpenAI's format, its answer
-goes to the caller as it was sent (base64 vectors byte-exact).
+order. When nothing came from the cache and the provider answered in OpenAI's format with its
+token count and the encoding asked for, its answer goes to the caller as it was sent (base64
+vectors byte-exact); otherwise the relay writes the answer (floats encoded where needed).
 
 The provider's token count is for the items it was sent; it is shared out over them in
 proportion to their estimated sizes (largest remainders, so the shares add up to it exactly)
@@ -71,7 +72,8 @@ class Items:
 
 
 async def prepare(relay: Relay, call: Call) -> RelayResponse | None:
-    """:raises InvalidRequest: for a chat model, or a provider without embeddings."""
+    """:raises InvalidRequest: for a chat model, a provider without embeddings, or more
+        ``dimensions`` than the model has."""
     model = call.model
     assert model is not None
     if model.kind != "embedding":
@@ -81,6 +83,11 @@ async def prepare(relay: Relay, call: Call) -> RelayResponse | None:
             param="model", code="not_an_embedding_model",
         )
     _refuse_without_embeddings(relay.providers[model.provider], model)
+    asked = call.body.get("dimensions")
+    if asked is not None and model.dimensions is not None and asked > model.dimensions:
+        raise InvalidRequest(
+            f"'dimensions' is {asked}, above the {model.dimensions} of model '{model.alias}'.", param="dimensions"
+        )
     call.stream = False
     encoding = call.body.get("encoding_format") or "float"
     state = Items(wire.items(call.body["input"]), model.alias, encoding, relay.config.limits.tokenizer)
@@ -131,15 +138,17 @@ async def send_embeddings(relay: Relay, call: Call, model: ModelConfig) -> Relay
         state.vectors[index] = vectors[position]
         if fresh is not None:
             state.tokens[index] = fresh[position]
-    saved = sum(state.tokens) - sum(state.tokens[i] for i in missing)
-    usage = Usage(sum(state.tokens[i] for i in missing), estimated=told is None)
+    sent_tokens = sum(state.tokens[i] for i in missing)
+    cached_tokens = sum(state.tokens) - sent_tokens
+    usage = Usage(sent_tokens, estimated=told is None)
     call.usage = usage
     call.cost = cost_of(relay, model, usage)
-    if saved:
-        call.saved = cost_of(relay, model, Usage(saved))
+    if cached_tokens:
+        call.saved = cost_of(relay, model, Usage(cached_tokens))
     if model.alias == state.model:  # only under the model the keys name
         store(relay, state, missing)
-    if not saved and provider.format == "openai":
+    as_asked = all(isinstance(v, str) == (state.encoding == "base64") for v in vectors)
+    if len(missing) == len(state.items) and told is not None and as_asked:  # the provider's answer, as sent
         answer = reply.body
     else:
         given = payload.get("model")

@@ -49,7 +49,8 @@ _JSON = "application/json"
 
 async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
     """:raises ModelNotFound: naming the model and the ones that exist.
-    :raises InvalidRequest: when the request asks for more output than the model's ``max_output_tokens``.
+    :raises InvalidRequest: when the request asks for more output than the model's ``max_output_tokens``,
+        or names an embedding model anywhere but ``/v1/embeddings``.
     """
     name = call.requested_model or ""
     model = relay.config.models.get(name)
@@ -62,6 +63,9 @@ async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
                 param="model",
             )
         model, *call.candidates = await relay.router.choose(virtual, call)
+    if model.kind == "embedding" and call.endpoint != "embeddings":
+        raise InvalidRequest(f"Model '{model.alias}' is an embedding model, served on /v1/embeddings only.",
+                             param="model", code="not_a_chat_model")
     if model.max_output_tokens is not None:
         _check_output_limit(call, model.alias, model.max_output_tokens)
     call.model = model
