@@ -292,3 +292,39 @@ async def test_floats_from_a_provider_that_ignores_encoding_format_are_encoded(r
     upstream.script(Fault.raw(orjson.dumps(body)))
     answer = await embed(relay, {"model": "emb-oa", "input": "x", "encoding_format": "base64"})
     assert orjson.loads(answer.body)["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -0.25)).decode()
+
+
+async def test_usage_api_reports_embeddings_like_any_model(relay, upstream):
+    await embed(relay, {"model": "emb-oa", "input": ["one", "two words"]})
+    await embed(relay, {"model": "emb-oa", "input": ["one", "two words"]})
+    report = orjson.loads((await relay.handle(RelayRequest("GET", "/v1/usage", {}, query="group_by=model"))).body)
+    (group,) = [g for g in report["groups"] if g["key"]["model"] == "emb-oa"]
+    assert group["requests"] == 2 and group["cache_hits"] == 1
+    assert Decimal(group["cost_usd"]) == cost(3, "oa") and Decimal(group["cache_saved_usd"]) == cost(3, "oa")
+
+
+def test_flask_hosts_serve_embeddings(upstream):
+    from flask import Flask
+
+    from flask_ai_relay import AIRelay
+
+    app = Flask("embeddings")
+    app.config["AI_RELAY"] = config(upstream, require_auth=False)  # Flask hosts require a caller by default
+    AIRelay(app)
+    answer = app.test_client().post("/ai/v1/embeddings", json={"model": "emb-ge", "input": "from flask", "encoding_format": "float"})
+    assert answer.status_code == 200
+    assert answer.get_json()["data"][0]["embedding"] == fake_vector("from flask")
+    assert upstream.requests[-1].path.endswith(":batchEmbedContents")
+
+
+async def test_a_failed_attempt_is_retried(upstream):
+    from tests.fake_upstream import Fault
+
+    relay = Relay(config(upstream, retry={"max_attempts": 2, "base_delay": 0.01, "max_delay": 0.01}))
+    upstream.script(Fault.status(503))
+    answer = await embed(relay, {"model": "emb-oa", "input": "again"})
+    assert answer.status == 200 and answer.headers["x-relay-attempts"] == "2"
+    assert [r.json["input"] for r in upstream.requests] == ["again", "again"]
+    [row] = relay.ledger.rows()
+    assert (row.attempts, row.status, row.prompt_tokens) == (2, 200, 1)
+    await relay.shutdown()
