@@ -328,3 +328,41 @@ async def test_a_failed_attempt_is_retried(upstream):
     [row] = relay.ledger.rows()
     assert (row.attempts, row.status, row.prompt_tokens) == (2, 200, 1)
     await relay.shutdown()
+
+
+def _waiting(relay):
+    return sum(len(getattr(f, "_callbacks", None) or ()) for f in relay.flights.values())
+
+
+@pytest.mark.parametrize("leader_fails", [False, True])
+async def test_items_in_flight_are_waited_for_only_by_requests_with_nothing_new(upstream, leader_fails):
+    import asyncio
+
+    from tests.fake_upstream import Fault
+    from tests.relay_calls import GatedTransport, until
+
+    gate = GatedTransport()
+    relay = Relay(config(upstream, http={"client": "httpx"}), transport=gate)
+    if leader_fails:
+        upstream.script(Fault.status(400))
+    body = {"encoding_format": "float", "model": "emb-oa"}
+    lead = asyncio.create_task(embed(relay, {**body, "input": ["a", "b"]}))
+    await until(lambda: gate.arrived == 1)
+    follower = asyncio.create_task(embed(relay, {**body, "input": ["b"]}))
+    await until(lambda: _waiting(relay) == 1)
+    if leader_fails:  # the waiting request sends the item itself
+        gate.gate.set()
+        lead, follower = await asyncio.gather(lead, follower)
+        assert lead.status == 400 and follower.headers["x-relay-cache"] == "miss"
+        assert [r.json["input"] for r in upstream.requests] == [["a", "b"], ["b"]]
+    else:
+        own = asyncio.create_task(embed(relay, {**body, "input": ["a", "c"]}))  # something new: never waits
+        await until(lambda: gate.arrived == 2)
+        gate.gate.set()
+        lead, follower, own = await asyncio.gather(lead, follower, own)
+        assert own.headers["x-relay-cache"] == "miss" and follower.headers["x-relay-cache"] == "hit"
+        assert sorted(r.json["input"] for r in upstream.requests) == [["a", "b"], ["a", "c"]]
+        assert [r.cost_usd for r in relay.ledger.rows() if r.cache_hit] == [0]
+    assert orjson.loads(follower.body)["data"][0]["embedding"] == fake_vector("b")
+    assert relay.flights == {}
+    await relay.shutdown()

@@ -19,6 +19,7 @@ the model's input price; what the cached items would have cost is the saving.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ RELAY_FIELDS = ("use_cache", "task_type", "taskType", "title")
 class Items:
     """The items of one request: each one's vector and tokens once known, and its cache key."""
 
-    __slots__ = ("encoding", "estimates", "items", "keys", "model", "tokens", "ttl", "vectors")
+    __slots__ = ("encoding", "estimates", "items", "keys", "leads", "model", "tokens", "ttl", "vectors")
 
     def __init__(self, items: list[wire.Item], model: str, encoding: str, tokenizer: str) -> None:
         self.items = items
@@ -58,9 +59,11 @@ class Items:
         self.estimates = [text_tokens(i, tokenizer) if isinstance(i, str) else len(i) for i in items]
         self.vectors: list[wire.Vector | None] = [None] * len(items)
         self.tokens = list(self.estimates)
-        #: Per-item cache keys (``None``: the cache is not used) and the TTL of new entries.
+        #: Per-item cache keys (``None``: the cache is not used) and the TTL of new entries (0: none).
         self.keys: list[str] | None = None
         self.ttl = 0.0
+        #: The items this request has in flight: index -> (key, what waiting requests get).
+        self.leads: dict[int, tuple[str, asyncio.Future[bytes | None]]] = {}
 
     def missing(self, model: str) -> list[int]:
         """The items to send to ``model``: all of them when it is not the model the cached
@@ -145,8 +148,7 @@ async def send_embeddings(relay: Relay, call: Call, model: ModelConfig) -> Relay
     call.cost = cost_of(relay, model, usage)
     if cached_tokens:
         call.saved = cost_of(relay, model, Usage(cached_tokens))
-    if model.alias == state.model:  # only under the model the keys name
-        store(relay, state, missing)
+    store(relay, state, missing, keep=model.alias == state.model)  # only the keyed model's vectors
     as_asked = all(isinstance(v, str) == (state.encoding == "base64") for v in vectors)
     if len(missing) == len(state.items) and told is not None and as_asked:  # the provider's answer, as sent
         answer = reply.body

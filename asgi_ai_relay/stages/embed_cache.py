@@ -10,7 +10,12 @@ endpoint, the resolved model (alias, provider, upstream name), ``dimensions``,
 entry holds the vector as the provider sent it and the item's tokens. Every answer says
 ``x-relay-cache: hit`` (every item found: no upstream call), ``partial`` (some found, only the
 others sent), ``miss`` or ``bypass``. Entries are written only for vectors of the model the
-keys name (never after a fallback). Unlike chat, items in flight are not coalesced.
+keys name (never after a fallback).
+
+Single-flight, per item and in one process: the items a request sends are listed in flight
+until their vectors come back; a request whose missing items are all in flight waits for them
+(a hit, no upstream call), one with new items of its own sends all it misses at once (it never
+waits behind another). When the leader fails, the waiting requests send the items themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,7 +69,8 @@ def item_keys(relay: Relay, call: Call, items: list[wire.Item]) -> list[str]:
 
 
 async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
-    """The whole answer when every item is cached; otherwise marks the items found.
+    """The whole answer when every item is cached (or in flight); otherwise marks the items
+    found and lists the others as in flight.
 
     :raises InvalidRequest: for a bad ``use_cache`` field or ``x-relay-cache-ttl`` header.
     """
@@ -75,19 +83,53 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
         return _say(call, "bypass")
     cache = relay.cache
     state.ttl = _ttl(relay, call, cache.default_ttl) if write else 0.0
-    keys = item_keys(relay, call, state.items)
-    if state.ttl > 0:
-        state.keys = keys
+    keys = state.keys = item_keys(relay, call, state.items)
     if not read:
         return _say(call, "bypass")
-    found = await asyncio.gather(*(_get(relay, key) for key in keys))
-    for index, entry in enumerate(found):
+    _fill(state, range(len(keys)), await asyncio.gather(*(_get(relay, key) for key in keys)))
+    missing = state.missing(state.model)
+    flights = relay.flights
+    if missing and all(keys[i] in flights for i in missing):  # wait only when nothing is new
+        answers = await asyncio.gather(*(asyncio.shield(flights[keys[i]]) for i in missing))
+        _fill(state, missing, [_parse(raw) for raw in answers])
+        missing = state.missing(state.model)
+    if not missing:
+        return _hit(relay, call, state)
+    _lead(relay, call, state, [i for i in missing if keys[i] not in flights])
+    return _say(call, "partial" if len(missing) < len(keys) else "miss")
+
+
+def _fill(state: Items, indexes: Iterable[int], entries: Iterable[tuple[wire.Vector, int] | None]) -> None:
+    for index, entry in zip(indexes, entries, strict=True):
         if entry is not None:
             state.vectors[index], state.tokens[index] = entry
-    hits = sum(entry is not None for entry in found)
-    if hits < len(keys):
-        return _say(call, "partial" if hits else "miss")
-    return _hit(relay, call, state)
+
+
+def _lead(relay: Relay, call: Call, state: Items, indexes: list[int]) -> None:
+    """List these items in flight: a request that needs nothing else waits for them. The
+    flights end with the entries when the vectors come back (:func:`store`), or with nothing
+    when the request ends without them (the waiting requests then send the items themselves)."""
+    if not indexes or state.keys is None:
+        return
+    loop = asyncio.get_running_loop()
+    for index in indexes:
+        key = state.keys[index]
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        state.leads[index] = (key, future)
+        relay.flights[key] = future
+    call.hold(partial(_land, relay, state, list(indexes), None))
+
+
+def _land(relay: Relay, state: Items, indexes: list[int], entries: list[bytes] | None) -> None:
+    for position, index in enumerate(indexes):
+        lead = state.leads.pop(index, None)
+        if lead is None:
+            continue
+        key, future = lead
+        if not future.done():
+            future.set_result(entries[position] if entries is not None else None)
+        if relay.flights.get(key) is future:
+            del relay.flights[key]
 
 
 def _say(call: Call, outcome: str) -> RelayResponse | None:
@@ -103,6 +145,10 @@ async def _get(relay: Relay, key: str) -> tuple[wire.Vector, int] | None:
     except StorageError as error:
         logger.debug("embeddings cache lookup failed: %s", error.message)
         return None
+    return _parse(raw)
+
+
+def _parse(raw: bytes | None) -> tuple[wire.Vector, int] | None:
     if raw is None:
         return None
     try:
@@ -129,19 +175,23 @@ def _hit(relay: Relay, call: Call, state: Items) -> RelayResponse:
     return RelayResponse(200, headers, body)
 
 
-def store(relay: Relay, state: Items, indexes: list[int]) -> None:
-    """Write the entries of the items at ``indexes`` (their vectors just came back)."""
+def store(relay: Relay, state: Items, indexes: list[int], *, keep: bool) -> None:
+    """The vectors of the items at ``indexes`` just came back: hand them to the requests
+    waiting for them and, when ``keep`` (they are the keyed model's), write their entries."""
     keys = state.keys
     if keys is None or not indexes:
         return
-    entries = [(keys[i], orjson.dumps({"v": state.vectors[i], "t": state.tokens[i]})) for i in indexes]
+    entries = [orjson.dumps({"v": state.vectors[i], "t": state.tokens[i]}) for i in indexes]
+    _land(relay, state, indexes, entries if keep else None)
+    if not keep or state.ttl <= 0:
+        return
     cache = relay.cache
     store_now = getattr(cache, "set_now", None)
     if store_now is not None:  # an in-process cache: stored before anyone can look again
-        for key, raw in entries:
-            store_now(key, raw, state.ttl)
+        for i, raw in zip(indexes, entries, strict=True):
+            store_now(keys[i], raw, state.ttl)
         return
-    relay.spawn(_store(relay, entries, state.ttl))
+    relay.spawn(_store(relay, [(keys[i], raw) for i, raw in zip(indexes, entries, strict=True)], state.ttl))
 
 
 async def _store(relay: Relay, entries: list[tuple[str, bytes]], ttl: float) -> None:
