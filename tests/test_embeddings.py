@@ -366,3 +366,16 @@ async def test_items_in_flight_are_waited_for_only_by_requests_with_nothing_new(
     assert orjson.loads(follower.body)["data"][0]["embedding"] == fake_vector("b")
     assert relay.flights == {}
     await relay.shutdown()
+
+
+async def test_the_budget_is_charged_the_real_cost(upstream):
+    text = "one two three"
+    held, spent = cost(text_tokens(text), "oa"), cost(3, "oa")  # estimate held, then 3 tokens reported
+    limit = spent + held - Decimal("0.000000000001")  # room for one request, not a second
+    relay = Relay(config(upstream, budgets={"default": {"daily": str(limit)}}))
+    first = await embed(relay, {"model": "emb-oa", "input": text, "use_cache": False})
+    second = await embed(relay, {"model": "emb-oa", "input": text, "use_cache": False})
+    assert (first.status, second.status) == (200, 429)
+    assert orjson.loads(second.body)["error"]["code"] == "budget_exceeded"
+    assert len(upstream.requests) == 1
+    await relay.shutdown()
