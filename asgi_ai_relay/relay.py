@@ -8,6 +8,9 @@
   which per attempt takes the deployment's breaker pass and the upstream half of admission
   (the model's and provider's limits, the provider's slot), sends, translates the answer, and
   for a stream reads up to its first piece with content.
+- ``EMBEDDING_STAGES`` for ``/v1/embeddings``: the same, with the embeddings checks after the
+  model is resolved, a cache per input item, and the embeddings call in the attempt loop
+  (:mod:`.stages.embed`, :mod:`.stages.embed_cache`).
 - ``FINISH_STEPS`` once, however the request ends (answer, error, cancellation, the caller
   leaving mid-stream): price it, give back everything it took (:meth:`Call.release_all`),
   write its ledger row and log line, store a cacheable answer, count it in the metrics.
