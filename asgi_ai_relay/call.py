@@ -115,6 +115,8 @@ class Call:
     finished: bool = False
     #: Tokens charged to rate limits before the answer (computed once per request).
     token_estimate: int | None = None
+    #: An embeddings request's items and the vectors found so far (:mod:`.stages.embed`).
+    embedding: Any = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
     releases: list[Release] = field(default_factory=list)
 

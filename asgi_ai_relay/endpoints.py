@@ -35,6 +35,8 @@ async def list_models(relay: Relay, call: Call) -> RelayResponse:
                 "owned_by": model.provider,
                 "provider": model.provider,
                 "upstream": model.upstream,
+                "kind": model.kind,
+                **({"dimensions": model.dimensions} if model.dimensions is not None else {}),
                 "pricing": {
                     "currency": "USD",
                     "unit": "per_million_tokens",

@@ -24,6 +24,21 @@ _CHAT_MESSAGE: dict[str, Any] = {
         "tool_call_id": {"type": "string"},
     },
 }
+_TOKENS: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+_EMBEDDINGS_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"oneOf": [
+            {"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            _TOKENS, {"type": "array", "minItems": 1, "items": _TOKENS},
+        ]},
+        "encoding_format": {"enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+        "user": {"type": "string"},
+    },
+}
 _CHAT_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["model", "messages"],
@@ -119,6 +134,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
     model = {"type": "string", "enum": sorted(models)} if models else {"type": "string", "minLength": 1}
     chat = {**_CHAT_REQUEST, "properties": {**_CHAT_REQUEST["properties"], "model": model}}
     messages = {**_MESSAGES_REQUEST, "properties": {**_MESSAGES_REQUEST["properties"], "model": model}}
+    embeddings = {**_EMBEDDINGS_REQUEST, "properties": {**_EMBEDDINGS_REQUEST["properties"], "model": model}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "asgi-ai-relay", "version": version, "description": "OpenAI- and Anthropic-compatible relay endpoints."},
@@ -128,6 +144,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
             "/v1/chat/completions": _post("OpenAI Chat Completions", "ChatRequest", "OpenAIError", stream=True),
             "/v1/messages": _post("Anthropic Messages", "MessagesRequest", "AnthropicError", stream=True),
             "/v1/messages/count_tokens": _post("Anthropic token count", "MessagesRequest", "AnthropicError", stream=False),
+            "/v1/embeddings": _post("OpenAI Embeddings", "EmbeddingsRequest", "OpenAIError", stream=False),
             "/v1/models": _get("The models this relay serves, with prices"),
             "/v1/usage": _get("Usage and cost from the ledger", ("caller", "model", "from", "to", "group_by", "compare")),
             "/v1/health": _get("Upstream health as the breakers see it"),
@@ -140,7 +157,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
             },
             "schemas": {
-                "ChatRequest": chat, "MessagesRequest": messages,
+                "ChatRequest": chat, "MessagesRequest": messages, "EmbeddingsRequest": embeddings,
                 "OpenAIError": _OPENAI_ERROR, "AnthropicError": _ANTHROPIC_ERROR,
             },
         },

@@ -8,6 +8,9 @@
   which per attempt takes the deployment's breaker pass and the upstream half of admission
   (the model's and provider's limits, the provider's slot), sends, translates the answer, and
   for a stream reads up to its first piece with content.
+- ``EMBEDDING_STAGES`` for ``/v1/embeddings``: the same, with the embeddings checks after the
+  model is resolved, a cache per input item, and the embeddings call in the attempt loop
+  (:mod:`.stages.embed`, :mod:`.stages.embed_cache`).
 - ``FINISH_STEPS`` once, however the request ends (answer, error, cancellation, the caller
   leaving mid-stream): price it, give back everything it took (:meth:`Call.release_all`),
   write its ledger row and log line, store a cacheable answer, count it in the metrics.
@@ -40,12 +43,12 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
-from .protocol import ANTHROPIC, OPENAI, WireFormat
+from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
-from .stages import budget, parse, ratelimit, route, usage
+from .stages import budget, embed, embed_cache, parse, ratelimit, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .storage import Cache, Ledger, RateLimitStore
@@ -62,6 +65,10 @@ FinishStep = Callable[["Relay", Call], None]
 MODEL_STAGES: tuple[Stage, ...] = (
     auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
     cache_stage.lookup, route.forward,
+)
+EMBEDDING_STAGES: tuple[Stage, ...] = (
+    auth_stage.authenticate, parse.parse, route.resolve, embed.prepare, budget.check, ratelimit.admit,
+    embed_cache.lookup, embed.forward,
 )
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
 
@@ -140,6 +147,7 @@ class Relay(Lifecycle):
         self._init_lifecycle()
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
+        self.add_route("POST", "/v1/embeddings", Route("embeddings", EMBEDDINGS, EMBEDDING_STAGES), model=True)
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),

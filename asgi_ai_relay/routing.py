@@ -142,9 +142,10 @@ class Router:
         needs |= virtual.needs
         models = self.config.models
         names: Sequence[str] = virtual.models or tuple(models)
+        kind = "embedding" if call.endpoint == "embeddings" else "chat"
         fitting = [
             m for m in (models[n] for n in names)
-            if m.tier >= virtual.min_tier and needs <= m.capabilities
+            if m.kind == kind and m.tier >= virtual.min_tier and needs <= m.capabilities
             and (m.context_window is None or m.context_window >= tokens)
         ]
         if not fitting:

@@ -9,7 +9,9 @@ the three provider families the relay talks to:
 * Anthropic Messages: ``POST /v1/messages`` (JSON or the exact SSE event
   sequence) and ``POST /v1/messages/count_tokens``;
 * Gemini: ``POST /{v1,v1beta}/models/{model}:generateContent`` and
-  ``:streamGenerateContent`` (``?alt=sse`` for SSE, otherwise a JSON array).
+  ``:streamGenerateContent`` (``?alt=sse`` for SSE, otherwise a JSON array);
+* embeddings: OpenAI ``POST /v1/embeddings`` and Gemini ``:batchEmbedContents``
+  (see :mod:`tests.fake_embeddings`).
 
 Replies are deterministic so tests can compute what to expect: the text is
 ``"Echo: " + <text of the last user message>`` and the token counts come from
@@ -59,6 +61,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
+
+from tests.fake_embeddings import gemini_embeddings, openai_embeddings
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -1018,7 +1022,7 @@ _QUIET_ABORTS = _QuietAbortFilter()
 @dataclass
 class _Route:
     api: Api
-    kind: Literal["chat", "models", "messages", "count_tokens", "generate"]
+    kind: Literal["chat", "models", "messages", "count_tokens", "generate", "embeddings"]
     model: str = ""
     stream: bool = False
     sse: bool = True
@@ -1031,6 +1035,8 @@ def _route(request: RecordedRequest) -> _Route | _Reply:
         return _error_reply(api, 405, f"Method {method} not allowed for {path}")
     if path == "/v1/chat/completions":
         return _Route("openai", "chat", stream=request.stream)
+    if path == "/v1/embeddings" and method == "POST":
+        return _Route("openai", "embeddings")
     if path == "/v1/messages":
         return _Route("anthropic", "messages", stream=request.stream)
     if path == "/v1/messages/count_tokens":
@@ -1038,6 +1044,8 @@ def _route(request: RecordedRequest) -> _Route | _Reply:
     if path == "/v1/models" and method == "GET":
         return _Route(api, "models")
     match = _GEMINI_PATH.match(path)
+    if match and method == "POST" and match["method"] == "batchEmbedContents":
+        return _Route("gemini", "embeddings", match["model"])
     if match and method == "POST" and match["method"] in ("generateContent", "streamGenerateContent"):
         stream = match["method"] == "streamGenerateContent"
         return _Route("gemini", "generate", match["model"], stream, request.query.get("alt") == "sse")
@@ -1376,7 +1384,9 @@ class FakeUpstream:
         body = request.json
         if not isinstance(body, dict):
             return _error_reply(route.api, 400, "We could not parse the JSON body of your request.")
-        if route.api == "openai":
+        if route.kind == "embeddings":
+            required = ("model", "input") if route.api == "openai" else ("requests",)
+        elif route.api == "openai":
             required = ("model", "messages")
         elif route.api == "anthropic":
             required = ("model", "messages", "max_tokens") if route.kind == "messages" else ("model", "messages")
@@ -1395,6 +1405,8 @@ class FakeUpstream:
         body: dict[str, Any] = request.json
         if route.kind == "count_tokens":
             return _json_reply(200, {"input_tokens": prompt_token_count(body, "anthropic")})
+        if route.kind == "embeddings":
+            return _json_reply(200, (openai_embeddings if route.api == "openai" else gemini_embeddings)(body))
         plan = plan_reply(body, route.api, behaviour)
         model = route.model or str(body.get("model"))
         reply = self._render_plan(plan, route, model, body)

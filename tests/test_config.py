@@ -17,7 +17,12 @@ def test_defaults_serve_the_catalog_offline():
         "claude-sonnet-4.5": ("mock", Decimal("3.00"), Decimal("15.00")),
         "gemini-2.5-flash": ("mock", Decimal("0.30"), Decimal("2.50")),
         "deepseek-v3.2": ("mock", Decimal("0.10"), Decimal("0.42")),
+        "text-embedding-3-small": ("mock", Decimal("0.02"), Decimal("0")),
+        "text-embedding-3-large": ("mock", Decimal("0.13"), Decimal("0")),
+        "gemini-embedding-001": ("mock", Decimal("0.15"), Decimal("0")),
     }
+    assert {m for m, c in config.models.items() if c.kind == "embedding"} == {
+        "text-embedding-3-small", "text-embedding-3-large", "gemini-embedding-001"}
     assert config.storage.ledger == "sqlite:///relay-usage.db"
 
 

@@ -20,6 +20,7 @@ from .reader import _Reader
 from .schema import (
     CAPABILITIES,
     DEFAULT_CACHE_WRITE,
+    DEFAULT_EMBEDDINGS,
     DEFAULT_MODELS,
     KNOWN_PROVIDERS,
     PROVIDER_KINDS,
@@ -53,6 +54,7 @@ from .settings import (
 __all__ = [
     "CAPABILITIES",
     "DEFAULT_CACHE_WRITE",
+    "DEFAULT_EMBEDDINGS",
     "DEFAULT_MODELS",
     "KNOWN_PROVIDERS",
     "PROVIDER_KINDS",

@@ -11,8 +11,10 @@ from ..errors import ConfigurationError
 from .accounting import _AccountingReader
 from .schema import (
     DEFAULT_CACHE_WRITE,
+    DEFAULT_EMBEDDINGS,
     DEFAULT_MODELS,
     KNOWN_PROVIDERS,
+    MODEL_KINDS,
     PROVIDER_KINDS,
     STRATEGIES,
     ApiKey,
@@ -136,6 +138,9 @@ class _Reader(_TrafficReader, _AccountingReader):
                 write = DEFAULT_CACHE_WRITE.get(alias)
                 price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached), Decimal(write) if write else None)
                 result[alias] = ModelConfig(alias, provider, upstream, price)
+            for alias, (conventional, upstream, p_in, dimensions) in DEFAULT_EMBEDDINGS.items():
+                provider = conventional if conventional in providers else "mock"
+                result[alias] = ModelConfig(alias, provider, upstream, Price(Decimal(p_in)), kind="embedding", dimensions=dimensions)
         table = self.sub("models")
         for alias in table.data:
             result[alias] = table.sub(alias).model(alias, providers, result.get(alias), retry)
@@ -144,6 +149,7 @@ class _Reader(_TrafficReader, _AccountingReader):
                 for fallback in getattr(model, key):
                     if fallback not in result:
                         raise ConfigurationError(f"models.{alias}.{key}: unknown model {fallback!r}")
+                    _same_kind(f"models.{alias}.{key}", model, result[fallback])
         return result
 
     def model(
@@ -152,6 +158,7 @@ class _Reader(_TrafficReader, _AccountingReader):
         self.only(
             "provider", "upstream", "price", "headers", "fallbacks", "default_max_tokens", "context_fallbacks",
             "deployments", "strategy", "retry", "context_window", "tier", "capabilities", "max_output_tokens",
+            "kind", "dimensions",
         )
         deployments = self.deployments(alias, providers)
         provider = self.get("provider", str, base.provider if base else (deployments[0].provider if deployments else None))
@@ -180,6 +187,8 @@ class _Reader(_TrafficReader, _AccountingReader):
             tier=self.integer("tier", base.tier if base else 1),
             capabilities=self.capabilities("capabilities") if "capabilities" in self.data else (base.capabilities if base else frozenset()),
             max_output_tokens=self.integer("max_output_tokens", 1) if "max_output_tokens" in self.data else None,
+            kind=self.choice("kind", MODEL_KINDS) if "kind" in self.data else (base.kind if base else "chat"),
+            dimensions=self.integer("dimensions", 1) if "dimensions" in self.data else (base.dimensions if base else None),
         )
 
     def deployments(self, alias: str, providers: Mapping[str, ProviderConfig]) -> tuple[Deployment, ...]:
@@ -197,3 +206,13 @@ class _Reader(_TrafficReader, _AccountingReader):
         if len({d.name for d in result}) != len(result):
             raise ConfigurationError(f"{self.key('deployments')}: deployment names must be unique")
         return tuple(result)
+
+
+def _same_kind(where: str, model: ModelConfig, fallback: ModelConfig) -> None:
+    """:raises ConfigurationError: for a fallback of another kind, or (embeddings) other dimensions."""
+    if fallback.kind != model.kind:
+        raise ConfigurationError(f"{where}: {fallback.alias!r} is a {fallback.kind} model, {model.alias!r} a {model.kind} model")
+    if model.kind == "embedding" and fallback.dimensions != model.dimensions:
+        raise ConfigurationError(
+            f"{where}: {fallback.alias!r} embeds in {fallback.dimensions} dimensions, {model.alias!r} in {model.dimensions}"
+        )

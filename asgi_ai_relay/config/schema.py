@@ -43,6 +43,13 @@ DEFAULT_MODELS: dict[str, tuple[str, str, str, str, str]] = {
     "gemini-2.5-flash": ("gemini", "gemini-2.5-flash", "0.30", "2.50", "0.075"),
     "deepseek-v3.2": ("deepseek", "deepseek-chat", "0.10", "0.42", "0.028"),
 }
+# alias: (conventional provider name, upstream model, input USD per MTok, dimensions): embeddings
+DEFAULT_EMBEDDINGS: dict[str, tuple[str, str, str, int]] = {
+    "text-embedding-3-small": ("openai", "text-embedding-3-small", "0.02", 1536),
+    "text-embedding-3-large": ("openai", "text-embedding-3-large", "0.13", 3072),
+    "gemini-embedding-001": ("gemini", "gemini-embedding-001", "0.15", 3072),
+}
+MODEL_KINDS = ("chat", "embedding")
 # alias: USD per MTok written to the prompt cache, where it differs from the input price
 DEFAULT_CACHE_WRITE: dict[str, str] = {"claude-sonnet-4.5": "3.75"}
 
@@ -154,6 +161,10 @@ class ModelConfig:
     capabilities: frozenset[str] = frozenset()
     #: The most output tokens a request may ask for (``max_tokens``); above it: 400.
     max_output_tokens: int | None = None
+    #: ``chat`` or ``embedding`` (served by ``/v1/embeddings`` only).
+    kind: str = "chat"
+    #: An embedding model's vector size (fallbacks must have the same).
+    dimensions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

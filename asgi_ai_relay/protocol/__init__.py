@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RelayError
-from . import anthropic, openai
+from . import anthropic, embeddings, openai
 from .sse import encode_event
 
-__all__ = ["ANTHROPIC", "OPENAI", "WireFormat"]
+__all__ = ["ANTHROPIC", "EMBEDDINGS", "OPENAI", "WireFormat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +33,6 @@ OPENAI = WireFormat("openai", openai.validate_chat_request, openai.error_body, _
 ANTHROPIC = WireFormat(
     "anthropic", anthropic.validate_messages_request, anthropic.error_body, anthropic.stream_error
 )
+
+#: OpenAI Embeddings: errors in OpenAI's shape; never streamed.
+EMBEDDINGS = WireFormat("openai.embeddings", embeddings.validate_embeddings_request, openai.error_body, _openai_stream_error)

@@ -35,6 +35,8 @@ class Provider:
     """Base of all providers. ``format`` names the wire format the provider speaks."""
 
     format: str = "openai"
+    #: Whether :meth:`embed` is available (``POST /v1/embeddings``).
+    embeds: bool = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -50,6 +52,13 @@ class Provider:
         :param headers: inbound headers the translation forwards (``anthropic-beta``...);
             they override the provider's defaults but never its credentials.
         :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
+        """
+        raise NotImplementedError
+
+    async def embed(self, model: ModelConfig, body: dict[str, Any]) -> UpstreamResponse:
+        """Send an embeddings ``body`` (already in this provider's format).
+
+        :raises UpstreamError: as :meth:`send` does.
         """
         raise NotImplementedError
 
@@ -89,6 +98,12 @@ class HttpProvider(Provider):
 
     def url(self, model: ModelConfig, stream: bool) -> str:
         raise NotImplementedError
+
+    def embeddings_url(self, model: ModelConfig) -> str:
+        raise NotImplementedError
+
+    async def embed(self, model: ModelConfig, body: dict[str, Any]) -> UpstreamResponse:
+        return await self.post(self.embeddings_url(model), model, body, stream=False)
 
     def error_message(self, payload: Any, raw: bytes) -> tuple[str, str | None]:
         """The message and code inside a provider's error body (formats differ)."""

@@ -1,4 +1,4 @@
-"""Google's Gemini API (``generateContent`` / ``streamGenerateContent?alt=sse``)."""
+"""Google's Gemini API (``generateContent`` / ``streamGenerateContent?alt=sse``, ``batchEmbedContents``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class GeminiProvider(HttpProvider):
     """The key goes in the ``x-goog-api-key`` header, never in the URL (URLs end up in logs)."""
 
     format = "gemini"
+    embeds = True
 
     def auth_headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -25,6 +26,10 @@ class GeminiProvider(HttpProvider):
         if stream:
             return f"{self.config.base_url}/models/{name}:streamGenerateContent?alt=sse"
         return f"{self.config.base_url}/models/{name}:generateContent"
+
+    def embeddings_url(self, model: ModelConfig) -> str:
+        name = quote(model.upstream.removeprefix("models/"), safe="-._")
+        return f"{self.config.base_url}/models/{name}:batchEmbedContents"
 
     def error_message(self, payload: Any, raw: bytes) -> tuple[str, str | None]:
         error = payload.get("error") if isinstance(payload, dict) else None

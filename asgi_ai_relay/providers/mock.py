@@ -1,13 +1,15 @@
 """An offline provider with deterministic answers, so the relay runs with no keys and no network.
 
 It speaks OpenAI's format, streams word by word, counts tokens with the relay's own estimate
-(:mod:`asgi_ai_relay.tokens`) and calls the first tool when tools are offered.
+(:mod:`asgi_ai_relay.tokens`), calls the first tool when tools are offered, and embeds
+each input to a unit vector seeded by its hash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
+from ..protocol.embeddings import Vector, items, render
 from ..protocol.openai import chunk, include_usage
 from ..protocol.sse import encode_event
 from ..tokens import prompt_tokens, text_tokens
@@ -40,8 +43,22 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def _unit_vector(seed: str, size: int) -> list[float]:
+    digest = b""
+    counter = 0
+    while len(digest) < 2 * size:
+        digest += hashlib.sha256(f"{counter}\0{seed}".encode()).digest()
+        counter += 1
+    raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "little") - 32768 or 1 for i in range(size)]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [x / norm for x in raw]
+
+
 class MockProvider(Provider):
     format = "openai"
+    embeds = True
+    #: Vector size when the request names no ``dimensions`` and the model none.
+    dimensions = 256
 
     #: Seconds between streamed words; 0 in tests and benchmarks.
     word_delay: float = 0.0
@@ -81,6 +98,16 @@ class MockProvider(Provider):
             ],
             "usage": usage,
         }
+        return UpstreamResponse(200, _HEADERS, orjson.dumps(answer))
+
+    async def embed(self, model: ModelConfig, body: dict[str, Any]) -> UpstreamResponse:
+        """Each item embeds to a unit vector seeded by a hash of the model and the item, so the
+        same text always has the same vector (OpenAI's answer, floats or base64)."""
+        size = body.get("dimensions") or model.dimensions or self.dimensions
+        found = items(body["input"])
+        vectors: list[Vector] = [_unit_vector(f"{model.upstream}\0{orjson.dumps(item).decode()}", size) for item in found]
+        tokens = sum(text_tokens(item) if isinstance(item, str) else len(item) for item in found)
+        answer = render(vectors, model.upstream, tokens, body.get("encoding_format") or "float")
         return UpstreamResponse(200, _HEADERS, orjson.dumps(answer))
 
     @staticmethod

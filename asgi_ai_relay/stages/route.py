@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,13 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..routing import Router, Target
 
-__all__ = ["count_tokens", "forward", "resolve", "send_to"]
+__all__ = ["Send", "count_tokens", "forward", "forward_via", "resolve", "send_to"]
 
 
 async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
     """:raises ModelNotFound: naming the model and the ones that exist.
-    :raises InvalidRequest: when the request asks for more output than the model's ``max_output_tokens``.
+    :raises InvalidRequest: when the request asks for more output than the model's ``max_output_tokens``,
+        or names an embedding model anywhere but ``/v1/embeddings``.
     """
     name = call.requested_model or ""
     model = relay.config.models.get(name)
@@ -60,6 +62,9 @@ async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
                 param="model",
             )
         model, *call.candidates = await relay.router.choose(virtual, call)
+    if model.kind == "embedding" and call.endpoint != "embeddings":
+        raise InvalidRequest(f"Model '{model.alias}' is an embedding model, served on /v1/embeddings only.",
+                             param="model", code="not_a_chat_model")
     if model.max_output_tokens is not None:
         _check_output_limit(call, model.alias, model.max_output_tokens)
     call.model = model
@@ -79,16 +84,26 @@ async def forward(relay: Relay, call: Call) -> RelayResponse | None:
     :raises RelayError: the last failure when every candidate failed (or the first request
         error a provider reported); :class:`CircuitOpen` when every breaker refused.
     """
+    return await forward_via(relay, call, send_to)
+
+
+async def forward_via(relay: Relay, call: Call, send: Send) -> RelayResponse:
+    """:func:`forward`, each attempt made by ``send`` (another endpoint's call to a provider)."""
     assert call.model is not None
-    return await _Attempts(relay, call).run(call.model)
+    return await _Attempts(relay, call, send).run(call.model)
+
+
+#: One attempt at a model (:func:`send_to` for chat); raises :class:`UpstreamError` on failure.
+Send = Callable[["Relay", "Call", "ModelConfig"], Awaitable[RelayResponse]]
 
 
 class _Attempts:
-    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router")
+    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send")
 
-    def __init__(self, relay: Relay, call: Call) -> None:
+    def __init__(self, relay: Relay, call: Call, send: Send) -> None:
         self.relay = relay
         self.call = call
+        self.send = send
         self.router: Router = relay.router
         self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
         self.failure: RelayError | None = None
@@ -237,7 +252,7 @@ class _Attempts:
         busy = call.hold(Once(partial(_leave, target)))
         try:
             async with asyncio.timeout(limit):
-                response = await send_to(self.relay, call, target.model)
+                response = await self.send(self.relay, call, target.model)
                 entry["status"], entry["ms"] = response.status, _ms_since(started)
                 if isinstance(response.stream, RelayStream):
                     response.stream.on_end = _StreamEnd(router, target, busy)
