@@ -39,12 +39,12 @@ from .errors import CLIENT_CLOSED, NotFound, RelayError, StorageError
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
-from .protocol import ANTHROPIC, OPENAI, WireFormat
+from .protocol import ANTHROPIC, OPENAI, RESPONSES, WireFormat
 from .providers import Provider, build_provider
 from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
-from .stages import budget, parse, ratelimit, route, usage
+from .stages import budget, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .storage import Cache, Ledger, RateLimitStore, cache_from_uri, ledger_from_uri, spend_totals, wait_ready
@@ -65,6 +65,8 @@ MODEL_STAGES: tuple[Stage, ...] = (
     auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
     cache_stage.lookup, route.forward,
 )
+#: The Responses API: the model stages, with its stored conversation restored after parsing.
+RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:])
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
 
 
@@ -145,6 +147,9 @@ class Relay:
         self._start_lock: asyncio.Lock | None = None
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
+        self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
+        #: Stored Responses conversations (``previous_response_id``), per caller.
+        self.responses: responses.ResponseStore = responses.MemoryResponseStore()
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RelayError
-from . import anthropic, openai
+from . import anthropic, openai, responses, responses_output
 from .sse import encode_event
 
-__all__ = ["ANTHROPIC", "OPENAI", "WireFormat"]
+__all__ = ["ANTHROPIC", "OPENAI", "RESPONSES", "WireFormat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,4 +32,8 @@ OPENAI = WireFormat("openai", openai.validate_chat_request, openai.error_body, _
 
 ANTHROPIC = WireFormat(
     "anthropic", anthropic.validate_messages_request, anthropic.error_body, anthropic.stream_error
+)
+
+RESPONSES = WireFormat(
+    "responses", responses.validate_responses_request, openai.error_body, responses_output.stream_error
 )

@@ -1,0 +1,213 @@
+"""The OpenAI Responses API end to end: the official openai SDK (``client.responses``) -> uvicorn
+-> relay -> the fake upstream speaking OpenAI, Anthropic and Gemini wire formats."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from asgi_ai_relay import Relay, RelayMiddleware
+from tests.fake_upstream import echo_reply, fake_tool_arguments, plan_reply
+from tests.live import LiveServer
+from tests.test_formats_e2e import API, SCHEMA, assert_upstream_auth, config, cost
+
+PROVIDERS = ["oa", "an", "ge"]
+TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather", "parameters": SCHEMA}]
+QUESTION = "Weather in Paris please"
+EXPECTED_ARGS = fake_tool_arguments(SCHEMA, QUESTION)
+
+
+@pytest.fixture
+def relay(upstream):
+    return Relay(config(upstream))
+
+
+@pytest.fixture
+def server(relay):
+    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
+        yield live
+
+
+@pytest.fixture
+def gpt(server):
+    return openai.OpenAI(base_url=f"{server.url}/ai/v1", api_key="client-secret-abc", max_retries=0)
+
+
+def sent(upstream):
+    request = upstream.last_request
+    return request, plan_reply(request.json, request.api)
+
+
+def echo(text):
+    return echo_reply({"messages": [{"role": "user", "content": text}]}, "openai")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_whole_text_usage_cost_and_ledger(gpt, upstream, relay, provider):
+    raw = gpt.responses.with_raw_response.create(model=f"m-{provider}", instructions="Be brief.", input=QUESTION,
+                                                 max_output_tokens=100, temperature=0.5, metadata={"k": "v"})
+    response = raw.parse()
+    request, plan = sent(upstream)
+    assert request.api == API[provider]
+    assert_upstream_auth(request, provider)
+    assert response.id.startswith("resp_") and response.status == "completed" and response.object == "response"
+    assert response.output_text == echo(QUESTION)
+    (item,) = response.output
+    assert item.type == "message" and item.role == "assistant" and item.content[0].type == "output_text"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (plan.prompt_tokens, plan.completion_tokens)
+    assert response.usage.total_tokens == plan.prompt_tokens + plan.completion_tokens
+    assert response.usage.input_tokens_details.cached_tokens == 0
+    assert response.usage.output_tokens_details.reasoning_tokens == 0
+    assert float(raw.headers["x-relay-cost-usd"]) == pytest.approx(cost(plan.prompt_tokens, plan.completion_tokens))
+    if provider == "oa":
+        assert request.json["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
+        assert request.json["max_completion_tokens"] == 100 and request.json["temperature"] == 0.5
+        assert "metadata" not in request.json and "input" not in request.json
+    elif provider == "an":
+        assert request.json["system"] == "Be brief." and request.json["max_tokens"] == 100
+    (row,) = relay.ledger.rows()
+    assert (row.endpoint, row.model, row.provider, row.status) == ("responses", f"m-{provider}", provider, 200)
+    assert (row.prompt_tokens, row.completion_tokens) == (plan.prompt_tokens, plan.completion_tokens)
+    assert float(row.cost_usd) == pytest.approx(cost(plan.prompt_tokens, plan.completion_tokens))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stream_helper_assembles_text_and_usage(gpt, upstream, relay, provider):
+    kinds, deltas = [], []
+    with gpt.responses.stream(model=f"m-{provider}", input=[{"role": "user", "content": [{"type": "input_text", "text": QUESTION}]}]) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    request, plan = sent(upstream)
+    assert request.stream
+    assert final.output_text == "".join(deltas) == echo(QUESTION)
+    assert len(deltas) > 1 or provider == "ge"
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert final.status == "completed"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (plan.prompt_tokens, plan.completion_tokens)
+    (row,) = relay.ledger.rows()
+    assert row.stream and row.status == 200 and row.endpoint == "responses"
+    assert float(row.cost_usd) == pytest.approx(cost(plan.prompt_tokens, plan.completion_tokens))
+
+
+def test_stream_sequence_numbers_count_from_zero(server, upstream):
+    body = {"model": "m-an", "input": QUESTION, "stream": True}
+    with httpx.stream("POST", f"{server.url}/ai/v1/responses", json=body, headers={"authorization": "Bearer k"}) as answer:
+        text = answer.read().decode()
+    events = [orjson.loads(line[6:]) for line in text.split("\n") if line.startswith("data: ")]
+    names = [line[7:] for line in text.split("\n") if line.startswith("event: ")]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert names == [e["type"] for e in events]
+    ids = {e["response"]["id"] for e in events if "response" in e}
+    assert len(ids) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_function_tool_round_trip(gpt, upstream, provider, stream):
+    if stream:
+        with gpt.responses.stream(model=f"m-{provider}", input=QUESTION, tools=TOOLS) as events:
+            arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+            first = events.get_final_response()
+        assert orjson.loads(arguments) == EXPECTED_ARGS
+    else:
+        first = gpt.responses.create(model=f"m-{provider}", input=QUESTION, tools=TOOLS)
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and orjson.loads(call.arguments) == EXPECTED_ARGS and call.call_id
+    follow = [{"role": "user", "content": QUESTION}, call.model_dump(exclude_none=True),
+              {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = gpt.responses.create(model=f"m-{provider}", input=follow, tools=TOOLS)
+    assert second.output_text.startswith("Echo: ") and second.status == "completed"
+    body = upstream.last_request.json
+    if provider == "oa":
+        assert body["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+        assert body["messages"][-2]["tool_calls"][0]["id"] == call.call_id
+        assert body["tools"] == [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": SCHEMA}}]
+    elif provider == "an":
+        assert body["messages"][-1]["content"][0] == {"type": "tool_result", "tool_use_id": call.call_id, "content": "sunny"}
+    else:
+        assert body["contents"][-1]["parts"] == [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_previous_response_id_rebuilds_the_conversation(gpt, upstream, provider, stream):
+    if stream:
+        with gpt.responses.stream(model=f"m-{provider}", instructions="Be brief.", input="first question") as events:
+            first = events.get_final_response()
+    else:
+        first = gpt.responses.create(model=f"m-{provider}", instructions="Be brief.", input="first question")
+    second = gpt.responses.create(model=f"m-{provider}", input="second question", previous_response_id=first.id)
+    assert second.output_text == echo("second question")
+    third = gpt.responses.create(model=f"m-{provider}", input="third", previous_response_id=second.id)
+    assert third.output_text == echo("third")
+    body = upstream.last_request.json
+    if provider == "oa":
+        assert body["messages"] == [
+            {"role": "user", "content": "first question"}, {"role": "assistant", "content": echo("first question")},
+            {"role": "user", "content": "second question"}, {"role": "assistant", "content": echo("second question")},
+            {"role": "user", "content": "third"},
+        ]
+    elif provider == "an":
+        assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+        assert "system" not in body  # instructions are not carried over, as OpenAI does
+    else:
+        assert [c["role"] for c in body["contents"]] == ["user", "model", "user", "model", "user"]
+
+
+def test_previous_response_is_per_caller_and_store_false_keeps_nothing(upstream):
+    keys = [{"key": "key-a", "caller": "a"}, {"key": "key-b", "caller": "b"}]
+    with LiveServer(RelayMiddleware(Starlette(), relay=Relay({**config(upstream), "api_keys": keys}))) as live:
+        alice, bob = (openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key=k, max_retries=0) for k in ("key-a", "key-b"))
+        first = alice.responses.create(model="m-oa", input="hello")
+        assert alice.responses.create(model="m-oa", input="again", previous_response_id=first.id).output_text == echo("again")
+        with pytest.raises(openai.NotFoundError) as other:
+            bob.responses.create(model="m-oa", input="again", previous_response_id=first.id)
+        assert other.value.body["code"] == "previous_response_not_found"
+        assert other.value.body["param"] == "previous_response_id"
+        unstored = alice.responses.create(model="m-oa", input="hello", store=False)
+        with pytest.raises(openai.NotFoundError):
+            alice.responses.create(model="m-oa", input="again", previous_response_id=unstored.id)
+
+
+def test_built_in_tools_are_refused_naming_them(gpt, upstream, relay):
+    with pytest.raises(openai.BadRequestError) as refused:
+        gpt.responses.create(model="m-oa", input="hi", tools=[*TOOLS, {"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["v"]}])
+    assert "file_search" in refused.value.message and "web_search" in refused.value.message
+    assert refused.value.body["param"] == "tools"
+    assert upstream.requests == []
+    (row,) = relay.ledger.rows()
+    assert (row.endpoint, row.status) == ("responses", 400)
+
+
+def test_json_schema_text_format_becomes_response_format(gpt, upstream):
+    fmt = {"type": "json_schema", "name": "city", "schema": SCHEMA, "strict": True}
+    gpt.responses.create(model="m-oa", input="hi", text={"format": fmt}, tool_choice="auto", top_p=0.5,
+                         reasoning={"effort": "low"})
+    body = upstream.last_request.json
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}
+    assert body["tool_choice"] == "auto" and body["top_p"] == 0.5 and body["reasoning_effort"] == "low"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_length_cut_is_incomplete(gpt, upstream, provider):
+    response = gpt.responses.create(model=f"m-{provider}", input="one two three four five six seven", max_output_tokens=2)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    with gpt.responses.stream(model=f"m-{provider}", input="one two three four five six seven", max_output_tokens=2) as events:
+        kinds = [e.type for e in events]
+    assert kinds[-1] == "response.incomplete"
+
+
+def test_errors_are_in_openai_shape(gpt, relay):
+    with pytest.raises(openai.NotFoundError) as missing:
+        gpt.responses.create(model="nope", input="hi")
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        gpt.responses.create(model="m-oa", input=[{"type": "item_reference", "id": "x"}])
+    assert bad.value.body["param"] == "input[0].type"
