@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from asgi_ai_relay import Relay, RelayMiddleware
-from tests.fake_upstream import echo_reply, fake_tool_arguments, plan_reply
+from tests.fake_upstream import Fault, echo_reply, fake_tool_arguments, plan_reply
 from tests.live import LiveServer
 from tests.test_formats_e2e import API, SCHEMA, assert_upstream_auth, config, cost
 
@@ -211,3 +211,26 @@ def test_errors_are_in_openai_shape(gpt, relay):
     with pytest.raises(openai.BadRequestError) as bad:
         gpt.responses.create(model="m-oa", input=[{"type": "item_reference", "id": "x"}])
     assert bad.value.body["param"] == "input[0].type"
+
+
+@pytest.mark.parametrize("provider", ["an", "oa"])
+def test_cached_tokens_reach_the_usage_and_the_cost(gpt, upstream, relay, provider):
+    upstream.script(Fault.usage(prompt_tokens=1000, completion_tokens=10) | Fault.cache(read=600))
+    raw = gpt.responses.with_raw_response.create(model=f"m-{provider}", input=QUESTION)
+    usage = raw.parse().usage
+    assert (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens) == (1000, 600, 10)
+    assert float(raw.headers["x-relay-cost-usd"]) == pytest.approx(cost(1000, 10, cached=600))
+    (row,) = relay.ledger.rows()
+    assert row.cached_tokens == 600 and float(row.cost_usd) == pytest.approx(cost(1000, 10, cached=600))
+
+
+@pytest.mark.parametrize("provider", ["oa", "an"])
+def test_stream_failing_midway_ends_with_an_error_event(gpt, upstream, relay, provider):
+    upstream.script(Fault.stream_error(after_chunks=3, status=529))
+    with pytest.raises(openai.APIError) as info:
+        with gpt.responses.stream(model=f"m-{provider}", input=QUESTION) as events:
+            for _ in events:
+                pass
+    assert info.value.body["message"].startswith("The provider failed mid-stream")
+    (row,) = relay.ledger.rows()
+    assert row.status >= 500 and row.stream and row.endpoint == "responses"

@@ -8,7 +8,8 @@ Mapped: ``input`` as a string (one user message) or a list of items: ``message``
 ``input_file`` -> a ``file`` part), ``function_call`` items (consecutive ones become one
 assistant turn with ``tool_calls``) and ``function_call_output`` items (tool messages);
 ``instructions`` -> a leading system message; function ``tools`` (flat shape) -> nested
-function tools; ``tool_choice`` (flat shape); ``parallel_tool_calls``; ``max_output_tokens`` ->
+function tools, the function tools of a ``namespace`` tool each as its own (calls of them come
+back under their own names, without the namespace); ``tool_choice`` (flat shape); ``parallel_tool_calls``; ``max_output_tokens`` ->
 ``max_completion_tokens``; ``temperature``; ``top_p``; ``user``; ``reasoning.effort`` ->
 ``reasoning_effort``; ``text.format`` ``json_schema`` / ``json_object`` -> ``response_format``.
 
@@ -29,7 +30,7 @@ from typing import Any
 from ..errors import InvalidRequest
 from .openai import _check_number, _type_name
 
-__all__ = ["to_chat", "validate_responses_request"]
+__all__ = ["function_tools", "to_chat", "validate_responses_request"]
 
 _NUMBERS: dict[str, tuple[tuple[type[int | float], ...], float | None, float | None]] = {
     "temperature": ((int, float), 0, 2),
@@ -72,19 +73,33 @@ def validate_responses_request(body: Any) -> None:
         raise InvalidRequest("'background' responses are not supported by this relay.", param="background")
     if body.get("conversation") is not None:
         raise InvalidRequest("'conversation' is not supported by this relay; use 'previous_response_id'.", param="conversation")
-    refused = sorted({str(t.get("type")) for t in body.get("tools") or () if not isinstance(t, dict) or t.get("type") != "function"}
-                     if all(isinstance(t, dict) for t in body.get("tools") or ()) else {"non-object"})
+    tools = body.get("tools") or ()
+    if not all(isinstance(t, dict) for t in tools):
+        raise InvalidRequest("'tools' must be an array of objects.", param="tools")
+    flat = function_tools(tools)
+    refused = sorted({str(t.get("type"))[:40] for t in flat if t.get("type") != "function"})
     if refused:
         raise InvalidRequest(
             f"Only function tools can go through this relay; refused tool types: {', '.join(refused)}.", param="tools",
             code="unsupported_tool_type",
         )
-    for i, tool in enumerate(body.get("tools") or ()):
+    for i, tool in enumerate(flat):
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise InvalidRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         raise InvalidRequest(f"'tool_choice' of type {str(choice.get('type'))[:40]!r} cannot go through this relay.", param="tool_choice")
+
+
+def function_tools(tools: Any) -> list[dict[str, Any]]:
+    """The tools with each ``namespace`` tool replaced by the tools it groups."""
+    flat: list[dict[str, Any]] = []
+    for tool in tools:
+        if tool.get("type") == "namespace" and isinstance(tool.get("tools"), list):
+            flat.extend(t if isinstance(t, dict) else {"type": "non-object"} for t in tool["tools"])
+        else:
+            flat.append(tool)
+    return flat
 
 
 def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str, Any]:
@@ -115,7 +130,7 @@ def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str
     if isinstance(effort, str):
         out["reasoning_effort"] = effort
     if body.get("tools"):
-        out["tools"] = [_tool(t) for t in body["tools"]]
+        out["tools"] = [_tool(t) for t in function_tools(body["tools"])]
     _tool_choice(body.get("tool_choice"), out)
     fmt_spec = (body.get("text") or {}).get("format")
     if isinstance(fmt_spec, dict):
