@@ -150,6 +150,8 @@ class Relay:
         self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
         #: Stored Responses conversations (``previous_response_id``), per caller.
         self.responses: responses.ResponseStore = responses.MemoryResponseStore()
+        for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
+            self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
@@ -290,7 +292,8 @@ class Relay:
     # -- requests ------------------------------------------------------------------------
 
     def match(self, method: str, path: str) -> Route | None:
-        return self.routes.get((method, path))
+        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment."""
+        return self.routes.get((method, path)) or self.routes.get((method, path.rpartition("/")[0] + "/{id}"))
 
     async def handle(self, request: RelayRequest, *, record_after_send: bool = False) -> RelayResponse:
         """Answer one request. Never raises for anything the request did.
@@ -301,7 +304,7 @@ class Relay:
             caller does not wait for the bookkeeping. The adapter must call it exactly once,
             also when the send fails (``try``/``finally``). Errors and streams record as usual.
         """
-        route = self.routes.get((request.method, request.path))
+        route = self.match(request.method, request.path)
         call = self._new_call(request, route)
         if route is None:
             return self._unrouted(call)
@@ -336,7 +339,7 @@ class Relay:
 
     def reject(self, request: RelayRequest, error: RelayError) -> RelayResponse:
         """The answer to a request refused before it could be read (a body over the limit)."""
-        call = self._new_call(request, self.routes.get((request.method, request.path)))
+        call = self._new_call(request, self.match(request.method, request.path))
         return self.error_response(call, error)
 
     def _new_call(self, request: RelayRequest, route: Route | None) -> Call:

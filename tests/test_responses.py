@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import openai
 import orjson
@@ -234,3 +236,65 @@ def test_stream_failing_midway_ends_with_an_error_event(gpt, upstream, relay, pr
     assert info.value.body["message"].startswith("The provider failed mid-stream")
     (row,) = relay.ledger.rows()
     assert row.status >= 500 and row.stream and row.endpoint == "responses"
+
+
+def _upgrade(url: str, path: str) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = conn.recv(4096)
+            if not piece:
+                break
+            answer += piece
+    return answer
+
+
+def test_websocket_upgrade_on_the_responses_path_is_426(server):
+    answer = _upgrade(server.url, "/ai/v1/responses")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 426")
+    assert orjson.loads(body)["error"]["code"] == "upgrade_required"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_retrieve_and_delete_the_callers_own_response(upstream, stream):
+    keys = [{"key": "key-a", "caller": "a"}, {"key": "key-b", "caller": "b"}]
+    relay = Relay({**config(upstream), "api_keys": keys})
+    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
+        alice, bob = (openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key=k, max_retries=0) for k in ("key-a", "key-b"))
+        if stream:
+            with alice.responses.stream(model="m-an", input="keep me") as events:
+                made = events.get_final_response()
+        else:
+            made = alice.responses.create(model="m-an", input="keep me")
+        got = alice.responses.retrieve(made.id)
+        assert got.id == made.id and got.output_text == made.output_text == echo("keep me")
+        assert got.usage.output_tokens == made.usage.output_tokens
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.retrieve(made.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.delete(made.id)
+        alice.responses.delete(made.id)
+        with pytest.raises(openai.NotFoundError):
+            alice.responses.retrieve(made.id)
+        with pytest.raises(openai.NotFoundError):
+            alice.responses.create(model="m-an", input="more", previous_response_id=made.id)
+    assert {(r.endpoint, r.status) for r in relay.ledger.rows() if r.endpoint == "responses.stored"} == {
+        ("responses.stored", 200), ("responses.stored", 404)}
+
+
+def test_max_output_tokens_above_the_models_limit_is_refused(upstream):
+    settings = config(upstream)
+    settings["models"]["m-oa"] = {**settings["models"]["m-oa"], "max_output_tokens": 50}
+    with LiveServer(RelayMiddleware(Starlette(), relay=Relay(settings))) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="m-oa", input="hi", max_output_tokens=51)
+        assert refused.value.body["param"] == "max_output_tokens"
+        assert client.responses.create(model="m-oa", input="hi", max_output_tokens=50).status == "completed"
+    assert len(upstream.requests) == 1

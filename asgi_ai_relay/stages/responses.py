@@ -11,6 +11,7 @@ under the id of the response it was answered with: only for an answer that compl
 larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
 stored either (a later ``previous_response_id`` to it is a 404).
 
+``GET /v1/responses/{id}`` answers the caller's own stored response, ``DELETE`` forgets it.
 Stores sit behind :class:`ResponseStore`; :class:`MemoryResponseStore` (``memory://``, per
 process, bounded, oldest dropped first) is the default.
 """
@@ -31,17 +32,24 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["MemoryResponseStore", "ResponseStore", "response_store_from_uri", "restore", "stored_response"]
+__all__ = [
+    "MemoryResponseStore", "ResponseStore", "delete_response", "get_response", "response_store_from_uri", "restore",
+    "stored_response",
+]
 
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 
 
 class ResponseStore(Protocol):
-    """Conversations by (caller, response id); a caller reads only its own."""
+    """Stored responses by (caller, response id); a caller reads only its own. A record is
+    ``{"conversation": [input items..., output items...], "response": {...}}``."""
 
-    async def get(self, caller: str, response_id: str) -> list[dict[str, Any]] | None: ...
+    async def get(self, caller: str, response_id: str) -> dict[str, Any] | None: ...
 
-    async def put(self, caller: str, response_id: str, items: list[dict[str, Any]]) -> None: ...
+    async def put(self, caller: str, response_id: str, record: dict[str, Any]) -> None: ...
+
+    async def delete(self, caller: str, response_id: str) -> bool:
+        """Whether there was such a response."""
 
 
 class MemoryResponseStore:
@@ -52,22 +60,26 @@ class MemoryResponseStore:
         self.ttl = ttl
         self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
 
-    async def get(self, caller: str, response_id: str) -> list[dict[str, Any]] | None:
+    async def get(self, caller: str, response_id: str) -> dict[str, Any] | None:
         entry = self._entries.get((caller, response_id))
         if entry is None:
             return None
         if entry[0] < time.monotonic():
             del self._entries[(caller, response_id)]
             return None
-        items: list[dict[str, Any]] = orjson.loads(entry[1])
-        return items
+        record: dict[str, Any] = orjson.loads(entry[1])
+        return record
 
-    async def put(self, caller: str, response_id: str, items: list[dict[str, Any]]) -> None:
+    async def put(self, caller: str, response_id: str, record: dict[str, Any]) -> None:
         key = (caller, response_id)
         self._entries.pop(key, None)
-        self._entries[key] = (time.monotonic() + self.ttl, orjson.dumps(items))
+        self._entries[key] = (time.monotonic() + self.ttl, orjson.dumps(record))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    async def delete(self, caller: str, response_id: str) -> bool:
+        entry = self._entries.pop((caller, response_id), None)
+        return entry is not None and entry[0] >= time.monotonic()
 
 
 def response_store_from_uri(uri: str) -> ResponseStore:
@@ -88,12 +100,12 @@ async def restore(relay: Relay, call: Call) -> RelayResponse | None:
     previous = body.pop("previous_response_id", None)
     store = relay.responses
     if previous is not None:
-        history = await store.get(call.caller.id, previous)
-        if history is None:
+        record = await store.get(call.caller.id, previous)
+        if record is None:
             error = NotFound(f"Previous response with id '{previous[:80]}' not found.", param="previous_response_id")
             error.code = "previous_response_not_found"
             raise error
-        items = history + items
+        items = [*record["conversation"], *items]
         body["input"] = items
     if body.get("store") is not False:
         call.hold(lambda: _keep(relay, call, items))
@@ -107,7 +119,35 @@ def _keep(relay: Relay, call: Call, items: list[dict[str, Any]]) -> None:
     if response is None or not isinstance(response.get("id"), str):
         return
     output = [item for item in response.get("output") or () if isinstance(item, dict)]
-    relay.spawn(relay.responses.put(call.caller.id, response["id"], [*items, *output]))
+    record = {"conversation": [*items, *output], "response": response}
+    relay.spawn(relay.responses.put(call.caller.id, response["id"], record))
+
+
+def _requested_id(call: Call) -> str:
+    return call.request.path.rpartition("/")[2]
+
+
+async def get_response(relay: Relay, call: Call) -> RelayResponse:
+    """``GET /v1/responses/{id}``: the caller's own stored response.
+
+    :raises NotFound: when the caller stored no response with that id.
+    """
+    response_id = _requested_id(call)
+    record = await relay.responses.get(call.caller.id, response_id)
+    if record is None:
+        raise NotFound(f"Response with id '{response_id[:80]}' not found.", param="response_id")
+    return relay.json_response(call, record["response"])
+
+
+async def delete_response(relay: Relay, call: Call) -> RelayResponse:
+    """``DELETE /v1/responses/{id}``: forget the caller's own stored response.
+
+    :raises NotFound: when the caller stored no response with that id.
+    """
+    response_id = _requested_id(call)
+    if not await relay.responses.delete(call.caller.id, response_id):
+        raise NotFound(f"Response with id '{response_id[:80]}' not found.", param="response_id")
+    return relay.json_response(call, {"id": response_id, "object": "response.deleted", "deleted": True})
 
 
 def stored_response(pieces: list[bytes], stream: bool) -> dict[str, Any] | None:
