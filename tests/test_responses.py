@@ -298,3 +298,16 @@ def test_max_output_tokens_above_the_models_limit_is_refused(upstream):
         assert refused.value.body["param"] == "max_output_tokens"
         assert client.responses.create(model="m-oa", input="hi", max_output_tokens=50).status == "completed"
     assert len(upstream.requests) == 1
+
+
+def test_stream_cut_short_is_charged_for_what_it_sent(gpt, upstream, relay):
+    upstream.script(Fault.reply("alpha beta gamma delta epsilon zeta eta theta iota kappa") | Fault.drop(after_chunks=5))
+    with pytest.raises(openai.APIError):
+        with gpt.responses.stream(model="m-oa", input=QUESTION) as events:
+            deltas = []
+            for event in events:
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+    assert deltas
+    (row,) = relay.ledger.rows()
+    assert row.status >= 500 and row.completion_tokens > 0 and float(row.cost_usd) > 0

@@ -76,3 +76,16 @@ def test_whole_answer_reasoning_tokens_come_from_the_completion():
     response = orjson.loads(body)
     assert response["usage"]["output_tokens_details"] == {"reasoning_tokens": 4}
     assert response["output"][0]["content"][0]["text"] == "hi" and (usage.prompt_tokens, usage.completion_tokens) == (5, 9)
+
+
+def test_the_token_estimate_reads_responses_answers_and_events_once():
+    from asgi_ai_relay.tokens import answer_tokens, output_tokens, text_tokens
+
+    encoder = ResponsesEncoder()
+    raw = encoder.encode(chunk("c", 1, "m", {"content": "alpha beta gamma"})) + encoder.finish(None)
+    assert output_tokens([raw]) == text_tokens("alpha beta gamma")  # the deltas, not the final copy too
+    whole = TRANSLATIONS[("responses", "openai")]().response(orjson.dumps({
+        "id": "c", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "alpha beta gamma"}, "finish_reason": "stop"}],
+    }))[0]
+    assert answer_tokens(whole) == text_tokens("alpha beta gamma")
