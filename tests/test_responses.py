@@ -311,3 +311,23 @@ def test_stream_cut_short_is_charged_for_what_it_sent(gpt, upstream, relay):
     assert deltas
     (row,) = relay.ledger.rows()
     assert row.status >= 500 and row.completion_tokens > 0 and float(row.cost_usd) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cached_answer_replays_and_still_serves_previous_response_id(upstream, stream):
+    relay = Relay({**config(upstream), "cache": {"mode": "all"}})
+    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key="k", max_retries=0)
+
+        def ask():
+            if not stream:
+                return client.responses.create(model="m-an", input="cache me")
+            with client.responses.stream(model="m-an", input="cache me") as events:
+                return events.get_final_response()
+
+        first, second = ask(), ask()
+        assert second.output_text == first.output_text == echo("cache me") and second.id == first.id
+        assert len(upstream.requests) == 1
+        follow = client.responses.create(model="m-an", input="next", previous_response_id=second.id)
+        assert follow.output_text == echo("next")
+    assert [r.cache_hit for r in relay.ledger.rows()][:2] == [False, True]
