@@ -48,6 +48,7 @@ from .stages import budget, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .storage import Cache, Ledger, RateLimitStore, cache_from_uri, ledger_from_uri, spend_totals, wait_ready
+from .storage.responses import ResponseStore, response_store_from_uri
 from .transport import UpstreamHttp, make_client
 from .types import RelayRequest, RelayResponse
 
@@ -149,7 +150,7 @@ class Relay:
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
         #: Stored Responses conversations (``previous_response_id``), per caller.
-        self.responses: responses.ResponseStore = responses.MemoryResponseStore()
+        self.responses: ResponseStore = response_store_from_uri(self.config.storage.responses)
         for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
             self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
@@ -272,6 +273,7 @@ class Relay:
             self._providers = None
         await self.traffic.aclose()
         await self.router.aclose()
+        await self.responses.aclose()
         if self.spend is not None:
             await self.spend.aclose()
         if self._ledger is not None:

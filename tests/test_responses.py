@@ -331,3 +331,41 @@ def test_cached_answer_replays_and_still_serves_previous_response_id(upstream, s
         follow = client.responses.create(model="m-an", input="next", previous_response_id=second.id)
         assert follow.output_text == echo("next")
     assert [r.cache_hit for r in relay.ledger.rows()][:2] == [False, True]
+
+
+def test_redis_store_is_shared_by_workers_per_caller_with_a_ttl(upstream, redis_url):
+    import uuid
+
+    import redis
+
+    prefix = f"test:responses:{uuid.uuid4().hex}:"
+    keys = [{"key": "key-a", "caller": "a"}, {"key": "key-b", "caller": "b"}]
+    settings = {**config(upstream), "api_keys": keys, "storage": {"ledger": "memory://", "responses": f"{redis_url}?ttl=60&prefix={prefix}"}}
+    with LiveServer(RelayMiddleware(Starlette(), relay=Relay(settings))) as one, \
+            LiveServer(RelayMiddleware(Starlette(), relay=Relay(settings))) as two:
+        alice_one = openai.OpenAI(base_url=f"{one.url}/ai/v1", api_key="key-a", max_retries=0)
+        alice_two = openai.OpenAI(base_url=f"{two.url}/ai/v1", api_key="key-a", max_retries=0)
+        bob_two = openai.OpenAI(base_url=f"{two.url}/ai/v1", api_key="key-b", max_retries=0)
+        first = alice_one.responses.create(model="m-ge", input="remember this")
+        follow = alice_two.responses.create(model="m-ge", input="and this", previous_response_id=first.id)
+        assert follow.output_text == echo("and this")
+        assert [c["role"] for c in upstream.last_request.json["contents"]] == ["user", "model", "user"]
+        with pytest.raises(openai.NotFoundError):
+            bob_two.responses.retrieve(first.id)
+        assert alice_two.responses.retrieve(first.id).output_text == echo("remember this")
+    client = redis.Redis.from_url(redis_url)
+    stored = []
+    try:
+        stored = client.keys(f"{prefix}*")
+        assert len(stored) == 2 and all(0 < client.pttl(k) <= 60_000 for k in stored)
+    finally:
+        if stored:
+            client.delete(*stored)
+        client.close()
+
+
+def test_unknown_response_store_scheme_is_a_configuration_error(upstream):
+    from asgi_ai_relay.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="storage.responses"):
+        Relay({**config(upstream), "storage": {"ledger": "memory://", "responses": "mongodb://x"}})

@@ -12,19 +12,17 @@ larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, s
 stored either (a later ``previous_response_id`` to it is a 404).
 
 ``GET /v1/responses/{id}`` answers the caller's own stored response, ``DELETE`` forgets it.
-Stores sit behind :class:`ResponseStore`; :class:`MemoryResponseStore` (``memory://``, per
-process, bounded, oldest dropped first) is the default.
+The store is the one ``storage.responses`` names (see :mod:`asgi_ai_relay.storage.responses`).
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Protocol
+import logging
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ConfigurationError, NotFound
+from ..errors import NotFound, StorageError
 from ..protocol.sse import SSESplitter
 
 if TYPE_CHECKING:
@@ -32,61 +30,11 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = [
-    "MemoryResponseStore", "ResponseStore", "delete_response", "get_response", "response_store_from_uri", "restore",
-    "stored_response",
-]
+__all__ = ["delete_response", "get_response", "restore", "stored_response"]
+
+logger = logging.getLogger("asgi_ai_relay")
 
 _FINAL = frozenset({"response.completed", "response.incomplete"})
-
-
-class ResponseStore(Protocol):
-    """Stored responses by (caller, response id); a caller reads only its own. A record is
-    ``{"conversation": [input items..., output items...], "response": {...}}``."""
-
-    async def get(self, caller: str, response_id: str) -> dict[str, Any] | None: ...
-
-    async def put(self, caller: str, response_id: str, record: dict[str, Any]) -> None: ...
-
-    async def delete(self, caller: str, response_id: str) -> bool:
-        """Whether there was such a response."""
-
-
-class MemoryResponseStore:
-    """Per process: at most ``max_entries`` conversations, each kept ``ttl`` seconds."""
-
-    def __init__(self, max_entries: int = 10_000, ttl: float = 30 * 24 * 3600.0) -> None:
-        self.max_entries = max_entries
-        self.ttl = ttl
-        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
-
-    async def get(self, caller: str, response_id: str) -> dict[str, Any] | None:
-        entry = self._entries.get((caller, response_id))
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            del self._entries[(caller, response_id)]
-            return None
-        record: dict[str, Any] = orjson.loads(entry[1])
-        return record
-
-    async def put(self, caller: str, response_id: str, record: dict[str, Any]) -> None:
-        key = (caller, response_id)
-        self._entries.pop(key, None)
-        self._entries[key] = (time.monotonic() + self.ttl, orjson.dumps(record))
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    async def delete(self, caller: str, response_id: str) -> bool:
-        entry = self._entries.pop((caller, response_id), None)
-        return entry is not None and entry[0] >= time.monotonic()
-
-
-def response_store_from_uri(uri: str) -> ResponseStore:
-    """:raises ConfigurationError: for a scheme without a response store."""
-    if uri.startswith("memory://"):
-        return MemoryResponseStore()
-    raise ConfigurationError(f"No response store for {uri.split(':', 1)[0]!r} URIs (known: memory://).")
 
 
 async def restore(relay: Relay, call: Call) -> RelayResponse | None:
@@ -120,7 +68,14 @@ def _keep(relay: Relay, call: Call, items: list[dict[str, Any]]) -> None:
         return
     output = [item for item in response.get("output") or () if isinstance(item, dict)]
     record = {"conversation": [*items, *output], "response": response}
-    relay.spawn(relay.responses.put(call.caller.id, response["id"], record))
+    relay.spawn(_put(relay, call, response["id"], record))
+
+
+async def _put(relay: Relay, call: Call, response_id: str, record: dict[str, Any]) -> None:
+    try:
+        await relay.responses.put(call.caller.id, response_id, record)
+    except StorageError as exc:
+        logger.warning("request_id=%s: response %s not stored (%s)", call.request_id, response_id[:80], exc.message)
 
 
 def _requested_id(call: Call) -> str:
