@@ -191,10 +191,15 @@ def test_built_in_tools_are_refused_naming_them(gpt, upstream, relay):
 def test_json_schema_text_format_becomes_response_format(gpt, upstream):
     fmt = {"type": "json_schema", "name": "city", "schema": SCHEMA, "strict": True}
     gpt.responses.create(model="m-oa", input="hi", text={"format": fmt}, tool_choice="auto", top_p=0.5,
-                         reasoning={"effort": "low"})
+                         reasoning={"effort": "low"}, parallel_tool_calls=True)
     body = upstream.last_request.json
     assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}
-    assert body["tool_choice"] == "auto" and body["top_p"] == 0.5 and body["reasoning_effort"] == "low"
+    assert body["top_p"] == 0.5 and body["reasoning_effort"] == "low"
+    assert "tool_choice" not in body and "parallel_tool_calls" not in body  # OpenAI refuses them without tools
+    gpt.responses.create(model="m-oa", input="hi", tools=TOOLS, tool_choice={"type": "function", "name": "get_weather"},
+                         parallel_tool_calls=False)
+    body = upstream.last_request.json
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}} and body["parallel_tool_calls"] is False
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -9,7 +9,7 @@ Mapped: ``input`` as a string (one user message) or a list of items: ``message``
 assistant turn with ``tool_calls``) and ``function_call_output`` items (tool messages);
 ``instructions`` -> a leading system message; function ``tools`` (flat shape) -> nested
 function tools, the function tools of a ``namespace`` tool each as its own (calls of them come
-back under their own names, without the namespace); ``tool_choice`` (flat shape); ``parallel_tool_calls``; ``max_output_tokens`` ->
+back under their own names, without the namespace); ``tool_choice`` (flat shape) and ``parallel_tool_calls`` (when there are tools); ``max_output_tokens`` ->
 ``max_completion_tokens``; ``temperature``; ``top_p``; ``user``; ``reasoning.effort`` ->
 ``reasoning_effort``; ``text.format`` ``json_schema`` / ``json_object`` -> ``response_format``.
 
@@ -119,7 +119,7 @@ def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str
     if not messages:
         raise InvalidRequest("'input' must contain at least one message.", param="input")
     out: dict[str, Any] = {"model": body["model"], "messages": messages}
-    for name in ("temperature", "top_p", "user", "parallel_tool_calls", "stream"):
+    for name in ("temperature", "top_p", "user", "stream"):
         if body.get(name) is not None:
             out[name] = body[name]
     if body.get("max_output_tokens") is not None:
@@ -129,9 +129,11 @@ def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str
     effort = (body.get("reasoning") or {}).get("effort")
     if isinstance(effort, str):
         out["reasoning_effort"] = effort
-    if body.get("tools"):
+    if body.get("tools"):  # OpenAI refuses tool settings without tools
         out["tools"] = [_tool(t) for t in function_tools(body["tools"])]
-    _tool_choice(body.get("tool_choice"), out)
+        _tool_choice(body.get("tool_choice"), out)
+        if body.get("parallel_tool_calls") is not None:
+            out["parallel_tool_calls"] = body["parallel_tool_calls"]
     fmt_spec = (body.get("text") or {}).get("format")
     if isinstance(fmt_spec, dict):
         _response_format(fmt_spec, out)
