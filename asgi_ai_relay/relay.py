@@ -66,8 +66,9 @@ MODEL_STAGES: tuple[Stage, ...] = (
     auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
     cache_stage.lookup, route.forward,
 )
-#: The Responses API: the model stages, with its stored conversation restored after parsing.
-RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:])
+#: The Responses API: the model stages, its stored conversation restored after parsing and
+#: the answer's kept by ``forward`` (the route's, wrapped).
+RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
 
 

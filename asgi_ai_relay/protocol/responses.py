@@ -144,17 +144,21 @@ def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]]) -> N
     kind = item.get("type", "message")
     if kind == "message":
         role = item.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequest(f"'{where}.role' must be one of {', '.join(sorted(_ROLES))}.", param=f"{where}.role")
         content = item.get("content")
         if role == "assistant":
-            text = content if isinstance(content, str) else "".join(_part_text(p) for p in content or ())
-            messages.append({"role": "assistant", "content": text})
+            messages.append({"role": "assistant", "content": _text_of(content, f"{where}.content")})
         else:
             messages.append({"role": role, "content": content if isinstance(content, str) else _parts(content, where)})
     elif kind == "function_call":
-        call = {"id": item.get("call_id"), "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}}
+        for name in ("call_id", "name"):
+            if not isinstance(item.get(name), str) or not item[name]:
+                raise InvalidRequest(f"'{where}.{name}' is required.", param=f"{where}.{name}")
+        arguments = item.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            raise InvalidRequest(f"'{where}.arguments' must be a string of JSON.", param=f"{where}.arguments")
+        call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": arguments or "{}"}}
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant":
             last.setdefault("tool_calls", []).append(call)
@@ -165,8 +169,7 @@ def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]]) -> N
     elif kind == "function_call_output":
         if not isinstance(item.get("call_id"), str):
             raise InvalidRequest(f"'{where}.call_id' is required.", param=f"{where}.call_id")
-        output = item.get("output")
-        text = output if isinstance(output, str) else "".join(_part_text(p) for p in output or ())
+        text = _text_of(item.get("output"), f"{where}.output")
         messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
     elif kind == "reasoning":
         return
@@ -174,9 +177,24 @@ def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]]) -> N
         raise InvalidRequest(f"'{where}.type' {str(kind)[:40]!r} cannot go through this relay.", param=f"{where}.type")
 
 
+def _text_of(content: Any, where: str) -> str:
+    """The text of a string, or of the text parts of a list.
+
+    :raises InvalidRequest: for anything else.
+    """
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{where}' must be a string or an array of parts.", param=where)
+    return "".join(_part_text(p) for p in content)
+
+
 def _part_text(part: Any) -> str:
     if isinstance(part, dict):
-        return str(part.get("text") or part.get("refusal") or "")
+        text = part.get("text") or part.get("refusal")
+        return text if isinstance(text, str) else ""
     return ""
 
 

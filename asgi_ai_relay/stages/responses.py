@@ -4,10 +4,12 @@ The :func:`restore` stage runs after parsing on ``POST /v1/responses``. A reques
 ``previous_response_id`` gets that response's conversation (its input items and output items,
 as the relay stored them) put in front of its own ``input``, so providers without server-side
 state see the whole conversation; an id this caller did not store is a 404, whoever else
-stored it. Unless the request says ``store: false``, the request registers (with
-:meth:`Call.hold`, run once when the request finishes) the keeping of its own conversation
-under the id of the response it was answered with: only for an answer that completed (status
-200, with a ``response`` object in the whole body or in the stream's final event). A stream
+stored it. Unless the request says ``store: false``, its own conversation is kept under the id
+of the response it was answered with, once, only for an answer that completed (status 200, with
+a ``response`` object in the whole body or in the stream's final event): a whole answer before
+it goes out (:func:`forward`, which wraps the route's), a stream or a cache hit when the
+request finishes (a release registered with :meth:`Call.hold`), the write starting as the
+final event goes out. A stream
 larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
 stored either (a later ``previous_response_id`` to it is a 404).
 
@@ -24,13 +26,14 @@ import orjson
 
 from ..errors import NotFound, StorageError
 from ..protocol.sse import SSESplitter
+from . import route
 
 if TYPE_CHECKING:
     from ..call import Call
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["delete_response", "get_response", "restore", "stored_response"]
+__all__ = ["delete_response", "forward", "get_response", "restore", "stored_response"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -56,19 +59,50 @@ async def restore(relay: Relay, call: Call) -> RelayResponse | None:
         items = [*record["conversation"], *items]
         body["input"] = items
     if body.get("store") is not False:
-        call.hold(lambda: _keep(relay, call, items))
+        call.hold(_Keeper(relay, call, items))
     return None
 
 
-def _keep(relay: Relay, call: Call, items: list[dict[str, Any]]) -> None:
-    if call.status != 200 or not call.output:
-        return
-    response = stored_response(call.output, call.stream)
-    if response is None or not isinstance(response.get("id"), str):
-        return
-    output = [item for item in response.get("output") or () if isinstance(item, dict)]
-    record = {"conversation": [*items, *output], "response": response}
-    relay.spawn(_put(relay, call, response["id"], record))
+async def forward(relay: Relay, call: Call) -> RelayResponse | None:
+    """:func:`route.forward`, then a whole answer is stored before it goes out, so the caller
+    can name its id in the very next request (to any worker)."""
+    response = await route.forward(relay, call)
+    keeper = next((r for r in call.releases if isinstance(r, _Keeper)), None)
+    if keeper is not None and response is not None and response.stream is None and response.status == 200:
+        await keeper.now([response.body])
+    return response
+
+
+class _Keeper:
+    """Keeps the conversation once: before a whole answer goes out (:func:`forward`), or, for a
+    stream or a cache hit, when the request finishes (a registered release)."""
+
+    __slots__ = ("call", "done", "items", "relay")
+
+    def __init__(self, relay: Relay, call: Call, items: list[dict[str, Any]]) -> None:
+        self.relay, self.call, self.items = relay, call, items
+        self.done = False
+
+    def _record(self, pieces: list[bytes]) -> tuple[str, dict[str, Any]] | None:
+        if self.done:
+            return None
+        self.done = True
+        response = stored_response(pieces, self.call.stream)
+        if response is None or not isinstance(response.get("id"), str):
+            return None
+        output = [item for item in response.get("output") or () if isinstance(item, dict)]
+        return response["id"], {"conversation": [*self.items, *output], "response": response}
+
+    async def now(self, pieces: list[bytes]) -> None:
+        record = self._record(pieces)
+        if record is not None:
+            await _put(self.relay, self.call, *record)
+
+    def __call__(self) -> None:
+        if self.call.status == 200 and self.call.output:
+            record = self._record(self.call.output)
+            if record is not None:
+                self.relay.spawn(_put(self.relay, self.call, *record))
 
 
 async def _put(relay: Relay, call: Call, response_id: str, record: dict[str, Any]) -> None:
