@@ -56,8 +56,16 @@ def _content(payload: Any, texts: list[str]) -> None:
         for part in _dicts(content.get("parts") if isinstance(content, dict) else None):
             _text(part.get("text"), texts)
             _call(part.get("functionCall") or part.get("function_call"), "args", texts)
+    if payload.get("object") == "response":  # OpenAI Responses, whole (a stream's events below)
+        for item in _dicts(payload.get("output")):
+            for part in _dicts(item.get("content")):
+                _text(part.get("text") or part.get("refusal"), texts)
+            if item.get("type") == "function_call":
+                _call(item, "arguments", texts)
     kind = payload.get("type")
-    if kind == "message":  # Anthropic, whole
+    if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+        _text(payload.get("delta"), texts)
+    elif kind == "message":  # Anthropic, whole
         for block in _dicts(payload.get("content")):
             _anthropic(block, texts)
     elif kind == "content_block_start":

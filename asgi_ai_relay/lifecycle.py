@@ -21,6 +21,7 @@ from .transport import UpstreamHttp, make_client
 
 if TYPE_CHECKING:
     from .config import RelayConfig
+    from .storage.responses import ResponseStore
     from .metrics import Metrics
     from .routing import Router
     from .stages.ratelimit import Traffic
@@ -47,6 +48,7 @@ class Lifecycle:
     _cache: Cache | None
     _client: UpstreamHttp | None
     _providers: dict[str, Provider] | None
+    responses: ResponseStore
 
     def _init_lifecycle(self) -> None:
         self.started = False
@@ -154,6 +156,7 @@ class Lifecycle:
             self._providers = None
         await self.traffic.aclose()
         await self.router.aclose()
+        await self.responses.aclose()
         if self.spend is not None:
             await self.spend.aclose()
         if self._ledger is not None:

@@ -18,6 +18,8 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
+
 from .body import Body, client_closed
 from .config import RelayConfig
 from .errors import RelayError
@@ -76,6 +78,11 @@ class RelayMiddleware:
         elif kind == "lifespan":
             await self.lifespan(scope, receive, send)
             return
+        elif kind == "websocket":
+            path = relay_subpath(scope["path"], self.prefix, root_path=scope.get("root_path", ""), raw_path=scope.get("raw_path"))
+            if path is not None:
+                await self.refuse_websocket(scope, receive, send)
+                return
         if self.app is None:
             await self._not_found(send)
             return
@@ -108,6 +115,25 @@ class RelayMiddleware:
             elif message["type"] == "lifespan.shutdown":
                 await wrapped_send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The relay speaks HTTP only: a WebSocket upgrade on its paths (Codex tries one on
+        ``/v1/responses`` first) is answered with 426 Upgrade Required, so the client falls back
+        to HTTP. Where the server cannot send an HTTP answer (no ``websocket.http.response``
+        extension) the handshake is closed, which the server answers with 403."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = orjson.dumps({"error": {
+            "message": "The relay does not serve WebSocket connections; send the request over HTTP.",
+            "type": "invalid_request_error", "param": None, "code": "upgrade_required",
+        }})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": 426, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
 
     async def start_relay(self) -> str | None:
         """Start the relay with the host; a failure is logged, never raised into the host's

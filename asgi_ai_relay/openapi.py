@@ -77,6 +77,22 @@ _MESSAGES_REQUEST: dict[str, Any] = {
         "stop_sequences": {"type": "array", "items": {"type": "string"}},
     },
 }
+_RESPONSES_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": {"type": "string"},
+        "previous_response_id": {"type": "string"},
+        "store": {"type": "boolean"},
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "tools": {"type": "array", "items": {"type": "object", "properties": {"type": {"enum": ["function", "namespace"]}}}},
+    },
+}
 _OPENAI_ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -135,6 +151,8 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
     chat = {**_CHAT_REQUEST, "properties": {**_CHAT_REQUEST["properties"], "model": model}}
     messages = {**_MESSAGES_REQUEST, "properties": {**_MESSAGES_REQUEST["properties"], "model": model}}
     embeddings = {**_EMBEDDINGS_REQUEST, "properties": {**_EMBEDDINGS_REQUEST["properties"], "model": model}}
+    responses = {**_RESPONSES_REQUEST, "properties": {**_RESPONSES_REQUEST["properties"], "model": model}}
+    stored = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "asgi-ai-relay", "version": version, "description": "OpenAI- and Anthropic-compatible relay endpoints."},
@@ -143,6 +161,11 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
         "paths": {
             "/v1/chat/completions": _post("OpenAI Chat Completions", "ChatRequest", "OpenAIError", stream=True),
             "/v1/messages": _post("Anthropic Messages", "MessagesRequest", "AnthropicError", stream=True),
+            "/v1/responses": _post("OpenAI Responses", "ResponsesRequest", "OpenAIError", stream=True),
+            "/v1/responses/{id}": {
+                method: {**_get(summary)["get"], "parameters": [stored]}
+                for method, summary in (("get", "The caller's own stored response"), ("delete", "Forget the caller's own stored response"))
+            },
             "/v1/messages/count_tokens": _post("Anthropic token count", "MessagesRequest", "AnthropicError", stream=False),
             "/v1/embeddings": _post("OpenAI Embeddings", "EmbeddingsRequest", "OpenAIError", stream=False),
             "/v1/models": _get("The models this relay serves, with prices"),
@@ -157,7 +180,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
             },
             "schemas": {
-                "ChatRequest": chat, "MessagesRequest": messages, "EmbeddingsRequest": embeddings,
+                "ChatRequest": chat, "MessagesRequest": messages, "EmbeddingsRequest": embeddings, "ResponsesRequest": responses,
                 "OpenAIError": _OPENAI_ERROR, "AnthropicError": _ANTHROPIC_ERROR,
             },
         },

@@ -43,15 +43,16 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
-from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, WireFormat
+from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
-from .stages import budget, embed, embed_cache, parse, ratelimit, route, usage
+from .stages import budget, embed, embed_cache, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .storage import Cache, Ledger, RateLimitStore
+from .storage.responses import ResponseStore, response_store_from_uri
 from .transport import UpstreamHttp
 from .types import RelayRequest, RelayResponse
 
@@ -70,6 +71,9 @@ EMBEDDING_STAGES: tuple[Stage, ...] = (
     auth_stage.authenticate, parse.parse, route.resolve, embed.prepare, budget.check, ratelimit.admit,
     embed_cache.lookup, embed.forward,
 )
+#: The Responses API: the model stages, its stored conversation restored after parsing and
+#: the answer's kept by ``forward`` (the route's, wrapped).
+RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
 
 
@@ -148,6 +152,11 @@ class Relay(Lifecycle):
         self.add_route("POST", "/v1/chat/completions", Route("chat.completions", OPENAI, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/messages", Route("messages", ANTHROPIC, MODEL_STAGES), model=True)
         self.add_route("POST", "/v1/embeddings", Route("embeddings", EMBEDDINGS, EMBEDDING_STAGES), model=True)
+        self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
+        #: Stored Responses conversations (``previous_response_id``), per caller.
+        self.responses: ResponseStore = response_store_from_uri(self.config.storage.responses)
+        for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
+            self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
@@ -167,7 +176,8 @@ class Relay(Lifecycle):
     # -- requests ------------------------------------------------------------------------
 
     def match(self, method: str, path: str) -> Route | None:
-        return self.routes.get((method, path))
+        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment."""
+        return self.routes.get((method, path)) or self.routes.get((method, path.rpartition("/")[0] + "/{id}"))
 
     async def handle(self, request: RelayRequest, *, record_after_send: bool = False) -> RelayResponse:
         """Answer one request. Never raises for anything the request did.
@@ -178,7 +188,7 @@ class Relay(Lifecycle):
             caller does not wait for the bookkeeping. The adapter must call it exactly once,
             also when the send fails (``try``/``finally``). Errors and streams record as usual.
         """
-        route = self.routes.get((request.method, request.path))
+        route = self.match(request.method, request.path)
         call = self._new_call(request, route)
         if route is None:
             return self._unrouted(call)
@@ -213,7 +223,7 @@ class Relay(Lifecycle):
 
     def reject(self, request: RelayRequest, error: RelayError) -> RelayResponse:
         """The answer to a request refused before it could be read (a body over the limit)."""
-        call = self._new_call(request, self.routes.get((request.method, request.path)))
+        call = self._new_call(request, self.match(request.method, request.path))
         return self.error_response(call, error)
 
     def _new_call(self, request: RelayRequest, route: Route | None) -> Call:

@@ -241,6 +241,9 @@ class StorageConfig:
     slots: str = "memory://"
     #: Budget spend: ``limits`` (the store ``limits`` names), ``memory://`` or ``redis://...``.
     budgets: str = "limits"
+    #: Stored Responses API responses (``previous_response_id``): ``memory://`` (per process)
+    #: or ``redis://host:6379/0?ttl=2592000&prefix=relay:responses:`` (shared by every worker).
+    responses: str = "memory://"
     #: Refuse to start when the ledger's database cannot be reached at start-up (otherwise the
     #: relay starts degraded: rows spool locally and are written when the database returns).
     ledger_required: bool = False

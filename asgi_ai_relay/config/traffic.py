@@ -54,7 +54,7 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required")
+        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required", "responses")
         d = StorageConfig()
         budgets = self.get("budgets", str, d.budgets)
         if budgets != "limits" and budgets.partition("://")[0] not in ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster"):
@@ -66,6 +66,7 @@ class _TrafficReader(_Table):
             breakers=self.get("breakers", str, d.breakers),
             slots=self.get("slots", str, d.slots),
             budgets=budgets,
+            responses=self.get("responses", str, d.responses),
             ledger_required=self.get("ledger_required", bool, d.ledger_required),
         )
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RelayError
-from . import anthropic, embeddings, openai
+from . import anthropic, embeddings, openai, responses, responses_output
 from .sse import encode_event
 
-__all__ = ["ANTHROPIC", "EMBEDDINGS", "OPENAI", "WireFormat"]
+__all__ = ["ANTHROPIC", "EMBEDDINGS", "OPENAI", "RESPONSES", "WireFormat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +36,6 @@ ANTHROPIC = WireFormat(
 
 #: OpenAI Embeddings: errors in OpenAI's shape; never streamed.
 EMBEDDINGS = WireFormat("openai.embeddings", embeddings.validate_embeddings_request, openai.error_body, _openai_stream_error)
+RESPONSES = WireFormat(
+    "responses", responses.validate_responses_request, openai.error_body, responses_output.stream_error
+)

@@ -19,10 +19,11 @@ import orjson
 
 from ..config import ModelConfig
 from ..errors import InvalidRequest
-from ..protocol import anthropic_request, anthropic_response, gemini, openai
+from ..protocol import anthropic_request, anthropic_response, gemini, openai, responses, responses_output
 from ..protocol.anthropic_stream import AnthropicDecoder, AnthropicEncoder
 from ..protocol.gemini_stream import GeminiDecoder
 from ..protocol.openai_stream import Decoder, Encoder, OpenAIDecoder, OpenAIEncoder
+from ..protocol.responses_stream import ResponsesEncoder
 from ..types import Usage
 from .passthrough import AnthropicPassThrough, OpenAIPassThrough, StreamTranslator, load, reading
 
@@ -148,6 +149,7 @@ OPENAI_IN = Inbound(lambda body, provider, fmt: body, _openai_render, lambda bod
 ANTHROPIC_IN = Inbound(
     anthropic_request.to_openai, anthropic_response.message_from_completion, lambda body: AnthropicEncoder()
 )
+RESPONSES_IN = Inbound(responses.to_chat, responses_output.from_completion, lambda body: ResponsesEncoder())
 OPENAI_OUT = Outbound(_openai_from_hub, _openai_parse, OpenAIDecoder)
 ANTHROPIC_OUT = Outbound(anthropic_request.from_openai, anthropic_response.completion_from_message, AnthropicDecoder)
 GEMINI_OUT = Outbound(gemini.from_openai, gemini.completion_from_response, GeminiDecoder)
@@ -162,6 +164,9 @@ TRANSLATIONS: dict[tuple[str, str], Callable[[], Translation]] = {
     ("openai", "gemini"): lambda: Translated(OPENAI_IN, GEMINI_OUT, "gemini"),
     ("anthropic", "openai"): lambda: Translated(ANTHROPIC_IN, OPENAI_OUT, "openai"),
     ("anthropic", "gemini"): lambda: Translated(ANTHROPIC_IN, GEMINI_OUT, "gemini"),
+    ("responses", "openai"): lambda: Translated(RESPONSES_IN, OPENAI_OUT, "openai"),
+    ("responses", "anthropic"): lambda: Translated(RESPONSES_IN, ANTHROPIC_OUT, "anthropic"),
+    ("responses", "gemini"): lambda: Translated(RESPONSES_IN, GEMINI_OUT, "gemini"),
 }
 _INSTANCES: dict[tuple[str, str], Translation] = {}
 

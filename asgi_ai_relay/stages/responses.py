@@ -1,0 +1,156 @@
+"""Conversation state for the Responses API: ``previous_response_id`` on every provider.
+
+The :func:`restore` stage runs after parsing on ``POST /v1/responses``. A request that names a
+``previous_response_id`` gets that response's conversation (its input items and output items,
+as the relay stored them) put in front of its own ``input``, so providers without server-side
+state see the whole conversation; an id this caller did not store is a 404, whoever else
+stored it. Unless the request says ``store: false``, its own conversation is kept under the id
+of the response it was answered with, once, only for an answer that completed (status 200, with
+a ``response`` object in the whole body or in the stream's final event): a whole answer before
+it goes out (:func:`forward`, which wraps the route's), a stream or a cache hit when the
+request finishes (a release registered with :meth:`Call.hold`), the write starting as the
+final event goes out. A stream
+larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
+stored either (a later ``previous_response_id`` to it is a 404).
+
+``GET /v1/responses/{id}`` answers the caller's own stored response, ``DELETE`` forgets it.
+The store is the one ``storage.responses`` names (see :mod:`asgi_ai_relay.storage.responses`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import NotFound, StorageError
+from ..protocol.sse import SSESplitter
+from . import route
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..relay import Relay
+    from ..types import RelayResponse
+
+__all__ = ["delete_response", "forward", "get_response", "restore", "stored_response"]
+
+logger = logging.getLogger("asgi_ai_relay")
+
+_FINAL = frozenset({"response.completed", "response.incomplete"})
+
+
+async def restore(relay: Relay, call: Call) -> RelayResponse | None:
+    """Put the previous response's conversation in front of the input; register the keeping.
+
+    :raises NotFound: when the caller has no stored response with that id.
+    """
+    body = call.body
+    given = body["input"]
+    items: list[dict[str, Any]] = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+    previous = body.pop("previous_response_id", None)
+    store = relay.responses
+    if previous is not None:
+        record = await store.get(call.caller.id, previous)
+        if record is None:
+            error = NotFound(f"Previous response with id '{previous[:80]}' not found.", param="previous_response_id")
+            error.code = "previous_response_not_found"
+            raise error
+        items = [*record["conversation"], *items]
+        body["input"] = items
+    if body.get("store") is not False:
+        call.hold(_Keeper(relay, call, items))
+    return None
+
+
+async def forward(relay: Relay, call: Call) -> RelayResponse | None:
+    """:func:`route.forward`, then a whole answer is stored before it goes out, so the caller
+    can name its id in the very next request (to any worker)."""
+    response = await route.forward(relay, call)
+    keeper = next((r for r in call.releases if isinstance(r, _Keeper)), None)
+    if keeper is not None and response is not None and response.stream is None and response.status == 200:
+        await keeper.now([response.body])
+    return response
+
+
+class _Keeper:
+    """Keeps the conversation once: before a whole answer goes out (:func:`forward`), or, for a
+    stream or a cache hit, when the request finishes (a registered release)."""
+
+    __slots__ = ("call", "done", "items", "relay")
+
+    def __init__(self, relay: Relay, call: Call, items: list[dict[str, Any]]) -> None:
+        self.relay, self.call, self.items = relay, call, items
+        self.done = False
+
+    def _record(self, pieces: list[bytes]) -> tuple[str, dict[str, Any]] | None:
+        if self.done:
+            return None
+        self.done = True
+        response = stored_response(pieces, self.call.stream)
+        if response is None or not isinstance(response.get("id"), str):
+            return None
+        output = [item for item in response.get("output") or () if isinstance(item, dict)]
+        return response["id"], {"conversation": [*self.items, *output], "response": response}
+
+    async def now(self, pieces: list[bytes]) -> None:
+        record = self._record(pieces)
+        if record is not None:
+            await _put(self.relay, self.call, *record)
+
+    def __call__(self) -> None:
+        if self.call.status == 200 and self.call.output:
+            record = self._record(self.call.output)
+            if record is not None:
+                self.relay.spawn(_put(self.relay, self.call, *record))
+
+
+async def _put(relay: Relay, call: Call, response_id: str, record: dict[str, Any]) -> None:
+    try:
+        await relay.responses.put(call.caller.id, response_id, record)
+    except StorageError as exc:
+        logger.warning("request_id=%s: response %s not stored (%s)", call.request_id, response_id[:80], exc.message)
+
+
+def _requested_id(call: Call) -> str:
+    return call.request.path.rpartition("/")[2]
+
+
+async def get_response(relay: Relay, call: Call) -> RelayResponse:
+    """``GET /v1/responses/{id}``: the caller's own stored response.
+
+    :raises NotFound: when the caller stored no response with that id.
+    """
+    response_id = _requested_id(call)
+    record = await relay.responses.get(call.caller.id, response_id)
+    if record is None:
+        raise NotFound(f"Response with id '{response_id[:80]}' not found.", param="response_id")
+    return relay.json_response(call, record["response"])
+
+
+async def delete_response(relay: Relay, call: Call) -> RelayResponse:
+    """``DELETE /v1/responses/{id}``: forget the caller's own stored response.
+
+    :raises NotFound: when the caller stored no response with that id.
+    """
+    response_id = _requested_id(call)
+    if not await relay.responses.delete(call.caller.id, response_id):
+        raise NotFound(f"Response with id '{response_id[:80]}' not found.", param="response_id")
+    return relay.json_response(call, {"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+def stored_response(pieces: list[bytes], stream: bool) -> dict[str, Any] | None:
+    """The ``response`` object of a whole answer, or of a stream's final event."""
+    try:
+        if not stream:
+            payload = orjson.loads(b"".join(pieces))
+            return payload if isinstance(payload, dict) and payload.get("object") == "response" else None
+        splitter = SSESplitter()
+        for piece in pieces:
+            for event in splitter.feed(piece):
+                if event.event in _FINAL:
+                    response = orjson.loads(event.data).get("response")
+                    return response if isinstance(response, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return None
