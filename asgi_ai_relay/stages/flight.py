@@ -194,7 +194,9 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
             if ttl <= 0:
                 return None
             lead = Flight.start(relay, call, key, ttl, judge)
-            return None if call.stream else await lead.lead_across(deadline)
+            if call.stream or not _has_locks(relay.cache):
+                return None
+            return await lead.lead_across(deadline)
         if flight.done():  # answered, its entry on the way to the cache
             raw = flight.result()
             if raw is not None:

@@ -11,9 +11,7 @@ retry policy judges, never a 500.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -37,13 +35,27 @@ def broken(exc: BaseException) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"The provider's answer could not be read ({type(exc).__name__}).")
 
 
-@contextmanager
-def reading() -> Iterator[None]:
-    """:raises UpstreamProtocolError: for anything in :data:`BROKEN` raised inside."""
-    try:
-        yield
-    except BROKEN as exc:
-        raise broken(exc) from exc
+class _Reading:
+    """``with reading():`` -- :raises UpstreamProtocolError: for anything in :data:`BROKEN`
+    raised inside. A plain class, not a generator: it runs on every answer."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
+        if exc is not None and isinstance(exc, BROKEN):
+            raise broken(exc) from exc
+        return False
+
+
+_READING = _Reading()
+
+
+def reading() -> _Reading:
+    """The guard around reading an upstream answer (one shared, stateless instance)."""
+    return _READING
 
 
 def load(raw: bytes) -> dict[str, Any]:

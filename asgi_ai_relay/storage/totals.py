@@ -36,6 +36,8 @@ def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:
     """``usd`` as (whole micro-dollars, rest in 1e-18 USD), which SQLite sums exactly as
     integers; ``(None, None)`` when finer than 1e-18, negative, not finite or 1e12 and more
     (summed from the text)."""
+    if not usd:
+        return 0, 0
     sign, digits, exponent = usd.as_tuple()
     if sign or not isinstance(exponent, int) or exponent < -18 or len(digits) + exponent > 12:
         return None, None  # (a trillion dollars and more: not in a 64-bit sum either)
