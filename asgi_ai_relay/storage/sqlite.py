@@ -114,7 +114,7 @@ class SQLiteLedger:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self.busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             with conn:  # one write transaction: a second process opening the file waits, then sees it all
                 conn.execute("BEGIN IMMEDIATE")
@@ -212,3 +212,25 @@ class SQLiteLedger:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Switch the file to WAL. Changing the journal mode takes the whole file, and SQLite does
+    not wait on its busy handler for that: two processes opening a new file at once get
+    "database is locked" here, so the switch is retried.
+
+    :raises sqlite3.OperationalError: when the file stays locked for ``patience`` seconds.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()  # an in-memory file answers "memory"
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked (switching to WAL)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
