@@ -13,7 +13,7 @@ import orjson
 from ..errors import InvalidRequest, RelayError
 from ..types import Usage
 from .sse import encode_event
-from .openai import PART_TYPE
+from .openai import PART_TYPE, require_model
 
 __all__ = [
     "FINISH_TO_STOP",
@@ -89,11 +89,7 @@ def validate_messages_request(body: Any) -> None:
 
     :raises InvalidRequest: naming the parameter at fault.
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest("Request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array.", param="messages")

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .hub import untranslatable
+from .openai import require_model
 
 __all__ = [
     "Item",
@@ -53,11 +54,7 @@ def validate_embeddings_request(body: Any) -> None:
 
     :raises InvalidRequest: naming the parameter at fault.
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest("Request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    require_model(body)
     if "input" not in body:
         raise InvalidRequest("'input' is required: a string, an array of strings or of token arrays.", param="input")
     found = items(body["input"])

@@ -57,6 +57,19 @@ def _type_name(value: Any) -> str:
     )
 
 
+def require_model(body: Any) -> dict[str, Any]:
+    """``body`` as a request object that names its model (every format's first check).
+
+    :raises InvalidRequest: when it is not a JSON object, or has no model.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"Request body must be a JSON object, not {_type_name(body)}.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return body
+
+
 def validate_chat_request(body: Any) -> None:
     """Check a Chat Completions body well enough that nothing malformed goes upstream.
 
@@ -64,11 +77,7 @@ def validate_chat_request(body: Any) -> None:
 
     :raises InvalidRequest: naming the parameter at fault.
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"Request body must be a JSON object, not {_type_name(body)}.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise InvalidRequest("'messages' is required and must be an array.", param="messages")

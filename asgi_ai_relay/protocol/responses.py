@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
-from .openai import _check_number, _type_name
+from .openai import _check_number, _type_name, require_model
 
 __all__ = ["function_tools", "to_chat", "validate_responses_request"]
 
@@ -51,11 +51,7 @@ def validate_responses_request(body: Any) -> None:
 
     :raises InvalidRequest: naming the parameter at fault.
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"Request body must be a JSON object, not {_type_name(body)}.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    require_model(body)
     given = body.get("input")
     if not isinstance(given, (str, list)):
         raise InvalidRequest("'input' is required and must be a string or an array of items.", param="input")
