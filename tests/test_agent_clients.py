@@ -1,7 +1,7 @@
 """Real agent clients pointed at the relay, with the fake upstream behind it.
 
-* the OpenAI Agents SDK (OpenAI format) driving Anthropic- and Gemini-backed models through a
-  tool call and its result;
+* the OpenAI Agents SDK, in Chat Completions mode and in its default (Responses) mode, driving
+  OpenAI-, Anthropic- and Gemini-backed models through a tool call and its result;
 * Claude Code (Anthropic format, its own CLI binary) driving OpenAI-, Gemini- and
   Anthropic-backed models through a tool call (``Read``) and its result. It runs when the
   ``claude`` binary is on PATH or named by ``CLAUDE_CODE_BIN``
@@ -34,8 +34,15 @@ def server(relay):
         yield live
 
 
+API = {"an": "anthropic", "ge": "gemini", "oa": "openai"}
+#: The Agents SDK's two ways of calling a model, and the relay endpoint each one reaches.
+SDK_MODES = {"chat": ("OpenAIChatCompletionsModel", "chat.completions"), "responses": ("OpenAIResponsesModel", "responses")}
+
+
+@pytest.mark.parametrize("mode", sorted(SDK_MODES))
 @pytest.mark.parametrize("provider", ["an", "ge", "oa"])
-async def test_openai_agents_sdk_runs_a_tool_loop(server, upstream, relay, provider):
+async def test_openai_agents_sdk_runs_a_tool_loop(server, upstream, relay, provider, mode):
+    """Chat Completions mode and the SDK's default (Responses) mode, to every upstream format."""
     agents = pytest.importorskip("agents")
     from openai import AsyncOpenAI
 
@@ -48,16 +55,20 @@ async def test_openai_agents_sdk_runs_a_tool_loop(server, upstream, relay, provi
         seen.append(city)
         return f"sunny in {city}"
 
+    model_class, endpoint = SDK_MODES[mode]
     client = AsyncOpenAI(base_url=f"{server.url}/ai/v1", api_key="client-key", max_retries=0)
-    model = agents.OpenAIChatCompletionsModel(model=f"m-{provider}", openai_client=client)
+    model = getattr(agents, model_class)(model=f"m-{provider}", openai_client=client)
     agent = agents.Agent(name="weather", instructions="Use the tool.", tools=[lookup_weather], model=model)
     result = await agents.Runner.run(agent, "Paris")
     assert seen == ["Paris"]
     assert result.final_output == "Echo: Paris"
     rows = relay.ledger.rows()
-    assert [(r.endpoint, r.status) for r in rows] == [("chat.completions", 200)] * 2
+    assert [(r.endpoint, r.status) for r in rows] == [(endpoint, 200)] * 2
     assert all(r.completion_tokens > 0 for r in rows)
-    assert upstream.requests[-1].api == {"an": "anthropic", "ge": "gemini", "oa": "openai"}[provider]
+    assert upstream.requests[-1].api == API[provider]
+    last = upstream.requests[-1].json
+    if provider == "oa":
+        assert last["messages"][-1] == {"role": "tool", "tool_call_id": last["messages"][-2]["tool_calls"][0]["id"], "content": "sunny in Paris"}
 
 
 def _claude_binary() -> str | None:

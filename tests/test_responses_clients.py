@@ -1,6 +1,6 @@
-"""Real Responses API clients pointed at the relay, with the fake upstream behind it.
+"""Real Responses API clients pointed at the relay, with the fake upstream behind it (the Agents
+SDK in its default, Responses, mode is in ``tests/test_agent_clients.py`` beside its other mode).
 
-* the OpenAI Agents SDK in its default mode (``OpenAIResponsesModel``) through a tool loop;
 * the Codex CLI (``@openai/codex``, its own binary), ``codex exec`` with a custom model provider
   (``wire_api = "responses"``) whose ``base_url`` is the relay on 127.0.0.1. It runs when the
   ``codex`` binary is on PATH or named by ``CODEX_BIN``; it needs no network beyond 127.0.0.1.
@@ -13,54 +13,8 @@ import shutil
 import subprocess
 
 import pytest
-from starlette.applications import Starlette
 
-from asgi_ai_relay import Relay, RelayMiddleware
-from tests.live import LiveServer
-from tests.test_formats_e2e import config
-
-API = {"an": "anthropic", "ge": "gemini", "oa": "openai"}
-
-
-@pytest.fixture
-def relay(upstream):
-    return Relay(config(upstream))
-
-
-@pytest.fixture
-def server(relay):
-    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
-        yield live
-
-
-@pytest.mark.parametrize("provider", ["an", "ge", "oa"])
-async def test_openai_agents_sdk_default_mode_runs_a_tool_loop(server, upstream, relay, provider):
-    agents = pytest.importorskip("agents")
-    from openai import AsyncOpenAI
-
-    agents.set_tracing_disabled(True)
-    seen: list[str] = []
-
-    @agents.function_tool
-    def lookup_weather(city: str) -> str:
-        """The weather in a city."""
-        seen.append(city)
-        return f"sunny in {city}"
-
-    client = AsyncOpenAI(base_url=f"{server.url}/ai/v1", api_key="client-key", max_retries=0)
-    model = agents.OpenAIResponsesModel(model=f"m-{provider}", openai_client=client)
-    agent = agents.Agent(name="weather", instructions="Use the tool.", tools=[lookup_weather], model=model)
-    result = await agents.Runner.run(agent, "Paris")
-    assert seen == ["Paris"]
-    assert result.final_output == "Echo: Paris"
-    rows = relay.ledger.rows()
-    assert [(r.endpoint, r.status) for r in rows] == [("responses", 200)] * 2
-    assert all(r.completion_tokens > 0 for r in rows)
-    assert upstream.requests[-1].api == API[provider]
-    last = upstream.requests[-1].json
-    if provider == "oa":
-        assert last["messages"][-1] == {"role": "tool", "tool_call_id": last["messages"][-2]["tool_calls"][0]["id"], "content": "sunny in Paris"}
-
+from tests.test_agent_clients import API, relay, server  # noqa: F401 - fixtures
 
 def _codex_binary() -> str | None:
     return os.environ.get("CODEX_BIN") or shutil.which("codex")
