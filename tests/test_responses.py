@@ -14,23 +14,13 @@ from starlette.applications import Starlette
 from asgi_ai_relay import Relay, RelayMiddleware
 from tests.fake_upstream import Fault, echo_reply, fake_tool_arguments, plan_reply
 from tests.live import LiveServer
+from tests.test_agent_clients import relay, server  # noqa: F401 - fixtures: a relay on a live server
 from tests.test_formats_e2e import API, SCHEMA, assert_upstream_auth, config, cost
 
 PROVIDERS = ["oa", "an", "ge"]
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather", "parameters": SCHEMA}]
 QUESTION = "Weather in Paris please"
 EXPECTED_ARGS = fake_tool_arguments(SCHEMA, QUESTION)
-
-
-@pytest.fixture
-def relay(upstream):
-    return Relay(config(upstream))
-
-
-@pytest.fixture
-def server(relay):
-    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
-        yield live
 
 
 @pytest.fixture
