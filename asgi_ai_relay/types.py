@@ -102,10 +102,14 @@ class Usage:
         """The usage an upstream reported, from its numbers as they came (each through
         :meth:`count`): the one place such numbers become counts. Cached and cache-write tokens
         are part of the prompt, so together they never exceed it."""
-        prompt_tokens = cls.count(prompt)
-        cached_tokens = min(cls.count(cached), prompt_tokens)
-        written = min(cls.count(cache_creation), prompt_tokens - cached_tokens)
-        return cls(prompt_tokens, cls.count(completion), cached_tokens, written)
+        count, top = cls.count, cls.MAX
+        prompt_tokens = prompt if type(prompt) is int and 0 <= prompt < top else count(prompt)
+        completion_tokens = completion if type(completion) is int and 0 <= completion < top else count(completion)
+        if cached == 0 and cache_creation == 0 and type(cached) is int and type(cache_creation) is int:
+            return cls(prompt_tokens, completion_tokens)
+        cached_tokens = min(count(cached), prompt_tokens)
+        written = min(count(cache_creation), prompt_tokens - cached_tokens)
+        return cls(prompt_tokens, completion_tokens, cached_tokens, written)
 
     @classmethod
     def count(cls, value: object) -> int:

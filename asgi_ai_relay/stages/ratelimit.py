@@ -184,9 +184,10 @@ class Traffic(Waiting):
                 tightest[bucket.kind] = (state.remaining, state.reset, bucket.rate.limit)
         headers = call.headers
         for kind, (remaining, reset, limit) in tightest.items():
-            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
+            names = _HEADER_NAMES.get(kind) or _header_names(kind)
+            headers[names[0]] = str(limit)
+            headers[names[1]] = str(remaining)
+            headers[names[2]] = format_reset(reset)
 
     # -- upstream side, per attempt ---------------------------------------------------------
 
@@ -203,6 +204,9 @@ class Traffic(Waiting):
         if not buckets and not self.gated:
             return None
         deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
+        if not buckets and self.shared is None:  # only this process's slot: nothing to reconcile
+            await self.enter(call, model.provider, deadline)
+            return call.hold(Once(partial(self.gate.leave, model.provider)))
         charge = Charge(buckets, self.estimate(call) if buckets else 0)
         held: list[str] = []
         leases: list[tuple[str, str]] = []
@@ -275,6 +279,14 @@ class Traffic(Waiting):
         await self.store.aclose()
         if self.shared is not None:
             await self.shared.aclose()
+
+
+_HEADER_NAMES: dict[str, tuple[str, str, str]] = {}
+
+
+def _header_names(kind: str) -> tuple[str, str, str]:
+    names = _HEADER_NAMES[kind] = (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    return names
 
 
 async def admit(relay: Relay, call: Call) -> RelayResponse | None:

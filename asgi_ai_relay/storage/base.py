@@ -18,6 +18,7 @@ __all__ = [
 #: The largest token count a row holds (a signed 32-bit integer); larger counts are clamped to it.
 MAX_COUNT = 2**31 - 1
 _ZERO = Decimal(0)
+_INF = float("inf")
 
 
 def _count(value: object) -> int:
@@ -88,12 +89,25 @@ class LedgerRow:
 
     def __post_init__(self) -> None:
         # The one place counts and money are made storable, whatever reported them.
-        self.prompt_tokens = _count(self.prompt_tokens)
-        self.completion_tokens = _count(self.completion_tokens)
-        self.cached_tokens = _count(self.cached_tokens)
-        self.cost_usd = _money(self.cost_usd)
-        self.cache_saved_usd = _money(self.cache_saved_usd)
-        self.latency_ms = _ms(self.latency_ms)
+        # (each checked inline first: nearly every row needs no call)
+        value: Any = self.prompt_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.prompt_tokens = _count(value)
+        value = self.completion_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.completion_tokens = _count(value)
+        value = self.cached_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.cached_tokens = _count(value)
+        value = self.cost_usd
+        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+            self.cost_usd = _money(value)
+        value = self.cache_saved_usd
+        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+            self.cache_saved_usd = _money(value)
+        value = self.latency_ms
+        if type(value) is not float or not 0 <= value < _INF:
+            self.latency_ms = _ms(value)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
