@@ -127,8 +127,9 @@ class Alerts:
                 alert.caller, f"{alert.spent_usd:.6f}", alert.budget, alert.limit_usd, alert.period,
                 f"{alert.threshold:.0%}",
             )
-        for hook in self.settings.webhooks:
-            relay.spawn(deliver(hook, alert.as_dict()))
+        if self.settings.webhooks:
+            body = alert.as_dict()
+            await asyncio.gather(*(deliver(hook, body) for hook in self.settings.webhooks))
         for sink in list(self.sinks):
             try:
                 await asyncio.to_thread(sink, alert)
