@@ -32,7 +32,7 @@ from .claims import MemoryClaims, claims_for
 from .webhook import SIGNATURE_HEADER, deliver, sign, verify
 
 if TYPE_CHECKING:
-    from ..config import AlertSettings
+    from ..config.spend import AlertSettings
     from ..relay import Relay
     from ..storage.budget_state import Window
 

@@ -22,7 +22,7 @@ import orjson
 from .._version import __version__
 
 if TYPE_CHECKING:
-    from ..config import WebhookSettings
+    from ..config.spend import WebhookSettings
 
 __all__ = ["SIGNATURE_HEADER", "deliver", "sign", "verify"]
 

@@ -46,7 +46,7 @@ def _cell(row: Any, name: str) -> str:
 
 
 @admin.register(LedgerEntry)
-class LedgerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class LedgerAdmin(admin.ModelAdmin):  # type: ignore[misc]  # (Django is untyped here)
     """Read-only views of the relay's ledger (see the module docs)."""
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:

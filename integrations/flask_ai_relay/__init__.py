@@ -42,6 +42,7 @@ from asgi_ai_relay import (
     read_body,
     relay_subpath,
 )
+from asgi_ai_relay.alerts import Alert
 
 __all__ = ["AIRelay", "CallerLoader", "spend_alert"]
 
@@ -85,7 +86,11 @@ class AIRelay:
         settings = {"require_auth": True, **app.config.get("AI_RELAY", {}), **self.config}
         options = {"logger": app.logger.getChild("ai_relay"), **self.relay_options}
         relay = Relay(settings, auth=host_caller, **options)
-        relay.alerts.sinks.append(lambda alert: spend_alert.send(app, alert=alert))
+
+        def send_spend_alert(alert: Alert) -> None:
+            spend_alert.send(app, alert=alert)
+
+        relay.alerts.sinks.append(send_spend_alert)
         app.extensions[EXTENSION] = SyncRelay(relay)
         prefix = relay.config.prefix
         app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)
