@@ -42,7 +42,7 @@ def _axis(top: float, fmt: Format, days: Sequence[str], step: float) -> str:
 
 
 def _empty(title: str) -> str:
-    return _frame(title, f'<text x="{_W / 2}" y="{_H / 2}" text-anchor="middle" font-size="13" fill="#6b7280">no data in this range</text>')
+    return _frame(title, f'<text x="{_W / 2}" y="{_H / 2}" text-anchor="middle" font-size="13" fill="#6b7280">nothing to draw in this range (all zero)</text>')
 
 
 def bar_chart(title: str, days: Sequence[str], series: Mapping[str, Sequence[float]], fmt: Format = _plain) -> str:
