@@ -101,3 +101,33 @@ async def test_webhook_is_retried_with_backoff_until_taken():
         settings = type(hook_settings)(url=refusing.url, secret=hook_settings.secret, max_attempts=5, backoff=0.05)
         assert await deliver(settings, {"id": "x2"}) is False
     assert len(refusing.posts) == 1  # a 4xx is not tried again
+
+
+async def test_sqlite_claims_are_once_per_ttl(tmp_path):
+    from asgi_ai_relay.alerts.claims import SQLiteClaims
+
+    first, second = SQLiteClaims(str(tmp_path / "l.db")), SQLiteClaims(str(tmp_path / "l.db"))
+    assert await first.claim("a|2026-12-01|0.8", 60) is True
+    assert await second.claim("a|2026-12-01|0.8", 60) is False
+    assert await second.claim("a|2026-12-01|1", 60) is True
+    assert await first.claim("b|2026-12|0.8", 0.0001) is True
+    time.sleep(0.01)  # past that claim's ttl (a clock, not a race)
+    assert await second.claim("b|2026-12|0.8", 60) is True
+
+
+async def test_postgres_claims_are_once_per_ttl(postgres_url):
+    import uuid
+
+    import psycopg
+
+    from asgi_ai_relay.alerts.claims import PostgresClaims
+
+    table = f"relay_alerts_{uuid.uuid4().hex[:12]}"
+    try:
+        first, second = PostgresClaims(postgres_url, table), PostgresClaims(postgres_url, table)
+        assert await first.claim("a|2026-12-01|0.8", 60) is True
+        assert await second.claim("a|2026-12-01|0.8", 60) is False
+        assert await second.claim("a|2026-12|1", 60) is True
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")

@@ -93,3 +93,11 @@ def test_usage_page_draws_spend_per_day_per_model_and_caller(ledger_site, client
     assert len(re.findall(r'<path class="mark"', per_model)) == 3
     assert len(re.findall(r'<path class="mark"', per_caller)) == 3
     assert "other-model" in per_model and "bob" in per_caller
+
+
+def test_a_superuser_session_sees_the_dashboard(ledger_site, client, admin_client, admin_user):
+    ledger_site.AI_RELAY = {**ledger_site.AI_RELAY, "dashboard": {"enabled": True}}
+    spend(client)
+    page = admin_client.get("/ai/dashboard")
+    assert page.status_code == 200 and page["content-type"].startswith("text/html")
+    assert '<svg class="chart"' in page.content.decode()
