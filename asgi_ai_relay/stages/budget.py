@@ -14,6 +14,9 @@ A caller can overspend only by what the requests in flight when its budget ran o
 their estimates (the bound is derived in :mod:`asgi_ai_relay.storage.redis_budgets`). When the
 store cannot be reached, ``queue.fail_mode`` decides: ``open`` lets the request through
 unheld, ``closed`` answers 503.
+
+Each settle (and each refusal) hands the spend it saw to :class:`~asgi_ai_relay.alerts.Alerts`,
+which raises a budget alert once per caller, period and threshold (``soft_threshold`` and 100 %).
 """
 
 from __future__ import annotations
