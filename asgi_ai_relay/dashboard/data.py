@@ -79,13 +79,13 @@ def collect(relay: Relay, params: Mapping[str, str], now: float) -> Board:
     caller, model = params.get("caller") or None, params.get("model") or None
     query = LedgerQuery(caller=caller, model=model, since=since, until=until, endpoints=tuple(sorted(relay.model_endpoints)))
     board = Board(since, until, caller, model, _day_names(since, until))
-    for (name, day), totals in aggregate(relay.ledger, query, ("day",)).items():
+    # One pass over the rows: per model, day and caller, rolled up here.
+    for (name, day, who), totals in aggregate(relay.ledger, query, ("day", "caller")).items():
+        model_days = board.model_days.setdefault(name or "(none)", {})
+        model_days[day] = model_days.get(day, Decimal(0)) + totals.cost_usd
+        for into, key in ((board.by_day, day), (board.by_model, name or "(none)"), (board.by_caller, who)):
+            _add(into, key, totals)
         board.total.merge(totals)
-        _add(board.by_day, day, totals)
-        _add(board.by_model, name or "(none)", totals)
-        board.model_days.setdefault(name or "(none)", {})[day] = totals.cost_usd
-    for (_, who), totals in aggregate(relay.ledger, query, ("caller",)).items():
-        _add(board.by_caller, who, totals)
     board.budgets = budget_use(relay, now, caller)
     return board
 
