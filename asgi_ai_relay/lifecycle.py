@@ -142,7 +142,7 @@ class Lifecycle:
 
     async def shutdown(self) -> None:
         """Close the upstream client and flush the ledger; nothing recorded is lost."""
-        if self.background:
+        while self.background:  # and what they spawn in turn (a settle's budget alert)
             await asyncio.gather(*list(self.background), return_exceptions=True)
         if self._cache is not None:
             await self._cache.aclose()

@@ -35,8 +35,10 @@ from typing import Any
 import orjson
 
 from ._version import __version__
+from .alerts import Alerts
 from .call import Call
 from .config import RelayConfig, load_config
+from .dashboard import dashboard_page
 from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
 from .errors import CLIENT_CLOSED, NotFound, RelayError
 from .lifecycle import Lifecycle
@@ -135,6 +137,8 @@ class Relay(Lifecycle):
         #: Cache writes in progress (awaited on shutdown).
         self.background: set[asyncio.Task[None]] = set()
         self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active else None
+        #: Budget alerts; a host adds its own sinks (signals) to ``alerts.sinks``.
+        self.alerts = Alerts(self.config.alerts, self.config.budgets.soft_threshold)
         self.metrics: Metrics | None = metrics_or_none(self.config.metrics.enabled)
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
@@ -161,7 +165,7 @@ class Relay(Lifecycle):
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
             ("/v1/health", "health", health_report), ("/metrics", "metrics", metrics_text),
-            ("/openapi.json", "openapi", openapi_json),
+            ("/openapi.json", "openapi", openapi_json), ("/dashboard", "dashboard", dashboard_page),
         ):
             self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
         #: ``{prefix}/openapi.json``, serialised once.

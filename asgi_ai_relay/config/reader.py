@@ -25,10 +25,11 @@ from .schema import (
     RetrySettings,
 )
 from .settings import Price
+from .spend_reader import _SpendReader
 from .traffic import _TrafficReader
 
 
-class _Reader(_TrafficReader, _AccountingReader):
+class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
     """Reads the whole config (``_Reader(data, "").relay()``) and any table within it."""
 
     def relay(self) -> RelayConfig:
@@ -36,7 +37,7 @@ class _Reader(_TrafficReader, _AccountingReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics",
+            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -64,6 +65,8 @@ class _Reader(_TrafficReader, _AccountingReader):
             pricing=self.sub("pricing").pricing(),
             budgets=self.sub("budgets").budgets(),
             metrics=self.sub("metrics").metrics(),
+            dashboard=self.sub("dashboard").dashboard(),
+            alerts=self.sub("alerts").alerts(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:

@@ -20,6 +20,7 @@ from .settings import (
     PricingSettings,
     QueueConfig,
 )
+from .spend import AlertSettings, DashboardSettings
 
 STRATEGIES = ("weighted", "least-busy", "lowest-latency")
 CAPABILITIES = ("tools", "vision")
@@ -271,3 +272,5 @@ class RelayConfig:
     pricing: PricingSettings = field(default_factory=PricingSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)

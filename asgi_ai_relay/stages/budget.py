@@ -14,6 +14,9 @@ A caller can overspend only by what the requests in flight when its budget ran o
 their estimates (the bound is derived in :mod:`asgi_ai_relay.storage.redis_budgets`). When the
 store cannot be reached, ``queue.fail_mode`` decides: ``open`` lets the request through
 unheld, ``closed`` answers 503.
+
+Each settle (and each refusal) hands the spend it saw to :class:`~asgi_ai_relay.alerts.Alerts`,
+which raises a budget alert once per caller, period and threshold (``soft_threshold`` and 100 %).
 """
 
 from __future__ import annotations
@@ -100,7 +103,6 @@ class Spend:
         self.store: BudgetStore | None = store
         #: The memory store: counts seeded at start-up wait here until the store is chosen.
         self._memory: MemoryBudgets | None = store if isinstance(store, MemoryBudgets) else MemoryBudgets()
-        self._warned: set[tuple[str, str]] = set()
 
     def bind(self, relay: Relay) -> BudgetStore:
         """The store ``storage.budgets`` names, opened once."""
@@ -161,6 +163,7 @@ class Spend:
             logger.debug("budget not held (fail open): %s", exc)
             return
         if not held.allowed:
+            relay.alerts.crossed(relay, window, held.day, held.month)
             self._refuse(window, held, estimate)
         call.budget_hold = estimate
         call.hold(lambda: self._settle(relay, call, window, held, estimate))
@@ -180,7 +183,7 @@ class Spend:
             return
         held = done.result()
         if held.allowed:
-            relay.spawn(self._settle_shared(window, held, estimate, _ZERO))
+            relay.spawn(self._settle_shared(relay, window, held, estimate, _ZERO))
 
     def _refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
         for name, limit, spent, left in (("daily", window.daily, held.day, window.day_left),
@@ -198,29 +201,18 @@ class Spend:
         call.budget_hold = _ZERO
         cost = call.cost
         if self.store is self._memory and self._memory is not None:
-            self._warn(window, *self._memory.settle_now(window, held, estimate, cost))
+            relay.alerts.crossed(relay, window, *self._memory.settle_now(window, held, estimate, cost))
             return
-        relay.spawn(self._settle_shared(window, held, estimate, cost))
+        relay.spawn(self._settle_shared(relay, window, held, estimate, cost))
 
-    async def _settle_shared(self, window: Window, held: Held, estimate: Decimal, cost: Decimal) -> None:
+    async def _settle_shared(self, relay: Relay, window: Window, held: Held, estimate: Decimal, cost: Decimal) -> None:
         assert self.store is not None
         try:
-            self._warn(window, *await self.store.settle(window, held, estimate, cost))
+            day, month = await self.store.settle(window, held, estimate, cost)
         except StorageError as exc:
             logger.debug("budget not settled (its hold stays counted): %s", exc)
-
-    def _warn(self, window: Window, day: Decimal, month: Decimal) -> None:
-        caller = window.caller
-        for name, limit, period, spent in (("daily", window.daily, window.day, day),
-                                           ("monthly", window.monthly, window.month, month)):
-            if limit is None or (caller, period) in self._warned:
-                continue
-            if spent >= limit * self.settings.soft_threshold:
-                self._warned.add((caller, period))
-                logger.warning(
-                    "budget: caller %s has used %s of its %s budget of %s USD (%s)",
-                    caller, f"{spent:.6f}", name, limit, period,
-                )
+            return
+        relay.alerts.crossed(relay, window, day, month)
 
     async def aclose(self) -> None:
         """Close a shared store (it reopens on next use)."""

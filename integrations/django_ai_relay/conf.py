@@ -27,6 +27,8 @@ from django.utils.module_loading import import_string
 
 from asgi_ai_relay import Caller, Relay, RelayConfig, SyncRelay, host_caller, load_config
 
+from .signals import send_spend_alert
+
 __all__ = ["conf", "relay", "reset", "sync_relay"]
 
 DEFAULT_PERMISSION = "django_ai_relay.use_relay"
@@ -83,6 +85,7 @@ def relay() -> Relay:
         with _lock:
             if _relay is None:
                 built = Relay(conf.relay_config(), auth=host_caller)
+                built.alerts.sinks.append(send_spend_alert)
                 atexit.register(_flush_ledger, built)
                 _relay = built
     return _relay
