@@ -19,6 +19,7 @@ from .schema import (
     STRATEGIES,
     ApiKey,
     Deployment,
+    KeySettings,
     ModelConfig,
     ProviderConfig,
     RelayConfig,
@@ -36,7 +37,7 @@ class _Reader(_TrafficReader, _AccountingReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics",
+            "cache", "pricing", "budgets", "metrics", "keys",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -64,6 +65,7 @@ class _Reader(_TrafficReader, _AccountingReader):
             pricing=self.sub("pricing").pricing(),
             budgets=self.sub("budgets").budgets(),
             metrics=self.sub("metrics").metrics(),
+            keys=self.sub("keys").key_settings(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -81,6 +83,10 @@ class _Reader(_TrafficReader, _AccountingReader):
                 raise ConfigurationError(f"{path}.priority: one of critical, high, normal, low")
             keys.append(ApiKey(digest, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
         return tuple(keys)
+
+    def key_settings(self) -> KeySettings:
+        self.only("secret", "cache_ttl", "caller_limits")
+        return KeySettings(self.secret("secret"), self.number("cache_ttl", 5.0), self.get("caller_limits", bool, False))
 
     def key_digest(self, path: str) -> bytes:
         """The SHA-256 digest of an ``api_keys`` entry: from ``key`` or from ``hash``."""
