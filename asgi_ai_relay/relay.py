@@ -172,8 +172,8 @@ class Relay(Lifecycle):
         ):
             self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
         self.key_directory, self.key_admin, key_routes = keys_api.attach(self.config, key_store)
-        for method, path, answer in key_routes:
-            self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, answer)))
+        for method, path, serve in key_routes:
+            self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 

@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..errors import AuthenticationError, ServiceUnavailable, StorageError
-from ..policy import CallerLimits, Quota, Subject
+from ..policy import CallerLimits, Quota, Subject, limits_of
 from ..types import Caller
 from .record import Hasher, KeyRecord, SubjectLimits
 from .store import KeyStore, Watching
@@ -60,8 +61,9 @@ class KeyDirectory:
         self.store = store
         self.hasher = hasher
         self.ttl = ttl
-        self._clock = clock
+        self.clock = clock
         self._entries: dict[str, tuple[float, Entry | None]] = {}
+        self._owners: dict[str, tuple[float, SubjectLimits | None]] = {}
         self._watcher: asyncio.Task[None] | None = None
         #: Set once the store's change feed is subscribed (stores that push changes).
         self.listening = asyncio.Event()
@@ -83,7 +85,7 @@ class KeyDirectory:
 
     async def entry(self, digest: str) -> Entry | None:
         self._watch()
-        now = self._clock()
+        now = self.clock()
         cached = self._entries.get(digest)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
@@ -107,10 +109,38 @@ class KeyDirectory:
         team = await self.store.limits(f"team:{record.team}") if record.team else None
         return record, owner, team
 
+    async def with_owner_limits(self, caller: Caller) -> Caller:
+        """``caller`` (from the host's own auth) with the store's limits for ``owner:<its id>``,
+        so its session and its keys answer to the same owner limits and budget.
+
+        :raises ServiceUnavailable: the store cannot be reached and nothing is cached.
+        """
+        now = self.clock()
+        cached = self._owners.get(caller.id)
+        if cached is not None and now - cached[0] < self.ttl:
+            found = cached[1]
+        else:
+            try:
+                found = await self.store.limits(f"owner:{caller.id}")
+            except StorageError as exc:
+                if cached is None:
+                    raise ServiceUnavailable("API key limits cannot be checked right now.", retry_after=1.0) from exc
+                found = cached[1]
+            else:
+                if len(self._owners) >= _MAX_ENTRIES:
+                    self._owners.clear()
+                self._owners[caller.id] = (now, found)
+        if found is None or not found.quota:
+            return caller
+        own = limits_of(caller) or CallerLimits()
+        limits = replace(own, subjects=(*own.subjects, Subject("owner", caller.id, found.quota)))
+        return replace(caller, extra={**caller.extra, "limits": limits})
+
     def invalidate(self, digest: str = "*") -> None:
-        """Forget the cached lookup of ``digest`` (``"*"``: all of them)."""
+        """Forget the cached lookup of ``digest`` (``"*"``: all of them, and every owner's limits)."""
         if digest == "*":
             self._entries.clear()
+            self._owners.clear()
         else:
             self._entries.pop(digest, None)
 

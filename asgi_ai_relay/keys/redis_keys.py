@@ -118,7 +118,7 @@ class RedisKeys:
             except STORE_ERRORS as exc:
                 logger.warning("key store: lost the change feed on Redis (%s); reconnecting", exc)
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await close_client(client)
             on_change("*")
             await asyncio.sleep(_RECONNECT)

@@ -86,7 +86,8 @@ async def authenticate(relay: Relay, call: Call) -> RelayResponse | None:
     if relay.auth is not None:
         caller = await relay.auth(request)
         if caller is not None:
-            call.caller = caller
+            # The store's limits of the owner apply however the owner signs in.
+            call.caller = caller if managed is None else await managed.with_owner_limits(caller)
             return None
     if key is not None:
         raise AuthenticationError("The API key is not valid for this relay.")
