@@ -248,18 +248,20 @@ def _stricter(a: Decimal | None, b: Decimal | None) -> Decimal | None:
 def budgets_of(relay: Relay, call: Call) -> dict[str, Budget]:
     """Every budget the request counts against, by counter: the caller's configured one, and
     those of the subjects of its own limits (:mod:`asgi_ai_relay.policy`: its key, its team;
-    its owner's is the caller's counter, the stricter of the two limits applying)."""
+    its owner's is the caller's counter, the stricter of the two limits applying). A subject
+    named in ``budgets.callers`` (``"team:research"``) has that budget too, the stricter winning."""
     caller = call.caller.id
     out = {caller: relay.config.budgets.for_caller(caller)}
     limits = limits_of(call.caller)
     for subject in limits.subjects if limits is not None else ():
         quota = subject.quota
-        if not quota.budgeted:
-            continue
         name = caller if subject.kind == "owner" else subject.name
-        seen = out.get(name)
-        out[name] = Budget(quota.daily, quota.monthly) if seen is None else Budget(
-            _stricter(seen.daily, quota.daily), _stricter(seen.monthly, quota.monthly))
+        seen = out.get(name) or relay.config.budgets.callers.get(name)
+        if seen is None:
+            if quota.budgeted:
+                out[name] = Budget(quota.daily, quota.monthly)
+        else:
+            out[name] = Budget(_stricter(seen.daily, quota.daily), _stricter(seen.monthly, quota.monthly))
     return {name: b for name, b in out.items() if b.daily is not None or b.monthly is not None}
 
 
