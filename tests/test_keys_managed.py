@@ -176,3 +176,38 @@ async def test_models_route_stays_open_and_the_key_caller_id_is_the_owner(upstre
     await relay.shutdown()
     assert {r.caller for r in relay.ledger.rows() if r.model == "test-model"} == {"carol"}
     assert ADMIN_KEY not in orjson.dumps([r.as_dict() for r in relay.ledger.rows()], default=str).decode()
+
+
+async def test_the_model_list_shows_a_key_only_its_models(upstream, relays):
+    relay = relays(keys_config(upstream))
+    key, _ = await create_key(relay, models=["test-*"])
+    from tests.relay_calls import get
+
+    listed = orjson.loads((await get(relay, "/v1/models", key=key)).body)["data"]
+    assert [m["id"] for m in listed] == ["test-model"]
+    assert len(orjson.loads((await get(relay, "/v1/models", key=ADMIN_KEY)).body)["data"]) > 1
+
+
+@pytest.mark.parametrize("body", [
+    {"owner": ""}, {"owner": "ada", "rpm": "many"}, {"owner": "ada", "rpm": True}, {"owner": "ada", "daily": "lots"},
+    {"owner": "ada", "daily": "-1"}, {"owner": "ada", "models": [1]}, {"owner": "ada", "expires_at": "someday"},
+    {"owner": "ada", "enabled": "yes"}, {"owner": "ada", "metadata": []}, {"owner": "ada", "colour": "red"},
+    {"owner": "ada", "name": 5}, {"owner": ["ada"]},
+])
+async def test_bad_key_fields_are_refused_naming_the_field(upstream, relays, body):
+    relay = relays(keys_config(upstream))
+    refused = await call(relay, "POST", "/v1/keys", body)
+    assert refused.status == 400, refused.body
+    assert error_of(refused)["type"] == "invalid_request_error"
+    assert (await call(relay, "GET", "/v1/keys")).body == b'{"object":"list","data":[]}'
+
+
+async def test_bad_json_and_bad_subjects_are_refused(upstream, relays):
+    relay = relays(keys_config(upstream))
+    from asgi_ai_relay import RelayRequest
+
+    raw = await relay.handle(RelayRequest("POST", "/v1/keys", {"authorization": f"Bearer {ADMIN_KEY}"}, b"{nope"))
+    assert raw.status == 400
+    assert (await call(relay, "PUT", "/v1/key_limits/group:x", {"rpm": 1})).status == 400
+    _, made = await create_key(relay)
+    assert (await call(relay, "POST", f"/v1/keys/{made['id']}", {"action": "explode"})).status == 400
