@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import AuthenticationError, ServiceUnavailable, StorageError
 from ..policy import CallerLimits, Quota, Subject, limits_of
 from ..types import Caller
-from .record import Hasher, KeyRecord, SubjectLimits
+from .record import KEY_PREFIX, Hasher, KeyRecord, SubjectLimits
 from .store import KeyStore, Watching
 
 __all__ = ["KeyDirectory", "key_caller"]
@@ -76,6 +76,8 @@ class KeyDirectory:
         :raises AuthenticationError: the key is revoked or expired.
         :raises ServiceUnavailable: the store cannot be reached and nothing is cached.
         """
+        if not key.startswith(KEY_PREFIX):  # a host's own token: not the store's to know
+            return None
         entry = await self.entry(self.hasher.digest(key))
         if entry is None:
             return None

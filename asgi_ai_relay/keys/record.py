@@ -19,15 +19,17 @@ from typing import Any
 
 from ..policy import Quota
 
-__all__ = ["PREFIX_CHARS", "Hasher", "KeyRecord", "SubjectLimits", "new_secret"]
+__all__ = ["KEY_PREFIX", "PREFIX_CHARS", "Hasher", "KeyRecord", "SubjectLimits", "new_secret"]
 
+#: How every relay key begins.
+KEY_PREFIX = "rk-"
 #: How much of a key stays visible: ``rk-`` and 8 characters.
 PREFIX_CHARS = 11
 
 
 def new_secret() -> str:
     """A new random relay key (256 bits)."""
-    return "rk-" + secrets.token_urlsafe(32)
+    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 class Hasher:

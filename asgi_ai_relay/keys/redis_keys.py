@@ -93,8 +93,8 @@ class RedisKeys:
         await self._call("publish", self.channel, digest)
 
     async def watch(self, on_change: Callable[[str], None], ready: Callable[[], None]) -> None:
-        """Listen for changes until cancelled; after a lost connection, everything is dropped
-        (changes may have been missed) and the listener reconnects."""
+        """Listen for changes until cancelled; after a lost connection the listener reconnects,
+        then drops everything (changes may have been missed)."""
         import redis.asyncio as aioredis
 
         from ..storage.redis_client import redis_client
@@ -120,7 +120,8 @@ class RedisKeys:
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await close_client(client)
-            on_change("*")
+            # The cache stays meanwhile (the store is likely down too: the last lookups serve);
+            # it is dropped once the feed is back, for the changes missed.
             await asyncio.sleep(_RECONNECT)
 
     def _uri_without_prefix(self) -> str:

@@ -23,7 +23,6 @@ class RelayKeyAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "group")
     search_fields = ("prefix", "name", "user__username")
     readonly_fields = ("prefix", "created_at", "revoked_at")
-    autocomplete_fields = ()
     actions = ("revoke", "rotate")
     fieldsets = (
         (None, {"fields": ("name", "user", "group", "enabled", "expires_at", "prefix", "created_at", "revoked_at")}),
