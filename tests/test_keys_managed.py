@@ -211,3 +211,16 @@ async def test_bad_json_and_bad_subjects_are_refused(upstream, relays):
     assert (await call(relay, "PUT", "/v1/key_limits/group:x", {"rpm": 1})).status == 400
     _, made = await create_key(relay)
     assert (await call(relay, "POST", f"/v1/keys/{made['id']}", {"action": "explode"})).status == 400
+
+
+async def test_hook_budgets_count_once_caller_limits_are_on(upstream, relays, caplog):
+    async def hook(request):
+        return limited_caller("dan", daily="0")
+
+    off = relays(keys_config(upstream, storage={"keys": ""}), auth=hook)
+    with caplog.at_level("WARNING", logger="asgi_ai_relay"):
+        assert (await on_route(off, "chat", "host-token")).status == 200
+        assert (await on_route(off, "chat", "host-token")).status == 200
+    assert sum("keys.caller_limits" in r.getMessage() for r in caplog.records) == 1
+    on = relays(keys_config(upstream, storage={"keys": ""}, keys={"caller_limits": True}), auth=hook)
+    assert (await on_route(on, "chat", "host-token")).status == 429

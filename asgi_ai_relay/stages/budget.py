@@ -265,9 +265,18 @@ def budgets_of(relay: Relay, call: Call) -> dict[str, Budget]:
     return {name: b for name, b in out.items() if b.daily is not None or b.monthly is not None}
 
 
+_unbudgeted: set[int] = set()
+
+
 async def _hold_all(relay: Relay, call: Call, estimate: Decimal | None) -> None:
     spend = relay.spend
     if spend is None or call.model is None:
+        limits = limits_of(call.caller)
+        if spend is None and limits is not None and id(relay) not in _unbudgeted and any(
+                s.quota.budgeted for s in limits.subjects):
+            _unbudgeted.add(id(relay))
+            logger.warning("budget: caller %s carries budgets of its own, but this relay counts no budgets; "
+                           "set keys.caller_limits = true", call.caller.id)
         return
     budgets = budgets_of(relay, call)
     if not budgets:
