@@ -142,3 +142,19 @@ async def test_the_command_manages_keys_a_relay_then_honours(upstream, relays, t
     missing = keys_cli("--store", uri, "revoke", "key_nope", check=False)
     assert missing.returncode == 1 and "key_nope" in missing.stderr
     assert keys_cli("create", check=False).returncode == 2
+
+
+async def test_an_unreachable_store_serves_the_last_lookup_and_refuses_unknown_keys_with_503(upstream, relays, tmp_path):
+    import shutil
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    relay = relays(keys_config(upstream, f"sqlite:///{folder}/keys.db", keys={"cache_ttl": 10}))
+    key, _ = await create_key(relay)
+    assert (await on_route(relay, "chat", key)).status == 200
+    shutil.rmtree(folder)
+    clock = [1e9]
+    relay.key_directory.clock = lambda: clock[0]
+    assert (await on_route(relay, "chat", key)).status == 200  # past its TTL: the last lookup serves
+    unknown = await on_route(relay, "chat", "rk-" + "x" * 43)
+    assert unknown.status == 503 and "retry-after" in unknown.headers
