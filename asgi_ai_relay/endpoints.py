@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from .errors import NotFound, PermissionDenied
 from .metrics import CONTENT_TYPE
+from .policy import limits_of
 from .report import query_from
 from .report import usage_report as ledger_report
 from .types import RelayResponse
@@ -24,8 +25,12 @@ __all__ = ["health_report", "list_models", "metrics_text", "openapi_json", "usag
 
 
 async def list_models(relay: Relay, call: Call) -> RelayResponse:
+    """The models, those a caller with limits of its own may not call left out."""
     data = []
+    limits = limits_of(call.caller)
     for alias, model in relay.config.models.items():
+        if limits is not None and not limits.allows(alias):
+            continue
         multiplier = relay.config.providers[model.provider].price_multiplier
         data.append(
             {

@@ -21,6 +21,7 @@ from .transport import UpstreamHttp, make_client
 
 if TYPE_CHECKING:
     from .config import RelayConfig
+    from .keys.directory import KeyDirectory
     from .storage.responses import ResponseStore
     from .metrics import Metrics
     from .routing import Router
@@ -49,6 +50,7 @@ class Lifecycle:
     _client: UpstreamHttp | None
     _providers: dict[str, Provider] | None
     responses: ResponseStore
+    key_directory: KeyDirectory | None
 
     def _init_lifecycle(self) -> None:
         self.started = False
@@ -157,6 +159,8 @@ class Lifecycle:
         await self.traffic.aclose()
         await self.router.aclose()
         await self.responses.aclose()
+        if self.key_directory is not None:
+            await self.key_directory.aclose()
         if self.spend is not None:
             await self.spend.aclose()
         if self._ledger is not None:

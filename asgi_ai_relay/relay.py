@@ -49,6 +49,9 @@ from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
+from .keys import api as keys_api
+from .keys.store import KeyStore
+from .stages import access
 from .stages import auth as auth_stage
 from .stages import budget, embed, embed_cache, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
@@ -66,17 +69,18 @@ Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
 FinishStep = Callable[["Relay", Call], None]
 
 MODEL_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.check, ratelimit.admit,
     cache_stage.lookup, route.forward,
 )
 EMBEDDING_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, embed.prepare, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, embed.prepare, budget.check, ratelimit.admit,
     embed_cache.lookup, embed.forward,
 )
 #: The Responses API: the model stages, its stored conversation restored after parsing and
 #: the answer's kept by ``forward`` (the route's, wrapped).
 RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
-COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
+COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.guard,
+                                   route.count_tokens)
 
 
 def _release(relay: Relay, call: Call) -> None:
@@ -110,6 +114,7 @@ class Relay(Lifecycle):
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
     :param limits_store: a rate-limit store; by default the one ``storage.limits`` names.
+    :param key_store: a store of managed keys; by default the one ``storage.keys`` names.
     :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
         child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
@@ -124,6 +129,7 @@ class Relay(Lifecycle):
         transport: Any = None,
         limits_store: RateLimitStore | None = None,
         logger: logging.Logger | None = None,
+        key_store: KeyStore | None = None,
     ) -> None:
         self.config = load_config(config)
         self.logger = logger if logger is not None else logging.getLogger("asgi_ai_relay")
@@ -136,7 +142,8 @@ class Relay(Lifecycle):
         self.flights: dict[str, asyncio.Future[bytes | None]] = {}
         #: Cache writes in progress (awaited on shutdown).
         self.background: set[asyncio.Task[None]] = set()
-        self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active else None
+        keys = self.config.keys.caller_limits or bool(self.config.storage.keys) or key_store is not None
+        self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active or keys else None
         #: Budget alerts; a host adds its own sinks (signals) to ``alerts.sinks``.
         self.alerts = Alerts(self.config.alerts, self.config.budgets.soft_threshold)
         self.metrics: Metrics | None = metrics_or_none(self.config.metrics.enabled)
@@ -168,6 +175,9 @@ class Relay(Lifecycle):
             ("/openapi.json", "openapi", openapi_json), ("/dashboard", "dashboard", dashboard_page),
         ):
             self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
+        self.key_directory, self.key_admin, key_routes = keys_api.attach(self.config, key_store)
+        for method, path, serve in key_routes:
+            self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 

@@ -19,6 +19,7 @@ from .schema import (
     STRATEGIES,
     ApiKey,
     Deployment,
+    KeySettings,
     ModelConfig,
     ProviderConfig,
     RelayConfig,
@@ -37,7 +38,7 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts",
+            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts", "keys",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -67,6 +68,7 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
             metrics=self.sub("metrics").metrics(),
             dashboard=self.sub("dashboard").dashboard(),
             alerts=self.sub("alerts").alerts(),
+            keys=self.sub("keys").key_settings(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -84,6 +86,10 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
                 raise ConfigurationError(f"{path}.priority: one of critical, high, normal, low")
             keys.append(ApiKey(digest, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
         return tuple(keys)
+
+    def key_settings(self) -> KeySettings:
+        self.only("secret", "cache_ttl", "caller_limits")
+        return KeySettings(self.secret("secret"), self.number("cache_ttl", 5.0), self.get("caller_limits", bool, False))
 
     def key_digest(self, path: str) -> bytes:
         """The SHA-256 digest of an ``api_keys`` entry: from ``key`` or from ``hash``."""

@@ -245,10 +245,25 @@ class StorageConfig:
     #: Stored Responses API responses (``previous_response_id``): ``memory://`` (per process)
     #: or ``redis://host:6379/0?ttl=2592000&prefix=relay:responses:`` (shared by every worker).
     responses: str = "memory://"
+    #: Managed API keys (:mod:`asgi_ai_relay.keys`): ``""`` (none), ``memory://``,
+    #: ``sqlite:///relay-keys.db``, ``postgresql://...`` or ``redis://...``.
+    keys: str = ""
     #: Refuse to start when the ledger's database cannot be reached at start-up (otherwise the
     #: relay starts degraded: rows spool locally and are written when the database returns).
     ledger_required: bool = False
 
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """``[keys]``: managed keys. ``secret`` makes the stored digests HMAC-SHA256 under it;
+    ``cache_ttl`` is how many seconds a worker may answer from its cached lookup (a change is
+    seen everywhere within it; at once through Redis); ``caller_limits`` lets callers from the
+    host's own auth carry budgets (:mod:`asgi_ai_relay.policy`; on with ``storage.keys``)."""
+
+    secret: Secret | None = None
+    cache_ttl: float = 5.0
+    caller_limits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +289,4 @@ class RelayConfig:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    keys: KeySettings = field(default_factory=KeySettings)

@@ -54,7 +54,7 @@ class _TrafficReader(_Table):
         )
 
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required", "responses")
+        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required", "responses", "keys")
         d = StorageConfig()
         budgets = self.get("budgets", str, d.budgets)
         if budgets != "limits" and budgets.partition("://")[0] not in ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster"):
@@ -67,6 +67,7 @@ class _TrafficReader(_Table):
             slots=self.get("slots", str, d.slots),
             budgets=budgets,
             responses=self.get("responses", str, d.responses),
+            keys=self.get("keys", str, d.keys),
             ledger_required=self.get("ledger_required", bool, d.ledger_required),
         )
 

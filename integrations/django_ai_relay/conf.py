@@ -2,7 +2,8 @@
 
 ``AI_RELAY``
     The relay configuration: the schema every host shares (:mod:`asgi_ai_relay.config`).
-    ``require_auth`` defaults to ``True`` here, since the relay sits behind the site's login.
+    ``require_auth`` defaults to ``True`` here, since the relay sits behind the site's login,
+    and ``keys.caller_limits`` too, so the budgets of ``RelayKey`` apply.
 ``AI_RELAY_PERMISSION``
     The permission a user needs, ``"django_ai_relay.use_relay"`` by default; ``None`` lets
     any authenticated user call the relay.
@@ -59,6 +60,9 @@ class Settings:
         data = self.AI_RELAY
         if isinstance(data, Mapping) and "require_auth" not in data:
             data = {**data, "require_auth": True}
+        keys = data.get("keys") if isinstance(data, Mapping) else None
+        if isinstance(data, Mapping) and (keys is None or (isinstance(keys, Mapping) and "caller_limits" not in keys)):
+            data = {**data, "keys": {**(keys or {}), "caller_limits": True}}  # RelayKey budgets
         return load_config(data)
 
     def caller_function(self) -> CallerFunction:
