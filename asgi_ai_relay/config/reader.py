@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from ..errors import ConfigurationError
 from .accounting import _AccountingReader
+from .observability_reader import _ObservabilityReader
 from .schema import (
     DEFAULT_CACHE_WRITE,
     DEFAULT_EMBEDDINGS,
@@ -28,7 +29,7 @@ from .settings import Price
 from .traffic import _TrafficReader
 
 
-class _Reader(_TrafficReader, _AccountingReader):
+class _Reader(_TrafficReader, _AccountingReader, _ObservabilityReader):
     """Reads the whole config (``_Reader(data, "").relay()``) and any table within it."""
 
     def relay(self) -> RelayConfig:
@@ -36,7 +37,7 @@ class _Reader(_TrafficReader, _AccountingReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics",
+            "cache", "pricing", "budgets", "metrics", "logging", "telemetry", "readiness",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -64,6 +65,9 @@ class _Reader(_TrafficReader, _AccountingReader):
             pricing=self.sub("pricing").pricing(),
             budgets=self.sub("budgets").budgets(),
             metrics=self.sub("metrics").metrics(),
+            logging=self.sub("logging").content_logging(),
+            telemetry=self.sub("telemetry").telemetry(),
+            readiness=self.sub("readiness").readiness(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .observability import LoggingSettings, ReadinessSettings, TelemetrySettings
 from .settings import (
     BudgetSettings,
     CacheSettings,
@@ -271,3 +272,6 @@ class RelayConfig:
     pricing: PricingSettings = field(default_factory=PricingSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
