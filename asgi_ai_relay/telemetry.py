@@ -19,6 +19,7 @@ The metrics are in :mod:`.telemetry_metrics`, content logging in :mod:`.content_
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ try:
     OTEL = True
 except ImportError:  # pragma: no cover - depends on the install
     OTEL = False
+#: A tracer provider named by the environment (the API loads it on first use).
+_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 if TYPE_CHECKING:
     from .breaker import Ticket
@@ -71,6 +74,10 @@ class _Tracer:
 
     @classmethod
     def get(cls) -> Any:
+        # The API's global, read directly while unset: get_tracer_provider() also looks in
+        # os.environ each time, which is most of what an unconfigured host would pay.
+        if getattr(trace, "_TRACER_PROVIDER", True) is None and not _FROM_ENV:
+            return None
         provider = trace.get_tracer_provider()
         if provider is not cls.provider:
             cls.provider = provider
@@ -146,7 +153,7 @@ class Telemetry:
             return
         code = getattr(error, "code", None) or getattr(error, "error_type", None) or type(error).__name__
         span.set_attribute("error.type", str(code))
-        status = getattr(error, "status_code", None)
+        status = getattr(error, "upstream_status", None) or getattr(error, "status_code", None)
         if status is not None:
             span.set_attribute("http.response.status_code", status)
         span.set_status(StatusCode.ERROR, str(code))

@@ -20,6 +20,7 @@ the host has configured none, recording costs one check of the global provider.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,11 @@ from ._version import __version__
 try:
     from opentelemetry import metrics as otel_metrics
     from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.metrics import _internal as metrics_api
 except ImportError:  # pragma: no cover - depends on the install
-    otel_metrics = None  # type: ignore[assignment]
+    otel_metrics = metrics_api = None  # type: ignore[assignment]
+#: A meter provider named by the environment (the API loads it on first use).
+_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
 if TYPE_CHECKING:
     from .call import Call
@@ -76,6 +80,8 @@ class _Instruments:
 
     @classmethod
     def get(cls) -> tuple[Any, Any, Any] | None:
+        if getattr(metrics_api, "_METER_PROVIDER", True) is None and not _FROM_ENV:
+            return None  # unset (read directly: get_meter_provider() looks in os.environ each time)
         provider = otel_metrics.get_meter_provider()
         if provider is not cls.provider:
             cls.provider = provider
