@@ -115,8 +115,8 @@ class Telemetry:
         operation = OPERATIONS.get(call.endpoint, call.endpoint)
         name = f"{operation} {call.requested_model}" if call.requested_model else operation
         span = tracer.start_span(name, context=parent, kind=kind, start_time=int(call.ts * 1e9))
-        call.trace = _Trace(span, trace.set_span_in_context(span, parent))
-        return call.trace
+        record = call.trace = _Trace(span, trace.set_span_in_context(span, parent))
+        return record
 
     def begin_attempt(self, call: Call, target: Target, ticket: Ticket) -> Any:
         """The span of one upstream attempt (``None`` while tracing is off)."""

@@ -170,7 +170,7 @@ def watch_prometheus(relay: Relay) -> None:
             if health is None:
                 return {}
             value = health.get(field)
-            return {(): float(value if field != "ok" else bool(value))}
+            return {(): float(bool(value)) if field == "ok" else float(value or 0)}
         return read
 
     metrics.watch("relay_ledger_behind_rows", "Ledger rows recorded and not yet stored.", (), ledger("behind"), mode="livesum")
