@@ -268,3 +268,29 @@ async def test_relay_without_sdk_configured_still_answers_with_otel_api_only():
         assert relay.telemetry.enabled
     finally:
         await relay.shutdown()
+
+
+async def test_embeddings_and_anthropic_format_spans(upstream, relays, otel):  # noqa: F811
+    from asgi_ai_relay import RelayRequest
+    from tests.test_embeddings import config as embeddings_config
+
+    relay = relays(embeddings_config(upstream))
+    sent = {"content-type": "application/json"}
+    answer = await relay.handle(RelayRequest("POST", "/v1/embeddings", sent, orjson.dumps({"model": "emb-ge", "input": ["a b", "c"]})))
+    assert answer.status == 200
+    request = one(otel.spans(), SpanKind.SERVER)
+    attempt = one(otel.spans(), SpanKind.CLIENT)
+    assert request.name == "embeddings emb-ge" and request.attributes["gen_ai.operation.name"] == "embeddings"
+    assert request.attributes["gen_ai.provider.name"] == attempt.attributes["gen_ai.provider.name"] == "gcp.gemini"
+    assert attempt.attributes["gen_ai.request.model"] == "gemini-embedding-001"
+    assert request.attributes["gen_ai.usage.input_tokens"] == relay.ledger.rows()[-1].prompt_tokens > 0
+    otel.exporter.clear()
+    messages = {"model": "chat-an", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
+    relay = relays({**embeddings_config(upstream), "models": {"chat-an": {"provider": "an", "upstream": "claude-sonnet-4-5"}}})
+    answer = await relay.handle(RelayRequest("POST", "/v1/messages", sent, orjson.dumps(messages)))
+    assert answer.status == 200
+    request = one(otel.spans(), SpanKind.SERVER)
+    assert request.attributes["gen_ai.provider.name"] == "anthropic" and request.attributes["gen_ai.request.max_tokens"] == 50
+    assert request.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert request.attributes["gen_ai.response.model"] == "claude-sonnet-4-5"
+    assert upstream.last_request.headers["traceparent"].split("-")[2] == f"{one(otel.spans(), SpanKind.CLIENT).context.span_id:016x}"
