@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import RELAY_KEY, make_config
 from tests.fake_upstream import Fault
+from tests.otel_sdk import otel  # noqa: F401 - the fixture
 from tests.relay_calls import chat, get, relays  # noqa: F401 - the fixture
 from tests.resilience_helpers import _shutdown_relays, build_relay  # noqa: F401 - the fixture
 from tests.resilience_helpers import chat as http_chat
@@ -97,7 +98,7 @@ async def test_a_ledger_behind_its_bound_is_not_ready(upstream, relays, tmp_path
 
 @pytest.mark.redis
 @pytest.mark.parametrize("fail_mode", ["closed", "open"])
-async def test_redis_stopped_is_not_ready_only_when_failing_closed(upstream, relays, own_redis, fail_mode):  # noqa: F811
+async def test_redis_stopped_is_not_ready_only_when_failing_closed(upstream, relays, own_redis, fail_mode, otel):  # noqa: F811
     uri = f"redis://127.0.0.1:{own_redis.port}/0?prefix=r-{uuid.uuid4().hex}&timeout=0.25&retry_interval=0.05"
     relay = relays(make_config(upstream, storage={"limits": uri}, limits={"caller": {"rpm": 1000}},
                                queue={"fail_mode": fail_mode}, metrics={"enabled": True}))
@@ -113,6 +114,8 @@ async def test_redis_stopped_is_not_ready_only_when_failing_closed(upstream, rel
         assert status == 200 and full["checks"]["redis"] == {"ok": True, "fail_mode": "open"}
     text = (await get(relay, "/metrics")).body
     assert prometheus(text, "relay_redis_errors") >= 1
+    errors = {p.attributes["relay.role"]: p.value for p in otel.collect()["relay.redis.errors"]}
+    assert sum(errors.values()) >= 1
     await asyncio.to_thread(own_redis.start)
     await asyncio.sleep(0.1)  # past retry_interval: the next call probes the server again
     assert (await probe(relay))[0] == 200
@@ -128,4 +131,35 @@ async def test_every_deployment_open_is_not_ready_until_one_may_be_tried(upstrea
     health = await get(relay, "/v1/health")
     assert health.status == 200 and orjson.loads(health.body)["status"] == "degraded"
     clock.advance(31)  # half-open: a probe may go
+    assert (await probe(relay))[0] == 200
+
+
+@pytest.fixture
+def private_pg():
+    from tests.private_postgres import PrivatePostgres
+
+    server = PrivatePostgres()
+    yield server
+    server.remove()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_ledger_stopped_is_not_ready_until_it_returns(upstream, relays, private_pg, tmp_path, otel):  # noqa: F811
+    from tests.test_ledger_faults import until
+
+    private_pg.start()
+    uri = f"{private_pg.url}?table=ready_usage&spool={tmp_path}/spool.db"
+    relay = relays(make_config(upstream, storage={"ledger": uri}, metrics={"enabled": True}))
+    assert (await chat(relay, BODY)).status == 200
+    assert await asyncio.to_thread(relay.ledger.wait_ready, 30)
+    assert (await probe(relay))[0] == 200
+    await asyncio.to_thread(private_pg.stop)
+    assert (await chat(relay, BODY)).status == 200  # answered; its row spools
+    await asyncio.to_thread(until, lambda: relay.ledger.health()["spooled"] > 0, "a row to spool")
+    status, short, _, full = await probe(relay)
+    assert (status, short["failing"]) == (503, ["ledger"]) and full["checks"]["ledger"]["behind"] >= 1
+    behind = [p.value for p in otel.collect()["relay.ledger.behind"] if p.attributes["relay.ledger"] == "postgresql"]
+    assert behind and behind[0] >= 1
+    await asyncio.to_thread(private_pg.start)
+    await asyncio.to_thread(until, lambda: relay.ledger.health()["ok"] and relay.ledger.health()["behind"] == 0, "the spool to drain")
     assert (await probe(relay))[0] == 200
