@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry import metrics, trace  # noqa: E402
-from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableCounter, ObservableGauge  # noqa: E402
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -88,5 +88,3 @@ def otel() -> Iterator[Otel]:
         _OTEL.processor.armed = False
         _OTEL.exporter.clear()
 
-
-__all__ = ["ObservableCounter", "ObservableGauge", "Otel", "otel"]
