@@ -294,3 +294,16 @@ async def test_embeddings_and_anthropic_format_spans(upstream, relays, otel):  #
     assert request.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
     assert request.attributes["gen_ai.response.model"] == "claude-sonnet-4-5"
     assert upstream.last_request.headers["traceparent"].split("-")[2] == f"{one(otel.spans(), SpanKind.CLIENT).context.span_id:016x}"
+
+
+async def test_a_half_open_probe_attempt_says_so(upstream):
+    relay, clock, _ = build_relay(upstream, retry={"max_attempts": 1}, breaker={"failure_threshold": 1, "cooldown": 30})
+    view = _view()
+    upstream.script(Fault.status(500))
+    assert (await http_chat(relay)).status_code == 500
+    assert [s.attributes["relay.breaker.state"] for s in view.attempts()] == ["closed"]
+    view.exporter.clear()
+    clock.advance(31)
+    assert (await http_chat(relay)).status_code == 200
+    (probe,) = view.attempts()
+    assert probe.attributes["relay.breaker.state"] == "half_open"
