@@ -11,7 +11,6 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from asgi_ai_relay import Relay
 from opentelemetry.trace import SpanKind, StatusCode
 from tests.conftest import make_config
 from tests.fake_upstream import Fault
@@ -260,14 +259,6 @@ asyncio.run(main())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     print(done.stdout.strip())
-
-
-async def test_relay_without_sdk_configured_still_answers_with_otel_api_only():
-    relay = Relay({"storage": {"ledger": "memory://"}})
-    try:
-        assert relay.telemetry.enabled
-    finally:
-        await relay.shutdown()
 
 
 async def test_embeddings_and_anthropic_format_spans(upstream, relays, otel):  # noqa: F811
