@@ -117,6 +117,8 @@ class Call:
     token_estimate: int | None = None
     #: An embeddings request's items and the vectors found so far (:mod:`.stages.embed`).
     embedding: Any = None
+    #: The request's OpenTelemetry spans (:mod:`asgi_ai_relay.telemetry`), once tracing started.
+    trace: Any = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
     releases: list[Release] = field(default_factory=list)
 

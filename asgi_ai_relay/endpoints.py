@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from .errors import NotFound, PermissionDenied
 from .metrics import CONTENT_TYPE
 from .policy import limits_of
+from .readiness import asked, ready_report
 from .report import query_from
 from .report import usage_report as ledger_report
 from .types import RelayResponse
@@ -84,4 +85,6 @@ async def openapi_json(relay: Relay, call: Call) -> RelayResponse:
 
 
 async def health_report(relay: Relay, call: Call) -> RelayResponse:
+    if asked(call.request.query):  # ?ready: the probe's view (503 when not ready)
+        return await ready_report(relay, call)
     return relay.json_response(call, await relay.router.health())

@@ -45,6 +45,7 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
+from .readiness import readyz
 from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
@@ -56,6 +57,8 @@ from .stages import auth as auth_stage
 from .stages import budget, embed, embed_cache, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
+from .telemetry import Telemetry
+from .telemetry import finish as telemetry_finish
 from .storage import Cache, Ledger, RateLimitStore
 from .storage.responses import ResponseStore, response_store_from_uri
 from .transport import UpstreamHttp
@@ -92,7 +95,7 @@ def _observe(relay: Relay, call: Call) -> None:
         relay.metrics.observe(call)
 
 
-FINISH_STEPS: tuple[FinishStep, ...] = (usage.price, _release, usage.record, cache_stage.complete, _observe)
+FINISH_STEPS: tuple[FinishStep, ...] = (usage.price, _release, usage.record, cache_stage.complete, _observe, telemetry_finish)
 
 
 class Route:
@@ -157,6 +160,7 @@ class Relay(Lifecycle):
                 ("waiting",): gate.waiting, ("in_flight",): gate.in_flight, ("sleeping",): traffic.sleeping,
             })
             self.metrics.watch_breakers(self.router.health)
+        self.telemetry = Telemetry(self)
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self._init_lifecycle()
@@ -178,6 +182,7 @@ class Relay(Lifecycle):
         self.key_directory, self.key_admin, key_routes = keys_api.attach(self.config, key_store)
         for method, path, serve in key_routes:
             self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
+        self.add_route("GET", "/readyz", Route("readyz", OPENAI, (readyz,)))  # probes send no key
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from ..errors import ConfigurationError
 from .accounting import _AccountingReader
+from .observability_reader import _ObservabilityReader
 from .schema import (
     DEFAULT_CACHE_WRITE,
     DEFAULT_EMBEDDINGS,
@@ -30,7 +31,7 @@ from .spend_reader import _SpendReader
 from .traffic import _TrafficReader
 
 
-class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
+class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityReader):
     """Reads the whole config (``_Reader(data, "").relay()``) and any table within it."""
 
     def relay(self) -> RelayConfig:
@@ -38,7 +39,8 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts", "keys",
+            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts", "keys", "logging", "telemetry",
+            "readiness",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -69,6 +71,9 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader):
             dashboard=self.sub("dashboard").dashboard(),
             alerts=self.sub("alerts").alerts(),
             keys=self.sub("keys").key_settings(),
+            logging=self.sub("logging").content_logging(),
+            telemetry=self.sub("telemetry").telemetry(),
+            readiness=self.sub("readiness").readiness(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:

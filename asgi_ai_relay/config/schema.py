@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .observability import LoggingSettings, ReadinessSettings, TelemetrySettings
 from .settings import (
     BudgetSettings,
     CacheSettings,
@@ -290,3 +291,6 @@ class RelayConfig:
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)

@@ -115,7 +115,7 @@ def record(relay: Relay, call: Call) -> None:
     if relay.config.log_requests and log.isEnabledFor(logging.INFO):
         log.info(
             "request_id=%s caller=%s endpoint=%s model=%s provider=%s status=%d latency_ms=%.1f "
-            "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s",
+            "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s%s",
             call.request_id,
             call.caller.id,
             call.endpoint,
@@ -127,5 +127,6 @@ def record(relay: Relay, call: Call) -> None:
             usage.completion_tokens if usage else 0,
             call.cost,
             f" error={error.code or error.error_type}" if error is not None else "",
+            relay.telemetry.content.suffix(call),
             extra={"request_id": call.request_id},
         )

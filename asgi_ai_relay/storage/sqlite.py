@@ -156,9 +156,10 @@ class SQLiteLedger:
         return self._writer.dropped
 
     def health(self) -> dict[str, Any]:
-        """``ok``, ``behind`` (rows recorded, not yet stored), ``dropped``, ``last_error``."""
+        """``ok`` (the writer runs and its last write succeeded), ``behind`` (rows recorded, not
+        yet stored), ``dropped``, ``last_error``."""
         writer = self._writer
-        return {"ok": True, "behind": writer.queued, "spooled": 0, "dropped": writer.dropped, "last_error": writer.last_error}
+        return {"ok": writer.alive and not writer.failing, "behind": writer.queued, "spooled": 0, "dropped": writer.dropped, "last_error": writer.last_error}
 
     def wait_ready(self, timeout: float = 0.0) -> bool:
         """Whether the file is open (it is opened by the constructor, which raises otherwise)."""
