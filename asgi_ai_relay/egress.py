@@ -33,7 +33,7 @@ from .config import EgressSettings, HttpSettings, ProviderConfig
 from .config.egress import check_proxy_url
 from .errors import ConfigurationError
 
-__all__ = ["EgressPolicy", "Proxy", "Route", "tls_context"]
+__all__ = ["EgressPolicy", "Proxy", "Route", "refused_certificate", "tls_context"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -242,3 +242,15 @@ def _load_bundle(context: ssl.SSLContext, path: str) -> None:
             loaded += 1
     if not loaded:
         raise ConfigurationError(f"ca_bundle: no PEM certificate in the directory {path}")
+
+
+def refused_certificate(exc: BaseException) -> str | None:
+    """Why a certificate was refused, when ``exc`` (or what caused it) is a failed verification."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: clients wrap the ssl error once or twice
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen.__cause__ or seen.__context__
+    return None

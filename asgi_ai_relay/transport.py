@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import HttpSettings, ProviderConfig, Timeouts
-from .egress import EgressPolicy, Route
+from .egress import EgressPolicy, Route, refused_certificate
 from .errors import ConfigurationError, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .h1 import H1Client
 from .reply import BodyReader, Bounds, UpstreamHttp, UpstreamReply, with_accept_encoding
@@ -40,6 +40,7 @@ class AiohttpClient:
         self._aiohttp = aiohttp
         self.egress = egress if egress is not None else EgressPolicy(settings)
         self._options: dict[tuple[str, str], dict[str, Any]] = {}
+        self._forward: dict[tuple[str, str], str] = {}
         self.bounds = Bounds(settings, timeouts)
         connector = aiohttp.TCPConnector(
             limit=settings.max_connections, limit_per_host=0, keepalive_timeout=settings.keepalive_expiry
@@ -54,9 +55,13 @@ class AiohttpClient:
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
         deadline = self.bounds.deadline()
         options = self._options.get((provider, url)) or self._route(provider, url)
+        sent = with_accept_encoding(headers)
+        forward = self._forward.get((provider, url))
+        if forward is not None:  # an http upstream behind a proxy: its credentials on the request
+            sent = {**sent, "proxy-authorization": forward}
         with self.errors(provider, deadline, options.get("proxy")):
             response = await self.session.post(
-                url, data=body, headers=with_accept_encoding(headers), timeout=self.streaming if stream else self.whole,
+                url, data=body, headers=sent, timeout=self.streaming if stream else self.whole,
                 allow_redirects=False, **options,
             )
         try:
@@ -82,8 +87,11 @@ class AiohttpClient:
         proxy = route.proxy
         if proxy is not None:
             options["proxy"] = proxy.url
-            if proxy.username is not None:
-                options["proxy_auth"] = self._aiohttp.BasicAuth(proxy.username, proxy.password)
+            auth = proxy.authorization
+            if auth is not None and tls:  # sent with CONNECT only
+                options["proxy_headers"] = {"proxy-authorization": auth}
+            elif auth is not None:
+                self._forward[(provider, url)] = auth
         self._options[(provider, url)] = options
         return options
 
@@ -116,7 +124,7 @@ class AiohttpClient:
                 raise self.bounds.late(provider) from exc
             raise UpstreamTimeout(f"Provider {provider!r} did not answer in time.") from exc
         except aiohttp.ClientConnectorCertificateError as exc:
-            reason = getattr(exc.certificate_error, "verify_message", None) or type(exc.certificate_error).__name__
+            reason = refused_certificate(exc.certificate_error) or type(exc.certificate_error).__name__
             raise UpstreamConnectError(f"Provider {provider!r}{via}: its TLS certificate was refused ({reason}).") from exc
         except aiohttp.ClientHttpProxyError as exc:
             raise UpstreamConnectError(
@@ -236,7 +244,12 @@ class HttpxClient:
             raise
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"Provider {provider!r} did not answer in time ({type(exc).__name__}).") from exc
+        except httpx.ProxyError as exc:  # its text is the proxy's status line
+            raise UpstreamConnectError(f"Could not reach provider {provider!r}: the proxy answered CONNECT with {exc}.") from exc
         except httpx.ConnectError as exc:
+            reason = refused_certificate(exc)
+            if reason is not None:
+                raise UpstreamConnectError(f"Provider {provider!r}: its TLS certificate was refused ({reason}).") from exc
             raise UpstreamConnectError(f"Could not connect to provider {provider!r}.") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise UpstreamProtocolError(f"Provider {provider!r} closed the connection unexpectedly.") from exc
