@@ -6,7 +6,9 @@ response option objects). On the benchmark machine one keep-alive POST to a loca
 about 183 us of CPU through aiohttp and 54 us over a bare asyncio protocol; this client keeps
 close to the latter. It does what an LLM provider's API needs:
 
-* HTTP/1.1 over TCP or TLS (certificate and host name verified), one keep-alive pool per origin,
+* HTTP/1.1 over TCP or TLS (certificate and host name verified), directly or through an HTTP
+  proxy (``CONNECT`` tunnels, see :mod:`asgi_ai_relay.h1_proxy`; proxy and TLS settings per
+  provider from :mod:`asgi_ai_relay.egress`), one keep-alive pool per origin and route,
   at most ``http.max_connections`` connections in all, at most ``http.max_keepalive`` idle ones,
   an idle connection dropped after ``http.keepalive_expiry`` or the server's own
   ``Keep-Alive: timeout``, whichever is sooner;

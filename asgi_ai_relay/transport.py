@@ -1,8 +1,9 @@
 """The relay's one pooled upstream HTTP client, behind a narrow interface.
 
 Three backends share the interface: the relay's own HTTP/1.1 client (``h1``, the default, in
-:mod:`asgi_ai_relay.h1`), aiohttp, and httpx (used whenever a custom httpx transport is given,
-e.g. a proxy). Each hands the raw bytes of an answer to the shared
+:mod:`asgi_ai_relay.h1`), aiohttp, and httpx (used whenever a custom httpx transport is given).
+All three take their proxies and TLS settings, per provider, from one
+:class:`~asgi_ai_relay.egress.EgressPolicy`. Each hands the raw bytes of an answer to the shared
 :class:`~asgi_ai_relay.reply.BodyReader`, so all three decode and bound answers alike. The
 upstream call is the relay's largest per-request cost, so the default is chosen by measurement:
 one keep-alive call to a local upstream took about 54 us of CPU over a bare asyncio protocol,
