@@ -118,8 +118,8 @@ class EgressPolicy:
         self._routes: dict[tuple[Proxy | None, int], Route] = {}
         self._chosen: dict[tuple[str, bool, str, int], Route] = {}
         self._env = _proxies_from(os.environ if environ is None else environ) if http.trust_env else {}
-        self._env_proxies = {
-            scheme: Proxy.from_url(url, f"environment variable {scheme.upper()}_PROXY")
+        self._env_proxies = {  # "proxy.corp:3128", without a scheme, means http:// (as curl reads it)
+            scheme: Proxy.from_url(url if "://" in url else f"http://{url}", f"environment variable {scheme.upper()}_PROXY")
             for scheme, url in self._env.items() if scheme in ("http", "https") and url
         }
         self._warned: set[str] = set()
@@ -188,6 +188,8 @@ def _proxies_from(environ: Mapping[str, str]) -> dict[str, str]:
     """``{"http": ..., "https": ..., "no": ...}`` from ``*_PROXY`` variables (lower case wins)."""
     found: dict[str, str] = {}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        if name == "HTTP_PROXY" and "REQUEST_METHOD" in environ:
+            continue  # under CGI a request's "Proxy:" header arrives as HTTP_PROXY (httpoxy)
         value = environ.get(name)
         if value is not None:
             found[name.lower().rpartition("_")[0]] = value.strip()

@@ -79,6 +79,8 @@ def test_the_proxy_choice(monkeypatch):
     assert policy.route("a", True, "10.1.2.3", 443).proxy is None
     assert policy.route("direct", True, "llm.example.test", 443).proxy is None
     assert policy.route("own", True, "internal.example.test", 443).proxy == Proxy("own.example.test", 3128)
+    bare = EgressPolicy(config.http, config.providers, environ={"https_proxy": "proxy.example.test:3128"})
+    assert bare.route("a", True, "llm.example.test", 443).proxy == Proxy("proxy.example.test", 3128)
     off = load_config({"http": {"trust_env": False}, "providers": {"a": {"base_url": BASE}}})
     assert EgressPolicy(off.http, off.providers, environ=env).route("a", True, "llm.example.test", 443).proxy is None
 
