@@ -208,7 +208,7 @@ def tls_context(settings: EgressSettings) -> ssl.SSLContext:
         else:
             context.load_default_certs()
             if not _has_roots(context):
-                import certifi  # a dependency of httpx, so always there
+                import certifi  # a dependency of the relay (and of httpx)
 
                 context.load_verify_locations(cafile=certifi.where())
         if settings.client_cert is not None:

@@ -284,3 +284,17 @@ async def test_a_stalled_tls_handshake_is_bounded_by_the_connect_timeout(client,
         for writer in held:
             writer.close()
         server.close()
+
+
+async def test_failed_tunnels_give_their_connection_back(relays, proxy, tls_upstream, pki):
+    """Refused certificates through the proxy, three times: the pool counts no connection open."""
+    from tests.relay_calls import until
+
+    relay = relays(config(f"https://{HOST}:{tls_upstream.port}/v1", "h1", proxy=proxy.url, ca_bundle=pki["other_ca"],
+                          http={"max_connections": 1}))
+    for _ in range(3):  # with one connection allowed, a leaked count would make the next call wait
+        status, _message = _error(await chat(relay, {"model": "corp-model", "messages": MESSAGES}))
+        assert status == 502
+    await asyncio.sleep(0)  # the failed tunnels' connection_lost callbacks run
+    await until(lambda: relay.client.open == 0)
+    assert relay.client.open == 0 and len(proxy.connects) == 3
