@@ -7,8 +7,9 @@ All three take their proxies and TLS settings, per provider, from one
 :class:`~asgi_ai_relay.reply.BodyReader`, so all three decode and bound answers alike. The
 upstream call is the relay's largest per-request cost, so the default is chosen by measurement:
 one keep-alive call to a local upstream took about 54 us of CPU over a bare asyncio protocol,
-183 us through aiohttp and about 600 us through httpx. Each backend maps its exceptions to the
-relay's own in one place.
+183 us through aiohttp and about 600 us through httpx; over TLS, ``h1`` still takes 35-53% of
+aiohttp's CPU per call (``benchmarks/tls_clients.py``, figures in docs/egress.md). Each backend
+maps its exceptions to the relay's own in one place.
 """
 
 from __future__ import annotations
