@@ -126,3 +126,14 @@ def test_an_unreadable_bundle_is_a_configuration_error(tmp_path):
     config = load(ca_bundle=str(bad))
     with pytest.raises(ConfigurationError, match="TLS settings cannot be loaded"):
         make_client(config.http, config.timeouts, providers=config.providers)
+
+
+def test_a_proxy_from_a_named_environment_variable(monkeypatch):
+    monkeypatch.setenv("EGRESS_PROXY_URL", "http://relay:s3cret-proxy@proxy.example.test:3128")
+    config = load(proxy="env:EGRESS_PROXY_URL")
+    proxy = EgressPolicy(config.http, config.providers, environ={}).route("corp", True, "llm.example.test", 443).proxy
+    assert proxy == Proxy("proxy.example.test", 3128, "relay", "s3cret-proxy")
+    assert proxy.authorization == "Basic cmVsYXk6czNjcmV0LXByb3h5"
+    monkeypatch.delenv("EGRESS_PROXY_URL")
+    with pytest.raises(ConfigurationError, match=r"providers\.corp\.proxy: environment variable EGRESS_PROXY_URL is not set"):
+        load(proxy="env:EGRESS_PROXY_URL")
