@@ -84,7 +84,7 @@ class Lifecycle:
     def client(self) -> UpstreamHttp:
         """The one pooled upstream client of this relay (opened on first use, in the loop)."""
         if self._client is None:
-            self._client = make_client(self.config.http, self.config.timeouts, self._transport)
+            self._client = make_client(self.config.http, self.config.timeouts, self._transport, self.config.providers)
         return self._client
 
     async def startup(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from .egress import EgressSettings
 from .reader import _Reader
 from .schema import (
     CAPABILITIES,
@@ -65,6 +66,7 @@ __all__ = [
     "BudgetSettings",
     "CacheSettings",
     "Deployment",
+    "EgressSettings",
     "HttpSettings",
     "LimitConfig",
     "LimitsConfig",

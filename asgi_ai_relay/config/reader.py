@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from ..errors import ConfigurationError
 from .accounting import _AccountingReader
+from .egress import EGRESS_KEYS
 from .observability_reader import _ObservabilityReader
 from .schema import (
     DEFAULT_CACHE_WRITE,
@@ -124,7 +125,7 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityRea
         return result
 
     def provider(self, name: str) -> ProviderConfig:
-        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version")
+        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version", *EGRESS_KEYS)
         known_kind, known_url = KNOWN_PROVIDERS.get(name, ("", ""))
         kind = self.get("kind", str, known_kind or "openai_compatible")
         if kind not in PROVIDER_KINDS:
@@ -140,6 +141,7 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityRea
             headers=self.headers("headers"),
             price_multiplier=self.decimal("price_multiplier", Decimal(1)) or Decimal(0),
             anthropic_version=self.get("anthropic_version", str, "2023-06-01"),
+            egress=self.egress(),
         )
 
     def models(self, providers: Mapping[str, ProviderConfig], retry: RetrySettings) -> dict[str, ModelConfig]:

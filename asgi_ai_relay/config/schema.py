@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .egress import EgressSettings
 from .observability import LoggingSettings, ReadinessSettings, TelemetrySettings
 from .settings import (
     BudgetSettings,
@@ -90,6 +91,8 @@ class ProviderConfig:
     #: Multiplies every price of the models it serves (a relay billing at a discount).
     price_multiplier: Decimal = Decimal(1)
     anthropic_version: str = "2023-06-01"
+    #: This provider's own proxy and TLS keys (see :mod:`.egress`), over ``[http]``'s.
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,10 @@ class HttpSettings:
     max_error_bytes: int = 64 * 1024
     #: The longest line a stream may send before its line break.
     max_line_bytes: int = 16 * 1024 * 1024
+    #: Take the proxy from ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` when none is configured.
+    trust_env: bool = True
+    #: The proxy and TLS keys of ``[http]`` (see :mod:`.egress`); providers may override each.
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
 
 @dataclass(frozen=True, slots=True)
