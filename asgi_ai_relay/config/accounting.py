@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from ..errors import ConfigurationError
@@ -16,17 +17,53 @@ from .settings import (
 )
 from .table import _Table
 
+_PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "audio_input", "image_input",
+               "web_search")
+
 
 class _AccountingReader(_Table):
     """Mixin of :class:`~.reader._Reader`: prices and the accounting sections."""
 
     def price(self, base: Price) -> Price:
-        self.only("input", "output", "cached_input", "cache_write")
-        return Price(
+        """A ``price`` table over ``base`` (what a catalog model already has)."""
+        self.only(*_PRICE_KEYS, "long_context", "tiers")
+        price = self.long_context(self.price_fields(base))
+        tiers = self.sub("tiers")
+        found = dict(price.tiers)
+        for name in tiers.data:
+            tier = tiers.sub(name)
+            tier.only(*_PRICE_KEYS, "multiplier", "long_context")
+            found[name.lower()] = tier.long_context(tier.price_fields(tier.scaled(replace(price, tiers={}))))
+        return replace(price, tiers=found) if found else price
+
+    def long_context(self, price: Price) -> Price:
+        """``price`` with the ``long_context`` rule this table names, if any."""
+        long = self.sub("long_context")
+        if not long.data:
+            return price
+        long.only(*_PRICE_KEYS, "above", "multiplier")
+        if "above" not in long.data:
+            raise ConfigurationError(f"{long.key('above')}: required, the prompt tokens above which this price applies")
+        start = replace(price, long_context=None, long_context_above=None, tiers={})
+        return replace(price, long_context_above=long.integer("above", 1), long_context=long.price_fields(long.scaled(start)))
+
+    def scaled(self, base: Price) -> Price:
+        """``base`` times this table's ``multiplier`` (default 1)."""
+        multiplier = self.decimal("multiplier", Decimal(1))
+        return base.scaled(multiplier) if multiplier is not None and multiplier != 1 else base
+
+    def price_fields(self, base: Price) -> Price:
+        """The per-class prices of this table, each defaulting to ``base``'s."""
+        return replace(
+            base,
             input=self.decimal("input", base.input) or Decimal(0),
             output=self.decimal("output", base.output) or Decimal(0),
             cached_input=self.decimal("cached_input", base.cached_input),
             cache_write=self.decimal("cache_write", base.cache_write),
+            cache_write_1h=self.decimal("cache_write_1h", base.cache_write_1h),
+            audio_input=self.decimal("audio_input", base.audio_input),
+            image_input=self.decimal("image_input", base.image_input),
+            web_search=self.decimal("web_search", base.web_search) or Decimal(0),
         )
 
     def cache(self) -> CacheSettings:
