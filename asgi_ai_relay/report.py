@@ -93,6 +93,12 @@ class Summary:
             "prompt_tokens": t.prompt_tokens,
             "completion_tokens": t.completion_tokens,
             "cached_tokens": t.cached_tokens,
+            "cache_write_5m_tokens": t.cache_write_5m_tokens,
+            "cache_write_1h_tokens": t.cache_write_1h_tokens,
+            "reasoning_tokens": t.reasoning_tokens,
+            "audio_input_tokens": t.audio_input_tokens,
+            "image_input_tokens": t.image_input_tokens,
+            "web_search_requests": t.web_search_requests,
             "total_tokens": t.prompt_tokens + t.completion_tokens,
             "cost_usd": _plain(t.cost_usd),
             "cost": _plain(to_currency(config, t.cost_usd)),
@@ -101,6 +107,7 @@ class Summary:
             "cache_hit_rate": round(t.cache_hits / t.requests, 6) if t.requests else 0.0,
             "cache_saved_usd": _plain(t.saved_usd),
             "estimated_rows": t.estimated,
+            "usage_flagged_rows": t.usage_flagged,
             "latency_ms": dict(zip(("p50", "p95", "p99"), percentiles(t.latencies), strict=True)),
         }
         if compare is not None:

@@ -48,6 +48,7 @@ from .settings import (
     MetricsSettings,
     Price,
     PricingSettings,
+    UsageCheck,
     QueueConfig,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "ModelConfig",
     "Price",
     "PricingSettings",
+    "UsageCheck",
     "ProviderConfig",
     "QueueConfig",
     "RelayConfig",

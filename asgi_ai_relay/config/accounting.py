@@ -14,6 +14,7 @@ from .settings import (
     MetricsSettings,
     Price,
     PricingSettings,
+    UsageCheck,
 )
 from .table import _Table
 
@@ -77,7 +78,7 @@ class _AccountingReader(_Table):
         )
 
     def pricing(self) -> PricingSettings:
-        self.only("currency", "exchange_rate", "lists")
+        self.only("currency", "exchange_rate", "lists", "usage_check")
         currency = self.get("currency", str, "USD")
         if not currency.isalpha() or len(currency) != 3:
             raise ConfigurationError(f"{self.key('currency')}: a three-letter code such as USD or CNY")
@@ -89,6 +90,17 @@ class _AccountingReader(_Table):
             currency=currency.upper(),
             exchange_rate=rate,
             lists={name: lists.sub(name).price_list() for name in lists.data},
+            usage_check=self.sub("usage_check").usage_check(),
+        )
+
+    def usage_check(self) -> UsageCheck:
+        self.only("enabled", "tolerance", "slack", "overhead")
+        d = UsageCheck()
+        return UsageCheck(
+            enabled=self.get("enabled", bool, d.enabled),
+            tolerance=self.decimal("tolerance", d.tolerance) or Decimal(0),
+            slack=self.integer("slack", d.slack, minimum=0),
+            overhead=self.integer("overhead", d.overhead, minimum=0),
         )
 
     def price_list(self) -> dict[str, Price]:

@@ -62,6 +62,26 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageCheck:
+    """``[pricing.usage_check]``: how far a provider's reported usage may be from the relay's
+    own count before its ledger row is flagged (see :mod:`asgi_ai_relay.stages.usage_check`).
+
+    The prompt is flagged when the reported input tokens differ from the relay's count (plus
+    the provider's known overhead and ``overhead``) by more than ``tolerance`` of it plus
+    ``slack`` tokens; a stream (or whole answer) when its reported output, reasoning aside,
+    exceeds the tokens of the text it sent by as much.
+    """
+
+    enabled: bool = True
+    tolerance: Decimal = Decimal("0.15")
+    #: Tokens of leeway either way (short prompts: fixed framing dominates any ratio).
+    slack: int = 32
+    #: Tokens a provider adds to every request beyond its known overhead (a forwarding relay's
+    #: own system prompt).
+    overhead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PricingSettings:
     """Costs are kept in USD; reports also show them in ``currency`` at ``exchange_rate``
     (units of ``currency`` per USD). ``lists`` are other price lists to compare against."""
@@ -69,6 +89,7 @@ class PricingSettings:
     currency: str = "USD"
     exchange_rate: Decimal = Decimal(1)
     lists: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
+    usage_check: UsageCheck = field(default_factory=UsageCheck)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ..errors import CLIENT_CLOSED, RelayError, UpstreamError, UpstreamProtocolError
 from ..call import Sent
 from .commit import carries_content
+from .usage import bill_attempt
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -88,6 +89,7 @@ class RelayStream:
                     break
         except BaseException:
             self.on_end = None  # the route accounts for this attempt itself
+            bill_attempt(self._relay, self._call, self._translator.usage)
             await self._release()
             raise
 

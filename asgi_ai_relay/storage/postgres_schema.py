@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
-from .base import LEDGER_COLUMNS
+from .base import COUNT_COLUMNS, LEDGER_COLUMNS
 from .totals import Dialect
 
 __all__ = ["INCOMING", "MONEY", "POSTGRES", "create_table", "default_spool", "incoming_table", "split_options", "split_table"]
@@ -23,6 +23,7 @@ _TYPES = {
     "completion_tokens": "BIGINT", "cached_tokens": "BIGINT", "cost_usd": "NUMERIC", "cache_hit": "BOOLEAN",
     "latency_ms": "DOUBLE PRECISION", "ttfb_ms": "DOUBLE PRECISION", "upstream_ms": "DOUBLE PRECISION",
     "attempts": "INTEGER", "estimated": "BOOLEAN", "cache_saved_usd": "NUMERIC NOT NULL DEFAULT 0",
+    "counted_prompt_tokens": "BIGINT", **{name: "BIGINT NOT NULL DEFAULT 0" for name in COUNT_COLUMNS[3:]},
 }
 _COLUMNS = ("row_id", *LEDGER_COLUMNS)
 #: Positions of the money columns in a queued row (spooled as text).

@@ -1,0 +1,86 @@
+"""The check on what a provider reports: its usage against the relay's own count of the traffic.
+
+A relay that forwards to another relay (HolySheep, OpenRouter, a reseller) is billed by that
+relay's numbers. Each answered request's reported usage is compared with what the relay
+counted itself (:mod:`asgi_ai_relay.tokens`, with ``limits.tokenizer``):
+
+- ``prompt``: the reported input tokens against the prompt the caller sent, plus the
+  provider's known overhead (OpenAI: 3 tokens of reply priming; Anthropic: the tool-use system
+  prompt, 346 tokens, when tools are offered) and ``pricing.usage_check.overhead``. Flagged
+  when they differ by more than ``tolerance`` of that count plus ``slack`` tokens, either way
+  (inflated counts, or a prompt the provider silently cut).
+- ``output``: the reported output tokens (reasoning aside, as it is not sent) against the text
+  the caller received (a stream's pieces, scaled up when it outgrew the sample, or the whole
+  answer). Flagged when the claim exceeds the text by as much.
+
+A flagged row carries ``usage_flag`` (``prompt``, ``output`` or ``prompt,output``) and the
+relay's count in ``counted_prompt_tokens``; ``relay_usage_flagged_total`` counts them. The cost
+stays what the provider reported: the flag says where to look, it does not re-bill.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ..tokens import answer_tokens, output_tokens, prompt_tokens
+
+if TYPE_CHECKING:
+    from ..call import Call
+    from ..relay import Relay
+    from ..types import Usage
+
+__all__ = ["ANTHROPIC_TOOL_PROMPT", "OPENAI_PRIMING", "check_usage", "known_overhead"]
+
+#: Tokens OpenAI adds to every chat prompt (the assistant reply's priming).
+OPENAI_PRIMING = 3
+#: Tokens of the system prompt Anthropic adds when tools are offered (``tool_choice`` auto).
+ANTHROPIC_TOOL_PROMPT = 346
+#: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
+_CHECKED = frozenset({"chat.completions", "messages", "responses"})
+
+
+def known_overhead(kind: str, body: dict[str, Any]) -> int:
+    """Tokens a provider of ``kind`` adds to the prompt of ``body`` beyond its text."""
+    if kind == "anthropic":
+        return ANTHROPIC_TOOL_PROMPT if body.get("tools") else 0
+    if kind == "gemini":
+        return 0
+    return OPENAI_PRIMING
+
+
+def _beyond(reported: int, counted: int, tolerance: Decimal, slack: int) -> bool:
+    return abs(reported - counted) > counted * tolerance + slack
+
+
+def check_usage(relay: Relay, call: Call, usage: Usage) -> None:
+    """Set ``call.usage_flag`` and ``call.counted_prompt`` for a reported usage (not for
+    estimates, cache hits or endpoints whose prompt is not the caller's body)."""
+    settings = relay.config.pricing.usage_check
+    if not settings.enabled or usage.estimated or call.endpoint not in _CHECKED or call.provider is None:
+        return
+    tokenizer = relay.config.limits.tokenizer
+    provider = relay.config.providers.get(call.provider)
+    kind = provider.kind if provider is not None else "openai"
+    counted = prompt_tokens(call.body, tokenizer)
+    call.counted_prompt = counted
+    expected = counted + known_overhead(kind, call.body) + settings.overhead
+    flags = []
+    if _beyond(usage.prompt_tokens, expected, settings.tolerance, settings.slack):
+        flags.append("prompt")
+    sent = _sent_tokens(call, tokenizer)
+    claimed = usage.completion_tokens - usage.reasoning_tokens
+    if sent is not None and claimed > sent and _beyond(claimed, sent, settings.tolerance, settings.slack):
+        flags.append("output")
+    call.usage_flag = ",".join(flags) or None
+
+
+def _sent_tokens(call: Call, tokenizer: str) -> int | None:
+    """Tokens of the content the caller received; ``None`` when it was not kept."""
+    sent = call.sent
+    if call.stream and sent is not None:
+        counted = output_tokens(sent.pieces, tokenizer)
+        return counted * sent.total // max(sent.sampled, 1)
+    if not call.stream and call.output:
+        return answer_tokens(b"".join(call.output), tokenizer)
+    return None
