@@ -212,3 +212,16 @@ def test_a_tier_inherits_what_it_does_not_name():
     assert (priority.input, priority.output, priority.cached_input, priority.audio_input) == (D(5), D(25), D("0.30"), D(10))
     assert priority.long_context is not None and priority.long_context.input == D(6)
     assert Price().tiers == {}
+
+
+async def test_a_cache_hit_saves_what_the_answer_cost(upstream, relays):
+    """A hit records the classes and tier of the answer it replays: its saving is that answer's
+    cost (flex, with reasoning), not the flat-rate price of its three main counts."""
+    relay = relays(relay_config(upstream))
+    upstream.script(oa_whole(OA_REASONING, "flex"))
+    body = {"model": "m-oa", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    for _ in range(2):
+        assert (await post(relay, "/v1/chat/completions", body)).status == 200
+    miss, hit = relay.ledger.rows()
+    assert (miss.cost_usd, hit.cost_usd, hit.cache_saved_usd) == (D("0.003975"), 0, D("0.003975"))
+    assert (hit.reasoning_tokens, hit.service_tier, hit.price_rule) == (300, "flex", "tier:flex")
