@@ -94,3 +94,19 @@ async def test_a_forwarding_relays_own_overhead_can_be_allowed_for(upstream, rel
         await ask(relay, "m-oa")
     assert [r.usage_flag for r in strict.ledger.rows()] == [None, "prompt"]
     assert [r.usage_flag for r in loose.ledger.rows()] == ["prompt", None]
+
+
+async def test_a_long_stream_is_counted_from_a_sample_and_scaled(upstream, relays):
+    """A stream of far more than the check reads (its first 16 KiB, scaled by what was sent):
+    an honest one stays unflagged, one claiming twice its output is flagged."""
+    from asgi_ai_relay.stages.usage_check import SAMPLE
+
+    relay = relays(relay_config(upstream))
+    long_prompt = "abc " * 2000
+    body = {"model": "m-oa", "messages": [{"role": "user", "content": long_prompt}], "stream": True}
+    sent = b"".join(await pieces(await post(relay, "/v1/chat/completions", body)))
+    assert len(sent) > 10 * SAMPLE
+    words = honest_counts(upstream).completion_tokens
+    upstream.script(Fault.usage(completion_tokens=2 * words))
+    await pieces(await post(relay, "/v1/chat/completions", body))
+    assert [r.usage_flag for r in relay.ledger.rows()] == [None, "output"]

@@ -10,8 +10,8 @@ counted itself (:mod:`asgi_ai_relay.tokens`, with ``limits.tokenizer``):
   when they differ by more than ``tolerance`` of that count plus ``slack`` tokens, either way
   (inflated counts, or a prompt the provider silently cut).
 - ``output``: the reported output tokens (reasoning aside, as it is not sent) against the text
-  the caller received (a stream's pieces, scaled up when it outgrew the sample, or the whole
-  answer). Flagged when the claim exceeds the text by as much.
+  the caller received (the whole answer, or a stream's first :data:`SAMPLE` bytes scaled by all
+  it sent). Flagged when the claim exceeds the text by as much.
 
 A flagged row carries ``usage_flag`` (``prompt``, ``output`` or ``prompt,output``) and the
 relay's count in ``counted_prompt_tokens``; ``relay_usage_flagged_total`` counts them. The cost
@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import Usage
 
-__all__ = ["ANTHROPIC_TOOL_PROMPT", "OPENAI_PRIMING", "check_usage", "known_overhead"]
+__all__ = ["ANTHROPIC_TOOL_PROMPT", "OPENAI_PRIMING", "SAMPLE", "check_usage", "known_overhead"]
 
 #: Tokens OpenAI adds to every chat prompt (the assistant reply's priming).
 OPENAI_PRIMING = 3
 #: Tokens of the system prompt Anthropic adds when tools are offered (``tool_choice`` auto).
 ANTHROPIC_TOOL_PROMPT = 346
+#: Bytes of a stream's pieces read for the output check (reading SSE events costs about 5 us
+#: each; a long stream is counted from its start and scaled by its size).
+SAMPLE = 16_384
 #: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
 _CHECKED = frozenset({"chat.completions", "messages", "responses"})
 
@@ -68,19 +71,25 @@ def check_usage(relay: Relay, call: Call, usage: Usage) -> None:
     flags = []
     if _beyond(usage.prompt_tokens, expected, settings.tolerance, settings.slack):
         flags.append("prompt")
-    sent = _sent_tokens(call, tokenizer)
     claimed = usage.completion_tokens - usage.reasoning_tokens
+    sent = _sent_tokens(call, tokenizer) if claimed > settings.slack else None
     if sent is not None and claimed > sent and _beyond(claimed, sent, settings.tolerance, settings.slack):
         flags.append("output")
     call.usage_flag = ",".join(flags) or None
 
 
 def _sent_tokens(call: Call, tokenizer: str) -> int | None:
-    """Tokens of the content the caller received; ``None`` when it was not kept."""
+    """Tokens of the content the caller received (a stream's counted over its first
+    :data:`SAMPLE` bytes and scaled to all it sent); ``None`` when it was not kept."""
     sent = call.sent
     if call.stream and sent is not None:
-        counted = output_tokens(sent.pieces, tokenizer)
-        return counted * sent.total // max(sent.sampled, 1)
+        taken, size = [], 0
+        for piece in sent.pieces:
+            if size >= SAMPLE:
+                break
+            taken.append(piece)
+            size += len(piece)
+        return output_tokens(taken, tokenizer) * sent.total // max(size, 1)
     if not call.stream and call.output:
         return answer_tokens(b"".join(call.output), tokenizer)
     return None
