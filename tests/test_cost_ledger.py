@@ -185,3 +185,31 @@ def test_an_older_postgresql_ledger_gains_the_new_columns(postgres_url, tmp_path
         ledger.close()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.postgres
+def test_rows_an_older_version_spooled_are_written_with_the_new_columns(postgres_url, tmp_path):
+    """Rows spooled while PostgreSQL was down, by a version with fewer columns, are written
+    when a newer version reaches the database (completed with the new columns' defaults)."""
+    import psycopg
+
+    from asgi_ai_relay.storage.spool import Spool
+
+    table = f"relay_usage_{uuid.uuid4().hex}"
+    path = str(tmp_path / "spool.db")
+    old = Spool(path, money=tuple(1 + OLD.index(c) for c in ("cost_usd", "cache_saved_usd")))
+    row = LedgerRow(ts=7200.5, request_id="spooled", caller="a", endpoint="chat.completions", model="m",
+                    prompt_tokens=10, completion_tokens=5, cost_usd=D("0.000125"))
+    old.add([("old-0", *(getattr(row, c) for c in OLD))])
+    old.close()
+    ledger = ledger_from_uri(f"{postgres_url}?table={table}&spool={path}")
+    try:
+        assert ledger.wait_ready(10)
+        ledger.record(NEWER)
+        ledger.flush()
+        assert [(r.request_id, r.cost_usd, r.reasoning_tokens) for r in ledger.rows()] == [
+            ("spooled", D("0.000125"), 0), ("new", D("0.0011"), 40)]
+    finally:
+        ledger.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
