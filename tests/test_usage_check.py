@@ -97,7 +97,7 @@ async def test_a_forwarding_relays_own_overhead_can_be_allowed_for(upstream, rel
 
 
 async def test_a_long_stream_is_counted_from_a_sample_and_scaled(upstream, relays):
-    """A stream of far more than the check reads (its first 16 KiB, scaled by what was sent):
+    """A stream of far more than the check reads (its first 8 KiB, scaled by what was sent):
     an honest one stays unflagged, one claiming twice its output is flagged."""
     from asgi_ai_relay.stages.usage_check import SAMPLE
 

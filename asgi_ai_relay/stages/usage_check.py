@@ -20,10 +20,11 @@ stays what the provider reported: the flag says where to look, it does not re-bi
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..tokens import answer_tokens, output_tokens, prompt_tokens
+from ..tokens import answer_tokens, prompt_tokens, text_tokens
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -36,9 +37,16 @@ __all__ = ["ANTHROPIC_TOOL_PROMPT", "OPENAI_PRIMING", "SAMPLE", "check_usage", "
 OPENAI_PRIMING = 3
 #: Tokens of the system prompt Anthropic adds when tools are offered (``tool_choice`` auto).
 ANTHROPIC_TOOL_PROMPT = 346
-#: Bytes of a stream's pieces read for the output check (reading SSE events costs about 5 us
-#: each; a long stream is counted from its start and scaled by its size).
-SAMPLE = 16_384
+#: Bytes of a stream's pieces read for the output check (a long stream is counted from its
+#: start and scaled by its size), and the strings of them that are content in the caller's
+#: format (OpenAI deltas and tool arguments, Anthropic text, JSON and thinking deltas, Responses
+#: deltas), read as they are written. Parsing every event (:func:`~asgi_ai_relay.tokens.output_tokens`)
+#: cost about 5 us an event, a millisecond for a stream of a few hundred; this reads 8 KiB in
+#: about 30 us. Escapes count as their characters: a little more text, never a false flag.
+SAMPLE = 8_192
+_CONTENT = re.compile(
+    rb'"(?:content|text|partial_json|thinking|arguments|refusal|reasoning_content|delta)": ?"([^"\\]*(?:\\.[^"\\]*)*)"'
+)
 #: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
 _CHECKED = frozenset({"chat.completions", "messages", "responses"})
 
@@ -89,7 +97,8 @@ def _sent_tokens(call: Call, tokenizer: str) -> int | None:
                 break
             taken.append(piece)
             size += len(piece)
-        return output_tokens(taken, tokenizer) * sent.total // max(size, 1)
+        text = b"".join(_CONTENT.findall(b"".join(taken))).decode("utf-8", "replace")
+        return text_tokens(text, tokenizer) * sent.total // max(size, 1)
     if not call.stream and call.output:
         return answer_tokens(b"".join(call.output), tokenizer)
     return None
