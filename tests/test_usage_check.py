@@ -110,3 +110,27 @@ async def test_a_long_stream_is_counted_from_a_sample_and_scaled(upstream, relay
     upstream.script(Fault.usage(completion_tokens=2 * words))
     await pieces(await post(relay, "/v1/chat/completions", body))
     assert [r.usage_flag for r in relay.ledger.rows()] == [None, "output"]
+
+
+STREAMS = {
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": PROMPT}]}),
+    "messages": ("/v1/messages", {"max_tokens": 4000, "messages": [{"role": "user", "content": PROMPT}]}),
+    "responses": ("/v1/responses", {"input": PROMPT}),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(STREAMS))
+@pytest.mark.parametrize("model", ["m-oa", "m-an"])
+async def test_the_output_check_reads_each_callers_stream(upstream, relays, endpoint, model):
+    """What the caller received is read in its own format: OpenAI chunks, Anthropic events, and
+    Responses events (whose text also comes whole in its final events, counted once)."""
+    relay = relays(relay_config(upstream))
+    path, body = STREAMS[endpoint]
+    body = {"model": model, "stream": True, **body}
+    for script in (None, 2):
+        if script:
+            upstream.script(Fault.usage(completion_tokens=script * honest_counts(upstream).completion_tokens))
+        response = await post(relay, path, body)
+        assert response.status == 200
+        await pieces(response)
+    assert [r.usage_flag for r in relay.ledger.rows()] == [None, "output"]

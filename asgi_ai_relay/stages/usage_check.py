@@ -44,9 +44,15 @@ ANTHROPIC_TOOL_PROMPT = 346
 #: cost about 5 us an event, a millisecond for a stream of a few hundred; this reads 8 KiB in
 #: about 30 us. Escapes count as their characters: a little more text, never a false flag.
 SAMPLE = 8_192
-_CONTENT = re.compile(
-    rb'"(?:content|text|partial_json|thinking|arguments|refusal|reasoning_content|delta)": ?"([^"\\]*(?:\\.[^"\\]*)*)"'
-)
+_STRING = rb'": ?"([^"\\]*(?:\\.[^"\\]*)*)"'
+#: Per caller format, the keys whose strings are content (a Responses stream repeats its text in
+#: its ``.done`` events and ``response.completed``: only the deltas count).
+_CONTENT = {
+    "openai": re.compile(rb'"(?:content|refusal|arguments|reasoning_content)' + _STRING),
+    "anthropic": re.compile(rb'"(?:text|partial_json|thinking)' + _STRING),
+    "responses": re.compile(rb'"delta' + _STRING),
+}
+_ANY = re.compile(rb'"(?:content|text|partial_json|thinking|arguments|refusal|reasoning_content|delta)' + _STRING)
 #: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
 _CHECKED = frozenset({"chat.completions", "messages", "responses"})
 
@@ -97,7 +103,8 @@ def _sent_tokens(call: Call, tokenizer: str) -> int | None:
                 break
             taken.append(piece)
             size += len(piece)
-        text = b"".join(_CONTENT.findall(b"".join(taken))).decode("utf-8", "replace")
+        content = _CONTENT.get(call.format.name, _ANY)
+        text = b"".join(content.findall(b"".join(taken))).decode("utf-8", "replace")
         return text_tokens(text, tokenizer) * sent.total // max(size, 1)
     if not call.stream and call.output:
         return answer_tokens(b"".join(call.output), tokenizer)
