@@ -213,3 +213,20 @@ def test_rows_an_older_version_spooled_are_written_with_the_new_columns(postgres
         ledger.close()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_a_comparison_list_prices_each_class(upstream, relays):
+    """``compare=LIST`` prices the same classes at the list's rates: cache writes at 5 minutes
+    and 1 hour, cache reads, output and searches, not all input at one price."""
+    from tests.cost_shapes import an_whole
+    from tests.test_cost_truth import AN_FULL
+
+    direct = {"m-an": {"input": 1, "output": 2, "cached_input": "0.1", "cache_write": "1.25", "cache_write_1h": 2,
+                       "web_search": "0.005"}}
+    relay = relays(relay_config(upstream, pricing={"lists": {"direct": direct}}))
+    upstream.script(an_whole(AN_FULL))
+    assert (await post(relay, "/v1/messages", {**chat("m-an"), "max_tokens": 50})).status == 200
+    report = orjson.loads((await get(relay, "/v1/usage", "compare=direct")).body)
+    # (100 * 1 + 2000 * 0.1 + 1000 * 1.25 + 2000 * 2 + 500 * 2) / 1e6 + 3 * 0.005
+    assert D(report["compare"]["cost_usd"]) == D("0.02155")
+    assert D(report["compare"]["savings_usd"]) == D("0.02155") - D("0.05415")
