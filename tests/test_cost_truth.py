@@ -225,3 +225,34 @@ async def test_a_cache_hit_saves_what_the_answer_cost(upstream, relays):
     miss, hit = relay.ledger.rows()
     assert (miss.cost_usd, hit.cost_usd, hit.cache_saved_usd) == (D("0.003975"), 0, D("0.003975"))
     assert (hit.reasoning_tokens, hit.service_tier, hit.price_rule) == (300, "flex", "tier:flex")
+
+
+READERS = [
+    # Anthropic with only the TTL split: the writes are its sum
+    ("anthropic", {"input_tokens": 10, "output_tokens": 1, "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 20}},
+     Usage(60, 1, 0, 50, cache_write_1h_tokens=20)),
+    # Anthropic's tier and searches; a web_fetch count is not a search
+    ("anthropic", {"input_tokens": 5, "output_tokens": 2, "service_tier": "Priority",
+                   "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 4}},
+     Usage(5, 2, web_search_requests=2, service_tier="priority")),
+    # OpenAI: nothing but the totals; details null
+    ("openai", {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": None, "completion_tokens_details": None},
+     Usage(7, 3)),
+    # Gemini: audio in a tool-use prompt's details too
+    ("gemini", {"promptTokenCount": 100, "toolUsePromptTokenCount": 50, "candidatesTokenCount": 5,
+                "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 40}],
+                "toolUsePromptTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}, {"modality": "TEXT", "tokenCount": 40}]},
+     Usage(150, 5, audio_input_tokens=50)),
+    # hostile numbers stay within their totals
+    ("openai", {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 1e30},
+                "completion_tokens_details": {"reasoning_tokens": -3}},
+     Usage(10, 2, 4, audio_input_tokens=6)),
+]
+
+
+@pytest.mark.parametrize(("fmt", "raw", "expected"), READERS)
+def test_usage_readers_table(fmt, raw, expected):
+    from asgi_ai_relay.protocol import anthropic, gemini, openai
+
+    reader = {"openai": openai.usage_from_body, "anthropic": anthropic.usage_from_body, "gemini": gemini.usage_from_metadata}[fmt]
+    assert reader(raw) == expected
