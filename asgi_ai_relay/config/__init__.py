@@ -49,6 +49,7 @@ from .settings import (
     MetricsSettings,
     Price,
     PricingSettings,
+    UsageCheck,
     QueueConfig,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "ModelConfig",
     "Price",
     "PricingSettings",
+    "UsageCheck",
     "ProviderConfig",
     "QueueConfig",
     "RelayConfig",

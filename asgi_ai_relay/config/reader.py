@@ -27,6 +27,7 @@ from .schema import (
     RelayConfig,
     RetrySettings,
 )
+from .catalog import PRICE_RULES
 from .settings import Price
 from .spend_reader import _SpendReader
 from .traffic import _TrafficReader
@@ -153,6 +154,8 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityRea
                 provider = conventional if conventional in providers else "mock"
                 write = DEFAULT_CACHE_WRITE.get(alias)
                 price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached), Decimal(write) if write else None)
+                if alias in PRICE_RULES:
+                    price = _Reader(PRICE_RULES[alias], f"catalog.{alias}.price").price(price)
                 result[alias] = ModelConfig(alias, provider, upstream, price)
             for alias, (conventional, upstream, p_in, dimensions) in DEFAULT_EMBEDDINGS.items():
                 provider = conventional if conventional in providers else "mock"

@@ -41,7 +41,7 @@ KNOWN_PROVIDERS: dict[str, tuple[str, str]] = {
 
 # alias: (conventional provider name, upstream model, input, output, cached input) USD per MTok
 DEFAULT_MODELS: dict[str, tuple[str, str, str, str, str]] = {
-    "gpt-4.1": ("openai", "gpt-4.1", "2.50", "8.00", "0.625"),
+    "gpt-4.1": ("openai", "gpt-4.1", "2.00", "8.00", "0.50"),
     "claude-sonnet-4.5": ("anthropic", "claude-sonnet-4-5", "3.00", "15.00", "0.30"),
     "gemini-2.5-flash": ("gemini", "gemini-2.5-flash", "0.30", "2.50", "0.075"),
     "deepseek-v3.2": ("deepseek", "deepseek-chat", "0.10", "0.42", "0.028"),

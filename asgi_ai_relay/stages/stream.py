@@ -30,6 +30,7 @@ from ..errors import CLIENT_CLOSED, RelayError, UpstreamError, UpstreamProtocolE
 from ..call import Sent
 from .commit import carries_content
 from .passthrough import BROKEN, broken
+from .usage import bill_attempt
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -89,6 +90,7 @@ class RelayStream:
                     break
         except BaseException:
             self.on_end = None  # the route accounts for this attempt itself
+            bill_attempt(self._relay, self._call, self._translator.usage)
             await self._release()
             raise
 

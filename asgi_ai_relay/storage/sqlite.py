@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, StorageError
 from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
-from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
+from .base import COUNT_COLUMNS, LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
 from .hourly import create_hourly, hourly_parts
 
@@ -32,9 +32,10 @@ _TYPES = {
     "ts": "REAL NOT NULL", "stream": "INTEGER", "status": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "cached_tokens": "INTEGER", "cost_usd": "TEXT", "cache_hit": "INTEGER",
     "latency_ms": "REAL", "ttfb_ms": "REAL", "upstream_ms": "REAL", "attempts": "INTEGER", "estimated": "INTEGER",
-    "cache_saved_usd": "TEXT",
+    "cache_saved_usd": "TEXT", "counted_prompt_tokens": "INTEGER",
+    **{name: "INTEGER" for name in COUNT_COLUMNS[3:]},
 }
-_DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0"}
+_DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0", **{name: "0" for name in COUNT_COLUMNS[3:]}}
 #: Each cost as two integers SQLite sums exactly (see :func:`.totals.fixed_money`).
 _FIXED = ("cost_u", "cost_f", "saved_u", "saved_f")
 _COLUMNS = (*LEDGER_COLUMNS, *_FIXED)
