@@ -8,19 +8,26 @@ from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
 from ..transport import UpstreamHttp
 from .anthropic import AnthropicProvider
+from .azure import AzureOpenAIProvider
 from .base import HttpProvider, Provider, UpstreamResponse
+from .bedrock import BedrockProvider
 from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
+from .vertex import VertexAnthropicProvider, VertexGeminiProvider
 
 __all__ = [
     "AnthropicProvider",
+    "AzureOpenAIProvider",
+    "BedrockProvider",
     "GeminiProvider",
     "HttpProvider",
     "MockProvider",
     "OpenAIProvider",
     "Provider",
     "UpstreamResponse",
+    "VertexAnthropicProvider",
+    "VertexGeminiProvider",
     "build_provider",
 ]
 
@@ -29,6 +36,10 @@ HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], Htt
     "openai_compatible": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
+    "azure_openai": AzureOpenAIProvider,
+    "bedrock": BedrockProvider,
+    "vertex": VertexGeminiProvider,
+    "vertex_anthropic": VertexAnthropicProvider,
 }
 
 
