@@ -143,7 +143,8 @@ def default_base_url(table: _Table, kind: str, base_url: str, cloud: CloudSettin
             if getattr(cloud, needed) is None:
                 raise ConfigurationError(f"{table.key(needed)}: required for kind {kind!r}")
         if not base_url:
-            host = "aiplatform.googleapis.com" if cloud.region == "global" else f"{cloud.region}-aiplatform.googleapis.com"
+            hosts = {"global": "aiplatform.googleapis.com", "us": "aiplatform.us.rep.googleapis.com", "eu": "aiplatform.eu.rep.googleapis.com"}
+            host = hosts.get(str(cloud.region), f"{cloud.region}-aiplatform.googleapis.com")
             base_url = f"https://{host}/v1"
     if kind == "azure_openai":
         if not base_url:

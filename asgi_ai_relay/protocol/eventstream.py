@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UpstreamProtocolError
 
-__all__ = ["EventMessage", "EventStreamDecoder", "encode_message"]
+__all__ = ["MAX_HEADERS", "MAX_MESSAGE", "EventMessage", "EventStreamDecoder"]
 
 _PRELUDE = 12
 _MIN_MESSAGE = _PRELUDE + 4
@@ -122,16 +122,3 @@ def _headers(data: bytes, start: int, end: int) -> dict[str, Any]:
     if at != end:
         raise _broken("headers overrun their length")
     return headers
-
-
-def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
-    """One message with string headers (what a fake upstream sends; the relay only decodes)."""
-    encoded = b"".join(
-        struct.pack(">B", len(n := name.encode())) + n + b"\x07" + struct.pack(">H", len(v := value.encode())) + v
-        for name, value in headers.items()
-    )
-    total = _PRELUDE + len(encoded) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(encoded))
-    prelude += struct.pack(">I", zlib.crc32(prelude))
-    body = prelude + encoded + payload
-    return body + struct.pack(">I", zlib.crc32(body))

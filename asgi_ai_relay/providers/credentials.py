@@ -68,6 +68,7 @@ class TokenSource:
 
     def _start(self) -> asyncio.Future[tuple[str, float]]:
         if self._task is None:
+            self.fetches += 1
             self._task = asyncio.ensure_future(self._refresh())
         return self._task
 
@@ -83,7 +84,6 @@ class TokenSource:
 
     async def _refresh(self) -> tuple[str, float]:
         try:
-            self.fetches += 1
             value, expires = await asyncio.to_thread(self.fetch)
             if not isinstance(value, str) or not value:
                 raise ValueError("empty token")
