@@ -17,7 +17,6 @@ CRCs check out; anything else is :class:`~asgi_ai_relay.errors.UpstreamProtocolE
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +111,7 @@ def _headers(data: bytes, start: int, end: int) -> dict[str, Any]:
                 at += 2 + length
                 value = raw.decode() if kind == 7 else raw
             elif kind == 9:
-                value = uuid.UUID(bytes=data[at : at + 16])
+                value = data[at : at + 16]  # raw bytes, as botocore hands them on
                 at += 16
             else:
                 raise _broken(f"unknown header value type {kind}")
