@@ -350,7 +350,7 @@ class FakeVertex(_Cloud):
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _json_reply(400, {"error": "unsupported_grant_type"})
         try:
-            claims = jwt.decode(form.get("assertion", ""), self.public_key, algorithms=["RS256"], audience=f"{self.url}/token")
+            claims = jwt.decode(form.get("assertion", ""), self.public_key, algorithms=["RS256"], audience="https://oauth2.googleapis.com/token")
         except jwt.PyJWTError as exc:
             return _json_reply(400, {"error": "invalid_grant", "error_description": type(exc).__name__})
         if "cloud-platform" not in claims.get("scope", ""):
