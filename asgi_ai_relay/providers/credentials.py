@@ -171,7 +171,7 @@ def google_fetcher(credential: str | None, scope: str | None, key: str) -> Fetch
         if credential:
             creds: Any = service_account.Credentials.from_service_account_file(credential, scopes=scopes)  # type: ignore[no-untyped-call]
         else:
-            creds, _ = google.auth.default(scopes=scopes)  # type: ignore[no-untyped-call]
+            creds, _ = google.auth.default(scopes=scopes)
     except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as exc:
         raise ConfigurationError(f"{key}: cannot load Google credentials ({type(exc).__name__})") from exc
 
