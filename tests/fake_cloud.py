@@ -281,7 +281,7 @@ class FakeBedrock(_Cloud):
         return sigv4_problem(request, *self.aws, self.region)
 
     def _reply_for(self, request: RecordedRequest, behaviour: Behaviour) -> _Reply:
-        match = self._CONVERSE.match(request.path)
+        match = self._CONVERSE.match(request.raw_path)  # the model id is one segment of the path as sent
         if match is None and request.path in ("/openai/v1/chat/completions", "/anthropic/v1/messages"):
             problem = self._authorized(request, sigv4=False)
             if problem:

@@ -113,7 +113,7 @@ def test_converse_whole_signed_with_sigv4_profile_id_in_the_path(gpt, bedrock, r
     bedrock.script(Fault.cache(read=5, written=3))
     reply = gpt.chat.completions.create(model="claude", messages=[{"role": "system", "content": "Be brief."}, *MESSAGES], max_tokens=200)
     request = bedrock.last_request
-    assert request.raw_path == "/model/eu.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"
+    assert request.raw_path == "/model/eu.anthropic.claude-sonnet-4-5-20250929-v1:0/converse"
     assert bedrock.refusals == [] and request.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/")
     assert request.headers["x-amz-security-token"] == SESSION_TOKEN and SECRET_KEY not in repr(request.headers)
     assert request.json["system"] == [{"text": "Be brief."}] and request.json["inferenceConfig"] == {"maxTokens": 200}
@@ -127,6 +127,21 @@ def test_converse_whole_signed_with_sigv4_profile_id_in_the_path(gpt, bedrock, r
     assert (row.provider, row.upstream_model, row.cached_tokens, row.status) == ("aws", PROFILE_ID, 5, 200)
     uncached = plan.prompt_tokens - 8
     assert float(row.cost_usd) == pytest.approx((3 * uncached + 0.3 * 5 + 3.75 * 3 + 15 * plan.completion_tokens) / 1e6)
+
+
+@pytest.mark.parametrize("client", ["h1", "aiohttp", "httpx"])
+def test_every_http_client_sends_the_path_it_signed(bedrock, client):
+    settings = config(bedrock)
+    settings["http"] = {"client": client}
+    settings["models"]["arn"] = {"provider": "aws", "upstream": "arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-v1:0"}
+    fresh = Relay(settings)
+    with LiveServer(RelayMiddleware(Starlette(), relay=fresh)) as live:
+        gpt = openai.OpenAI(base_url=f"{live.url}/ai/v1", api_key="x", max_retries=0)
+        for model in ("claude", "arn"):
+            assert gpt.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content.startswith("Echo: ")
+            assert "".join(c.choices[0].delta.content or "" for c in gpt.chat.completions.create(model=model, messages=MESSAGES, stream=True) if c.choices)
+    assert bedrock.refusals == []
+    assert bedrock.last_request.raw_path == "/model/arn:aws:bedrock:eu-central-1:123456789012:inference-profile%2Feu.anthropic.claude-v1:0/converse-stream"
 
 
 def test_converse_stream_text_through_the_event_stream(gpt, bedrock, relay):
@@ -176,7 +191,7 @@ def test_bedrock_api_key_is_a_bearer_and_nothing_is_signed(gpt, bedrock):
     reply = gpt.chat.completions.create(model="claude-key", messages=MESSAGES)
     request = bedrock.last_request
     assert request.headers["authorization"] == f"Bearer {BEDROCK_KEY}" and "x-amz-date" not in request.headers
-    assert request.raw_path == "/model/anthropic.claude-haiku-4-5-20251001-v1%3A0/converse"
+    assert request.raw_path == "/model/anthropic.claude-haiku-4-5-20251001-v1:0/converse"
     assert reply.choices[0].message.content.startswith("Echo: ")
 
 

@@ -39,7 +39,9 @@ class BedrockProvider(HttpProvider):
         return {"accept": "application/json"}
 
     def url(self, model: ModelConfig, stream: bool) -> str:
-        return f"{self.config.base_url}/model/{quote(model.upstream, safe='')}/{'converse-stream' if stream else 'converse'}"
+        # ':' stays as it is (a path may hold it, and every HTTP client sends it unchanged, so the
+        # path signed is the path sent); '/' of an ARN is encoded into the one segment.
+        return f"{self.config.base_url}/model/{quote(model.upstream, safe=':')}/{'converse-stream' if stream else 'converse'}"
 
     async def authorize(self, url: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, str]:
         if self.signer is None:
