@@ -248,10 +248,16 @@ class FakeAzure(_Cloud):
 
     def _reply_for(self, request: RecordedRequest, behaviour: Behaviour) -> _Reply:
         key, token = request.headers.get("api-key"), _bearer(request)
+        if request.headers.get("x-api-key") == self.azure_key:
+            key = self.azure_key
         if key != self.azure_key and token not in self.entra_tokens:
             return self._refuse(401, "Access denied due to invalid subscription key or wrong API endpoint.")
         if request.path in ("/openai/v1/chat/completions", "/openai/v1/embeddings"):
             return super()._reply_for(self._rewrite(request, request.path.removeprefix("/openai")), behaviour)
+        if request.path == "/anthropic/v1/messages":  # Claude on Microsoft Foundry
+            if key is None and token is None and request.headers.get("x-api-key") != self.azure_key:
+                return self._refuse(401, "Access denied")
+            return super()._reply_for(self._rewrite(request, "/v1/messages"), behaviour)
         match = self._DEPLOYMENT.match(request.path)
         if match is None:
             return self._refuse(404, "Resource not found")

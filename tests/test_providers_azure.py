@@ -279,3 +279,29 @@ def test_entra_default_credential_needs_the_extra_or_builds(azure):
     relay = Relay(config(azure, az_entra={"auth": "entra"}))
     provider = relay.providers["az-entra"]  # azure-identity is installed here: DefaultAzureCredential builds without network
     assert provider.token is not None and provider.auth_headers() == {}
+
+
+# ---- Claude on Microsoft Foundry (Anthropic format) --------------------------------------
+
+
+def test_claude_on_foundry_with_a_key_and_with_entra(azure):
+    providers = {
+        "foundry": {"kind": "anthropic", "base_url": f"{azure.url}/anthropic/", "api_key": "env:TEST_AZURE_KEY"},
+        "foundry-entra": {"kind": "anthropic", "base_url": f"{azure.url}/anthropic", "auth": "entra",
+                          "credential": "tests.test_providers_azure:CREDENTIAL", "scope": "https://ai.azure.com/.default"},
+    }
+    models = {"claude": {"provider": "foundry", "upstream": "claude-sonnet-4-5"}, "claude-entra": {"provider": "foundry-entra", "upstream": "claude-sonnet-4-5"}}
+    relay = Relay({"storage": {"ledger": "memory://"}, "providers": providers, "models": models})
+    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
+        claude = anthropic.Anthropic(base_url=f"{live.url}/ai", api_key="client-secret-abc", max_retries=0)
+        message = claude.messages.create(model="claude", max_tokens=100, messages=MESSAGES)
+        assert azure.last_request.path == "/anthropic/v1/messages" and azure.last_request.headers["x-api-key"] == AZURE_KEY
+        assert message.content[0].text == echo_reply({"messages": MESSAGES}, "anthropic")
+        tools = [{"name": "get_weather", "input_schema": SCHEMA}]
+        with claude.messages.stream(model="claude-entra", max_tokens=100, messages=MESSAGES, tools=tools) as stream:
+            final = stream.get_final_message()
+    request = azure.last_request
+    assert request.headers["authorization"] == "Bearer eyJ0eXAiOiJKV1Qi.entra-token-1-secret" and "x-api-key" not in request.headers
+    assert CREDENTIAL.scopes == ["https://ai.azure.com/.default"]
+    assert final.content[0].type == "tool_use" and final.content[0].input == fake_tool_arguments(SCHEMA, "Weather in Paris please")
+    assert azure.refusals == [] and [r.status for r in relay.ledger.rows()] == [200, 200]
