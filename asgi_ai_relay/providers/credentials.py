@@ -167,15 +167,17 @@ def google_fetcher(credential: str | None, scope: str | None, key: str) -> Fetch
     except ImportError as exc:
         raise ConfigurationError(f'{key}: auth = "google" needs google-auth: pip install "asgi-ai-relay[vertex]"') from exc
     scopes = [scope or GOOGLE_SCOPE]
-    try:
-        if credential:
-            creds: Any = service_account.Credentials.from_service_account_file(credential, scopes=scopes)  # type: ignore[no-untyped-call]
-        else:
-            creds, _ = google.auth.default(scopes=scopes)
-    except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-        raise ConfigurationError(f"{key}: cannot load Google credentials ({type(exc).__name__})") from exc
+    found: list[Any] = []
+    if credential:  # a file is read now, so a wrong path stops the start-up
+        try:
+            found.append(service_account.Credentials.from_service_account_file(credential, scopes=scopes))  # type: ignore[no-untyped-call]
+        except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+            raise ConfigurationError(f"{key}: cannot load Google credentials ({type(exc).__name__})") from exc
 
     def fetch() -> tuple[str, float]:
+        if not found:  # application default credentials may ask the metadata server: in this thread
+            found.append(google.auth.default(scopes=scopes)[0])
+        creds = found[0]
         creds.refresh(google.auth.transport.requests.Request())
         expiry = creds.expiry  # naive UTC
         expires = expiry.replace(tzinfo=datetime.timezone.utc).timestamp() if expiry else time.time() + 3000
