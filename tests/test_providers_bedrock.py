@@ -187,6 +187,13 @@ def test_anthropic_sdk_to_converse_stream_with_tools(claude, bedrock, relay):
     assert [r.status for r in relay.ledger.rows()] == [200, 200]
 
 
+def test_responses_api_to_converse(gpt, bedrock):
+    answer = gpt.responses.create(model="claude", input="Say hi", instructions="Be brief.")
+    assert bedrock.last_request.json["system"] == [{"text": "Be brief."}] and bedrock.refusals == []
+    assert answer.output_text == echo_reply({"messages": [{"role": "user", "content": "Say hi"}]}, "anthropic")
+    assert answer.usage.output_tokens > 0
+
+
 def test_bedrock_api_key_is_a_bearer_and_nothing_is_signed(gpt, bedrock):
     reply = gpt.chat.completions.create(model="claude-key", messages=MESSAGES)
     request = bedrock.last_request
@@ -334,6 +341,8 @@ def test_converse_request_translation():
     assert out["messages"] == [{"role": "user", "content": [{"text": "Look"}, {"image": {"format": "png", "source": {"bytes": "AAAA"}}}, {"text": "and answer"}]}]
     assert out["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]}
     assert out["toolConfig"]["toolChoice"] == {"tool": {"name": "get_weather"}}
+    blank = from_openai({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]}]}, ModelConfig("m", "aws", "x"), False)
+    assert blank["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]  # Converse refuses blank text blocks
     from asgi_ai_relay.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="image_url"):

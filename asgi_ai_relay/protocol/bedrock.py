@@ -138,7 +138,8 @@ def _blocks(content: Any, where: str, provider: str) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         return [{"text": content}]
-    return [_block(p, f"{where}.content[{j}]", provider) for j, p in enumerate(content)]
+    blocks = [_block(p, f"{where}.content[{j}]", provider) for j, p in enumerate(content)]
+    return [b for b in blocks if b.get("text") != ""]  # Converse refuses blank text blocks
 
 
 def _block(part: dict[str, Any], where: str, provider: str) -> dict[str, Any]:
