@@ -305,3 +305,21 @@ def test_claude_on_foundry_with_a_key_and_with_entra(azure):
     assert CREDENTIAL.scopes == ["https://ai.azure.com/.default"]
     assert final.content[0].type == "tool_use" and final.content[0].input == fake_tool_arguments(SCHEMA, "Weather in Paris please")
     assert azure.refusals == [] and [r.status for r in relay.ledger.rows()] == [200, 200]
+
+
+def test_token_source_bounds_the_wait_for_a_hung_identity_service():
+    from asgi_ai_relay.errors import UpstreamTimeout
+
+    async def scenario():
+        gate = threading.Event()
+        source = TokenSource("slow", lambda: (gate.wait(5), ("t", time.time() + 3600))[1], timeout=0.05)
+        try:
+            with pytest.raises(UpstreamTimeout, match="got no access token within 0.05s"):
+                await source.get()
+        finally:
+            gate.set()
+        await until(lambda: source._task is None)
+        assert await source.get() == "t"  # the fetch finished in its thread and is kept
+        await source.aclose()
+
+    asyncio.run(scenario())

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import redact
-from ..errors import ConfigurationError, UpstreamConnectError
+from ..errors import ConfigurationError, UpstreamConnectError, UpstreamTimeout
 
 __all__ = ["AZURE_SCOPE", "GOOGLE_SCOPE", "TokenSource", "azure_fetcher", "google_fetcher", "load_object"]
 
@@ -40,10 +40,14 @@ Fetch = Callable[[], tuple[str, float]]
 class TokenSource:
     """One provider's access token (see the module docstring)."""
 
-    def __init__(self, provider: str, fetch: Fetch, *, margin: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, provider: str, fetch: Fetch, *, margin: float = 300.0, timeout: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.provider = provider
         self.fetch = fetch
         self.margin = margin
+        #: The longest a request waits for a token (the fetch itself goes on in its thread).
+        self.timeout = timeout
         self.clock = clock
         self.fetches = 0
         self._token: tuple[str, float] | None = None
@@ -70,12 +74,15 @@ class TokenSource:
         if self._task is None:
             self.fetches += 1
             self._task = asyncio.ensure_future(self._refresh())
+            self._task.add_done_callback(_retrieved)  # a failure is logged in _refresh and told to waiters
         return self._task
 
     async def _wait(self) -> str:
         task = self._start()
         try:
-            value, _ = await asyncio.shield(task)
+            value, _ = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(f"Provider {self.provider!r} got no access token within {self.timeout:g}s.") from None
         except Exception as exc:  # the fetch's own text may quote a secret: only its type is told
             raise UpstreamConnectError(
                 f"Provider {self.provider!r} could not get an access token ({type(exc).__name__})."
@@ -105,8 +112,7 @@ class TokenSource:
 
     def _background(self) -> None:
         self._timer = None
-        task = self._start()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in _refresh
+        self._start()
 
     async def aclose(self) -> None:
         if self._timer is not None:
@@ -115,6 +121,11 @@ class TokenSource:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def load_object(spec: str, key: str) -> Any:

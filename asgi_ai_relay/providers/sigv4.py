@@ -18,6 +18,9 @@ from ..errors import ConfigurationError, UpstreamConnectError
 
 __all__ = ["SigV4Signer"]
 
+#: The longest a request waits for the credential chain (instance metadata, STS...).
+_WAIT = 30.0
+
 
 class SigV4Signer:
     def __init__(self, provider: str, region: str, *, profile: str | None = None, service: str = "bedrock") -> None:
@@ -48,13 +51,13 @@ class SigV4Signer:
         """
         try:
             if self._credentials is None:
-                self._credentials = await asyncio.to_thread(self._session.get_credentials)
+                self._credentials = await asyncio.wait_for(asyncio.to_thread(self._session.get_credentials), _WAIT)
             credentials = self._credentials
             if credentials is None:
                 raise LookupError("no credentials in the chain")
             refresh_needed = getattr(credentials, "refresh_needed", None)
             if refresh_needed is not None and refresh_needed():
-                frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+                frozen = await asyncio.wait_for(asyncio.to_thread(credentials.get_frozen_credentials), _WAIT)
             else:
                 frozen = credentials.get_frozen_credentials()
         except Exception as exc:  # its text may hold a key: only the type is told
