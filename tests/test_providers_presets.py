@@ -120,6 +120,8 @@ def test_presets_and_their_errors():
         load_config({"providers": {"mistral": {"quirks": {"no_done": True}}}})
     with pytest.raises(ConfigurationError, match=r"providers.b.region: required for preset 'bedrock_openai'"):
         load_config({"providers": {"b": {"preset": "bedrock_openai"}}})
+    with pytest.raises(ConfigurationError, match=r"providers.o.auth: \"aws\" \(SigV4\) is for kind 'bedrock'"):
+        load_config({"providers": {"o": {"kind": "openai", "base_url": "https://x.example/v1", "auth": "aws"}}})
     # a provider named like a preset but of another kind is not that preset
     other = load_config({"providers": {"mistral": {"kind": "anthropic", "base_url": "https://a.example"}}}).providers["mistral"]
     assert other.cloud.preset is None and other.base_url == "https://a.example/v1"

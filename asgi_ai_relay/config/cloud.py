@@ -156,6 +156,8 @@ def default_base_url(table: _Table, kind: str, base_url: str, cloud: CloudSettin
             base_url = base_url.rstrip("/").removesuffix("/openai/v1").removesuffix("/openai")
     if kind == "anthropic" and base_url and not urlsplit(base_url).path.rstrip("/").endswith("/v1"):
         base_url = base_url.rstrip("/") + "/v1"
+    if cloud.auth == "aws" and kind != "bedrock":
+        raise ConfigurationError(f"{table.key('auth')}: \"aws\" (SigV4) is for kind 'bedrock', not {kind!r}")
     if kind == "bedrock" and not base_url:
         raise ConfigurationError(f"{table.key('region')}: required for kind 'bedrock' (or a base_url)")
     return base_url
