@@ -229,22 +229,23 @@ def test_token_source_refresh_rules():
 
         def fetch():
             gate.wait(5)
-            issued.append(f"t{len(issued)}")
+            issued.append(f"token-source-test-{len(issued)}")
             return issued[-1], clock.now + 1000
 
         source = TokenSource("p", fetch, margin=300, clock=clock)
         gate.set()
         waiters = await asyncio.gather(*(source.get() for _ in range(5)))
-        assert waiters == ["t0"] * 5 and source.fetches == 1  # one fetch shared by every waiter
+        t0, t1 = "token-source-test-0", "token-source-test-1"
+        assert waiters == [t0] * 5 and source.fetches == 1  # one fetch shared by every waiter
         clock.now += 600  # 400 s left: no refresh
-        assert await source.get() == "t0" and source.fetches == 1
+        assert await source.get() == t0 and source.fetches == 1
         clock.now += 200  # 200 s left: answer at once, refresh beside it
         gate.clear()
-        assert await source.get() == "t0" and source.fetches == 2
-        assert await source.get() == "t0" and source.fetches == 2  # the refresh is in flight: not started twice
+        assert await source.get() == t0 and source.fetches == 2
+        assert await source.get() == t0 and source.fetches == 2  # the refresh is in flight: not started twice
         gate.set()
         await until(lambda: source._task is None)
-        assert await source.get() == "t1"
+        assert await source.get() == t1
         await source.aclose()
 
     asyncio.run(scenario())
@@ -252,7 +253,7 @@ def test_token_source_refresh_rules():
 
 def test_token_source_failure_names_only_the_type_and_recovers():
     async def scenario():
-        clock, outcomes = Clock(), [ValueError("secret-in-message"), ("good", 5000.0)]
+        clock, outcomes = Clock(), [ValueError("secret-in-message"), ("token-source-good-one", 5000.0)]
 
         def fetch():
             outcome = outcomes.pop(0)
@@ -265,7 +266,7 @@ def test_token_source_failure_names_only_the_type_and_recovers():
             await source.get()
         assert str(caught.value) == "Provider 'vault' could not get an access token (ValueError)."
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
-        assert await source.get() == "good"
+        assert await source.get() == "token-source-good-one"
         clock.now = 6000.0  # expired: the next request waits for a new one
         outcomes.append(RuntimeError("down"))
         with pytest.raises(UpstreamConnectError):
@@ -312,14 +313,14 @@ def test_token_source_bounds_the_wait_for_a_hung_identity_service():
 
     async def scenario():
         gate = threading.Event()
-        source = TokenSource("slow", lambda: (gate.wait(5), ("t", time.time() + 3600))[1], timeout=0.05)
+        source = TokenSource("slow", lambda: (gate.wait(5), ("token-source-slow-one", time.time() + 3600))[1], timeout=0.05)
         try:
             with pytest.raises(UpstreamTimeout, match="got no access token within 0.05s"):
                 await source.get()
         finally:
             gate.set()
         await until(lambda: source._task is None)
-        assert await source.get() == "t"  # the fetch finished in its thread and is kept
+        assert await source.get() == "token-source-slow-one"  # the fetch finished in its thread and is kept
         await source.aclose()
 
     asyncio.run(scenario())

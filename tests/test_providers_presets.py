@@ -110,7 +110,7 @@ def test_deepseek_strips_reasoning_content_going_up_and_passes_it_back(upstream)
 
 
 def test_presets_and_their_errors():
-    parsed = load_config({"providers": {"ollama": {}, "vllm": {"base_url": "http://gpu:8000/v1"}, "x": {"preset": "xai", "api_key": "k"}}})
+    parsed = load_config({"providers": {"ollama": {}, "vllm": {"base_url": "http://gpu:8000/v1"}, "x": {"preset": "xai", "api_key": "vertex-express-key-for-tests"}}})
     assert parsed.providers["ollama"].base_url == "http://127.0.0.1:11434/v1" and parsed.providers["ollama"].kind == "openai_compatible"
     assert parsed.providers["vllm"].base_url == "http://gpu:8000/v1" and parsed.providers["x"].base_url == "https://api.x.ai/v1"
     assert {"mistral", "groq", "together", "fireworks", "xai", "openrouter", "deepseek", "holysheep", "ollama", "vllm"} <= set(PRESETS)

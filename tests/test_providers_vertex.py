@@ -167,12 +167,12 @@ def test_a_refused_token_request_is_an_upstream_error(vertex, tmp_path):
 
 def test_endpoints_regional_global_and_multi_region(tmp_path):
     def provider(region, kind="vertex"):
-        return load_config({"providers": {"g": {"kind": kind, "project": "p", "region": region, "api_key": "k"}}}).providers["g"]
+        return load_config({"providers": {"g": {"kind": kind, "project": "p", "region": region, "api_key": "vertex-express-key-for-tests"}}}).providers["g"]
 
     assert provider("us-east5").base_url == "https://us-east5-aiplatform.googleapis.com/v1"
     assert provider("global").base_url == "https://aiplatform.googleapis.com/v1"
     assert provider("eu", "vertex_anthropic").base_url == "https://aiplatform.eu.rep.googleapis.com/v1"
-    relay = Relay({"providers": {"g": {"kind": "vertex_anthropic", "project": "p", "region": "global", "api_key": "k"}}, "storage": {"ledger": "memory://"}})
+    relay = Relay({"providers": {"g": {"kind": "vertex_anthropic", "project": "p", "region": "global", "api_key": "vertex-express-key-for-tests"}}, "storage": {"ledger": "memory://"}})
     url = relay.providers["g"].url(ModelConfig("c", "g", "claude-opus-4-1@20250805"), True)
     assert url == "https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/anthropic/models/claude-opus-4-1@20250805:streamRawPredict"
     with pytest.raises(ConfigurationError, match=r"providers.g.project: required for kind 'vertex'"):
