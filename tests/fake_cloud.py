@@ -20,6 +20,7 @@ wire format:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hmac
 import json
@@ -271,13 +272,14 @@ class FakeAzure(_Cloud):
 
 
 class FakeBedrock(_Cloud):
-    _CONVERSE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream)$")
+    _CONVERSE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$")
 
     def __init__(self, *, region: str, access_key: str, secret_key: str, session_token: str | None = None, api_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.region = region
         self.aws = (access_key, secret_key, session_token)
         self.bedrock_key = api_key
+        self.betas: list[Any] = []
 
     def _authorized(self, request: RecordedRequest, *, sigv4: bool) -> str | None:
         if self.bedrock_key is not None and self.bedrock_key in (_bearer(request), request.headers.get("x-api-key")):
@@ -303,6 +305,8 @@ class FakeBedrock(_Cloud):
             if behaviour.retry_after is not None:
                 reply.headers["retry-after"] = str(behaviour.retry_after)
             return reply
+        if match["op"].startswith("invoke"):
+            return self._invoke(request, unquote(match["model"]), match["op"] != "invoke", behaviour)
         if not isinstance(request.json, dict) or "model" in request.json or "messages" not in request.json:
             return self._refuse(400, "Malformed input request: #: extraneous key [model] is not permitted", "bedrock")
         plan = plan_reply(converse_to_anthropic(request.json), "anthropic", behaviour)
@@ -312,6 +316,35 @@ class FakeBedrock(_Cloud):
         if behaviour.stream_error_after is not None:
             reply.stream_error = exception("throttlingException", "Too many requests, please wait before trying again.")
         return reply
+
+
+    def _invoke(self, request: RecordedRequest, model: str, stream: bool, behaviour: Behaviour) -> _Reply:
+        """Claude's InvokeModel: Anthropic's body with ``anthropic_version: bedrock-2023-05-31``."""
+        body = request.json
+        if not isinstance(body, dict) or body.get("anthropic_version") != "bedrock-2023-05-31" or "model" in body or "stream" in body:
+            return self._refuse(400, "Malformed input request: anthropic_version bedrock-2023-05-31 required; model, stream not permitted", "bedrock")
+        self.betas.append(body.get("anthropic_beta"))
+        body = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")} | {"model": model, "stream": stream}
+        reply = super()._reply_for(self._rewrite(request, "/v1/messages", body), behaviour)
+        if not stream or reply.events is None:
+            return reply
+        frames = []
+        for sse in reply.events:
+            data = sse.split(b"data: ", 1)[1].strip()
+            if b'"message_stop"' in data:  # Bedrock adds its metrics to the last event
+                data = data[:-1] + b', "amazon-bedrock-invocationMetrics": {"inputTokenCount": 1, "outputTokenCount": 1}}'
+            frames.append(event_bytes(data))
+        reply.events = frames
+        reply.headers["content-type"] = "application/vnd.amazon.eventstream"
+        if behaviour.stream_error_after is not None:
+            reply.stream_error = exception("throttlingException", "Too many requests, please wait before trying again.")
+        return reply
+
+
+def event_bytes(data: bytes) -> bytes:
+    """An InvokeModelWithResponseStream ``chunk``: one Anthropic event as base64 JSON."""
+    payload = orjson.dumps({"bytes": base64.b64encode(data).decode(), "p": "abcd"})
+    return frame({":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}, payload)
 
 
 class FakeVertex(_Cloud):

@@ -51,6 +51,7 @@ def bedrock():
 def _aws_env(bedrock, monkeypatch, secret_scan, tmp_path):
     bedrock.reset()
     bedrock.refusals.clear()
+    bedrock.betas.clear()
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     # The usual chain, from the environment; no shared files, no instance metadata lookups.
@@ -70,12 +71,14 @@ def config(bedrock):
         "storage": {"ledger": "memory://"},
         "providers": {
             "aws": {"kind": "bedrock", "region": REGION, "base_url": bedrock.url},
+            "aws-claude": {"kind": "bedrock_anthropic", "region": REGION, "base_url": bedrock.url},
             "aws-key": {"kind": "bedrock", "region": REGION, "base_url": bedrock.url, "api_key": "env:TEST_BEDROCK_KEY"},
             "aws-openai": {"preset": "bedrock_openai", "region": REGION, "base_url": f"{bedrock.url}/openai/v1", "api_key": "env:TEST_BEDROCK_KEY"},
             "aws-mantle": {"preset": "bedrock_mantle", "region": REGION, "base_url": f"{bedrock.url}/anthropic", "api_key": "env:TEST_BEDROCK_KEY"},
         },
         "models": {
             "claude": {"provider": "aws", "upstream": PROFILE_ID, "price": PRICE},
+            "claude-native": {"provider": "aws-claude", "upstream": PROFILE_ID, "price": PRICE},
             "claude-key": {"provider": "aws-key", "upstream": "anthropic.claude-haiku-4-5-20251001-v1:0", "price": PRICE},
             "gpt-oss": {"provider": "aws-openai", "upstream": "openai.gpt-oss-120b-1:0", "price": PRICE},
             "claude-mantle": {"provider": "aws-mantle", "upstream": "anthropic.claude-sonnet-4-5", "price": PRICE},
@@ -255,6 +258,50 @@ def test_anthropic_compatible_endpoint_base_url_without_v1(claude, bedrock):
     request = bedrock.last_request
     assert request.path == "/anthropic/v1/messages" and request.headers["x-api-key"] == BEDROCK_KEY
     assert message.content[0].type == "tool_use" and message.content[0].input == ARGS
+
+
+# ---- Claude in Anthropic's format (InvokeModel) ----------------------------------------
+
+
+def test_invoke_model_keeps_anthropic_fields_and_reads_cache_usage(claude, bedrock, relay):
+    bedrock.script(Fault.cache(read=6, written=2))
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    message = claude.messages.create(model="claude-native", max_tokens=100, system=system, messages=MESSAGES)
+    request = bedrock.last_request
+    assert request.raw_path == "/model/eu.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke" and bedrock.refusals == []
+    assert request.json["system"] == system and request.json["anthropic_version"] == "bedrock-2023-05-31"
+    assert message.content[0].text == echo_reply({"messages": MESSAGES}, "anthropic")
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (6, 2)
+    (row,) = relay.ledger.rows()
+    assert (row.provider, row.cached_tokens, row.status) == ("aws-claude", 6, 200)
+
+
+def test_invoke_model_stream_with_tools_and_beta_header(claude, bedrock, relay):
+    with claude.messages.stream(model="claude-native", max_tokens=100, messages=MESSAGES, tools=AN_TOOLS,
+                                extra_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"}) as stream:
+        final = stream.get_final_message()
+    assert bedrock.last_request.raw_path.endswith("/invoke-with-response-stream") and bedrock.refusals == []
+    assert bedrock.betas == [["fine-grained-tool-streaming-2025-05-14"]]
+    (block,) = final.content
+    assert block.type == "tool_use" and block.input == ARGS and final.stop_reason == "tool_use"
+    plan = plan_reply({**bedrock.last_request.json, "model": PROFILE_ID}, "anthropic")
+    assert final.usage.output_tokens == plan.completion_tokens
+    assert relay.ledger.rows()[0].completion_tokens == plan.completion_tokens
+
+
+def test_openai_sdk_to_invoke_model_streamed(gpt, bedrock):
+    chunks = list(gpt.chat.completions.create(model="claude-native", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == echo_reply({"messages": MESSAGES}, "anthropic")
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_invoke_model_throttled_mid_stream(claude, bedrock, relay):
+    bedrock.script(Fault.stream_error(after_chunks=5))
+    with pytest.raises(anthropic.APIError) as caught:  # mid-stream, or before the first byte when it came in one read
+        with claude.messages.stream(model="claude-native", max_tokens=100, messages=MESSAGES) as stream:
+            list(stream.text_stream)
+    assert "Too many requests" in str(caught.value)
+    assert relay.ledger.rows()[0].status == 429
 
 
 # ---- the event stream decoder ---------------------------------------------------------

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["CLOUD_KEYS", "CLOUD_KINDS", "PRESETS", "CloudSettings", "Quirks", "default_base_url", "read_cloud"]
 
 #: Provider kinds this module adds to the plain ones.
-CLOUD_KINDS = ("azure_openai", "bedrock", "vertex", "vertex_anthropic")
+CLOUD_KINDS = ("azure_openai", "bedrock", "bedrock_anthropic", "vertex", "vertex_anthropic")
 CLOUD_KEYS = ("preset", "region", "project", "api_version", "auth", "credential", "scope", "quirks")
 AUTHS = ("key", "entra", "google", "aws")
 
@@ -75,6 +75,7 @@ PRESETS: dict[str, tuple[str, str, Quirks]] = {
     "ollama": ("openai_compatible", "http://127.0.0.1:11434/v1", Quirks(max_tokens_field="max_tokens")),
     "vllm": ("openai_compatible", "http://127.0.0.1:8000/v1", Quirks(max_tokens_field="max_tokens")),
     "bedrock": ("bedrock", "https://bedrock-runtime.{region}.amazonaws.com", Quirks()),
+    "bedrock_anthropic": ("bedrock_anthropic", "https://bedrock-runtime.{region}.amazonaws.com", Quirks()),
     "bedrock_openai": ("openai_compatible", "https://bedrock-runtime.{region}.amazonaws.com/openai/v1", Quirks()),
     "bedrock_mantle": ("anthropic", "https://bedrock-mantle.{region}.api.aws/anthropic/v1", Quirks()),
     "vertex": ("vertex", "", Quirks()),
@@ -156,8 +157,8 @@ def default_base_url(table: _Table, kind: str, base_url: str, cloud: CloudSettin
             base_url = base_url.rstrip("/").removesuffix("/openai/v1").removesuffix("/openai")
     if kind == "anthropic" and base_url and not urlsplit(base_url).path.rstrip("/").endswith("/v1"):
         base_url = base_url.rstrip("/") + "/v1"
-    if cloud.auth == "aws" and kind != "bedrock":
+    if cloud.auth == "aws" and kind not in ("bedrock", "bedrock_anthropic"):
         raise ConfigurationError(f"{table.key('auth')}: \"aws\" (SigV4) is for kind 'bedrock', not {kind!r}")
-    if kind == "bedrock" and not base_url:
-        raise ConfigurationError(f"{table.key('region')}: required for kind 'bedrock' (or a base_url)")
+    if kind in ("bedrock", "bedrock_anthropic") and not base_url:
+        raise ConfigurationError(f"{table.key('region')}: required for kind {kind!r} (or a base_url)")
     return base_url

@@ -11,6 +11,7 @@ from .anthropic import AnthropicProvider
 from .azure import AzureOpenAIProvider
 from .base import HttpProvider, Provider, UpstreamResponse
 from .bedrock import BedrockProvider
+from .bedrock_anthropic import BedrockAnthropicProvider
 from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
@@ -19,6 +20,7 @@ from .vertex import VertexAnthropicProvider, VertexGeminiProvider
 __all__ = [
     "AnthropicProvider",
     "AzureOpenAIProvider",
+    "BedrockAnthropicProvider",
     "BedrockProvider",
     "GeminiProvider",
     "HttpProvider",
@@ -38,6 +40,7 @@ HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], Htt
     "gemini": GeminiProvider,
     "azure_openai": AzureOpenAIProvider,
     "bedrock": BedrockProvider,
+    "bedrock_anthropic": BedrockAnthropicProvider,
     "vertex": VertexGeminiProvider,
     "vertex_anthropic": VertexAnthropicProvider,
 }

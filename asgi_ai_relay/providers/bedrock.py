@@ -20,7 +20,31 @@ from ..reply import UpstreamHttp
 from .base import HttpProvider, UpstreamResponse
 from .sigv4 import SigV4Signer
 
-__all__ = ["BedrockProvider"]
+__all__ = ["BedrockProvider", "bedrock_error", "model_url", "signer_for"]
+
+
+def signer_for(provider: HttpProvider) -> SigV4Signer | None:
+    """SigV4 unless the provider has a Bedrock API key (or a token) to send instead.
+
+    :raises ConfigurationError: when botocore is missing or the region unset.
+    """
+    config = provider.config
+    if config.api_key is not None or provider.token is not None:
+        return None
+    return SigV4Signer(config.name, config.cloud.region or "", profile=config.cloud.credential)
+
+
+def model_url(base_url: str, model: ModelConfig, operation: str) -> str:
+    # ':' stays as it is (a path may hold it, and every HTTP client sends it unchanged, so the
+    # path signed is the path sent); '/' of an ARN is encoded into the one segment.
+    return f"{base_url}/model/{quote(model.upstream, safe=':')}/{operation}"
+
+
+def bedrock_error(payload: Any) -> str | None:
+    """The message of a Bedrock error body (``{"message": ...}``)."""
+    if isinstance(payload, dict) and isinstance(payload.get("message") or payload.get("Message"), str):
+        return str(payload.get("message") or payload.get("Message"))
+    return None
 
 
 class BedrockProvider(HttpProvider):
@@ -29,19 +53,14 @@ class BedrockProvider(HttpProvider):
 
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config, client, timeouts)
-        cloud = config.cloud
-        self.signer = None
-        if config.api_key is None and self.token is None:
-            self.signer = SigV4Signer(config.name, cloud.region or "", profile=cloud.credential)
+        self.signer = signer_for(self)
 
     @property
     def default_headers(self) -> dict[str, str]:
         return {"accept": "application/json"}
 
     def url(self, model: ModelConfig, stream: bool) -> str:
-        # ':' stays as it is (a path may hold it, and every HTTP client sends it unchanged, so the
-        # path signed is the path sent); '/' of an ARN is encoded into the one segment.
-        return f"{self.config.base_url}/model/{quote(model.upstream, safe=':')}/{'converse-stream' if stream else 'converse'}"
+        return model_url(self.config.base_url, model, "converse-stream" if stream else "converse")
 
     async def authorize(self, url: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, str]:
         if self.signer is None:
@@ -58,6 +77,5 @@ class BedrockProvider(HttpProvider):
         return reply
 
     def error_message(self, payload: Any, raw: bytes) -> tuple[str, str | None]:
-        if isinstance(payload, dict) and isinstance(payload.get("message") or payload.get("Message"), str):
-            return str(payload.get("message") or payload.get("Message")), None
-        return super().error_message(payload, raw)
+        message = bedrock_error(payload)
+        return (message, None) if message is not None else super().error_message(payload, raw)
