@@ -86,6 +86,8 @@ class HttpProvider(Provider):
         self.client = client
         #: An OAuth token fetched and refreshed off the request path (``auth = "entra"`` / ``"google"``).
         self.token = self.token_source()
+        #: Whether each request needs :meth:`authorize` (a token, a signature); static keys do not.
+        self.per_request_auth = self.token is not None
         self.base_headers = (
             self.default_headers | {"content-type": "application/json"} | dict(config.headers) | self.auth_headers()
         )
@@ -165,7 +167,8 @@ class HttpProvider(Provider):
         if model.headers or headers:
             sent = {**sent, **(headers or {}), **model.headers, **self.auth_headers()}
         data = orjson.dumps(body)
-        sent = await self.authorize(url, sent, data)
+        if self.per_request_auth:
+            sent = await self.authorize(url, sent, data)
         reply = await self.client.post(self.name, url, sent, data, stream=stream)
         if not 200 <= reply.status < 300:
             try:

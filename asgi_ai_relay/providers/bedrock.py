@@ -54,6 +54,7 @@ class BedrockProvider(HttpProvider):
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config, client, timeouts)
         self.signer = signer_for(self)
+        self.per_request_auth = self.per_request_auth or self.signer is not None
 
     @property
     def default_headers(self) -> dict[str, str]:

@@ -44,6 +44,7 @@ class BedrockAnthropicProvider(AnthropicProvider):
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config, client, timeouts)
         self.signer = signer_for(self)
+        self.per_request_auth = self.per_request_auth or self.signer is not None
 
     def auth_headers(self) -> dict[str, str]:
         key = self.config.api_key
