@@ -372,6 +372,12 @@ class FakeVertex(_Cloud):
         model, method = unquote(match["model"]), match["method"]
         if match["publisher"] == "google" and method in ("generateContent", "streamGenerateContent"):
             return super()._reply_for(self._rewrite(request, f"/v1beta/models/{model}:{method}"), behaviour)
+        if match["publisher"] == "anthropic" and model == "count-tokens" and method == "rawPredict":
+            body = request.json
+            if not isinstance(body, dict) or body.get("anthropic_version") != "vertex-2023-10-16" or "model" not in body:
+                return self._refuse(400, "count-tokens takes the model in the body and anthropic_version vertex-2023-10-16")
+            body = {k: v for k, v in body.items() if k != "anthropic_version"}
+            return super()._reply_for(self._rewrite(request, "/v1/messages/count_tokens", body), behaviour)
         if match["publisher"] == "anthropic" and method in ("rawPredict", "streamRawPredict"):
             body = request.json
             if not isinstance(body, dict) or body.get("anthropic_version") != "vertex-2023-10-16" or "model" in body:

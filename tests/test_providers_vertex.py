@@ -133,6 +133,14 @@ def test_claude_on_vertex_whole_and_streamed_with_the_anthropic_sdk(claude, vert
     assert [r.status for r in relay.ledger.rows()] == [200, 200]
 
 
+def test_claude_on_vertex_counts_tokens(claude, vertex):
+    counted = claude.messages.count_tokens(model="claude", messages=MESSAGES)
+    request = last_call(vertex)
+    assert request.path == model_path("anthropic", "count-tokens", "rawPredict") and vertex.refusals == []
+    assert request.json["model"] == "claude-sonnet-4-5@20250929"
+    assert counted.input_tokens == plan_reply({"messages": MESSAGES}, "anthropic").prompt_tokens
+
+
 def test_openai_sdk_to_claude_on_vertex_streamed(gpt, vertex):
     gpt.chat.completions.create(model="claude", messages=MESSAGES)  # fetches the token: the script is for the stream
     vertex.script(Fault.cache(read=4))
