@@ -208,7 +208,8 @@ class Metrics:
             values = _read(name, watch)
             if values is not None:
                 for label_values, value in values.items():
-                    watch.gauge.labels(*label_values).set(value)
+                    # (a gauge without labels is set itself: labels() refuses it)
+                    (watch.gauge.labels(*label_values) if label_values else watch.gauge).set(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ models it matches (others stay open). Superusers hold every permission.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -23,9 +24,11 @@ from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 
 from asgi_ai_relay import AuthenticationError, Caller, PermissionDenied, RelayError
+from asgi_ai_relay.errors import ServiceUnavailable
 from asgi_ai_relay.keys import Hasher, KeyRecord, key_caller
 from asgi_ai_relay.keys.directory import refuse
 from asgi_ai_relay.keys.record import PREFIX_CHARS, new_secret
@@ -39,6 +42,8 @@ AUTO = "auto"
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, Caller | RelayError | None]] = {}
 
+
+logger = logging.getLogger("asgi_ai_relay")
 
 def _hasher() -> Hasher:
     secret = relay_conf.relay().config.keys.secret
@@ -90,14 +95,21 @@ def key_caller_for(presented: str) -> Caller | None:
     :raises AuthenticationError: the key is revoked or expired, or its user inactive.
     :raises PermissionDenied: its user lacks ``AI_RELAY_PERMISSION``.
     """
+    relay = relay_conf.relay()
+    if relay.keys.lookup(presented) is not None:  # one of the configuration's keys: no query
+        return None
     digest = _hasher().digest(presented)
     now = time.monotonic()
-    ttl = relay_conf.relay().config.keys.cache_ttl
+    ttl = relay.config.keys.cache_ttl
     cached = _cache.get(digest)
     if cached is not None and now - cached[0] < ttl:
         found = cached[1]
     else:
-        found = _resolve(digest)
+        try:
+            found = _resolve(digest)
+        except DatabaseError as error:  # no table yet (migrate not run), the database down
+            logger.warning("managed keys cannot be read: %s: %s", type(error).__name__, error)
+            raise ServiceUnavailable("Managed API keys cannot be checked right now.") from error
         with _lock:
             if len(_cache) > 10_000:
                 _cache.clear()

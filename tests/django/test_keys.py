@@ -135,3 +135,28 @@ def test_per_model_permissions_hold_for_sessions_and_keys(relay_settings, staff_
     assert ask(key, "other-model").status_code == 403
     outsider_key, _ = add_key(staff_client, make_user("nobody", permission=False))
     assert ask(outsider_key).status_code == 403  # the owner lacks use_relay
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_table_missing_is_a_clear_503_and_static_keys_need_no_query(relay_settings, upstream):
+    """A site that has not run ``migrate`` (or whose database is down): an unknown key is a 503
+    in the caller's format, not a 500; a key of the configuration is never looked up there."""
+    from django.db import connection
+
+    from django_ai_relay.keys import clear_cache
+    from django_ai_relay.models import RelayKey
+    from tests.conftest import RELAY_KEY
+
+    relay_settings.AI_RELAY = {**relay_settings.AI_RELAY, "api_keys": [{"key": "env:TEST_RELAY_KEY", "caller": "ops"}]}
+    with connection.schema_editor() as editor:
+        editor.delete_model(RelayKey)
+    try:
+        clear_cache()
+        refused = ask("rk-not-a-key-of-the-configuration")
+        assert refused.status_code == 503, refused.content
+        assert orjson.loads(refused.content)["error"]["message"] == "Managed API keys cannot be checked right now."
+        served = ask(RELAY_KEY)
+        assert served.status_code == 200, served.content
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(RelayKey)
