@@ -38,6 +38,7 @@ def _count(value: object) -> int:
 #: The token classes counted beside prompt, completion and cached tokens.
 _CLASS_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
                  "image_input_tokens", "web_search_requests")
+_NO_CLASSES = (0,) * len(_CLASS_COUNTS)
 #: Every count a usage report sums, in its order.
 COUNT_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", *_CLASS_COUNTS)
 
@@ -134,10 +135,12 @@ class LedgerRow:
         value = self.latency_ms
         if type(value) is not float or not 0 <= value < _INF:
             self.latency_ms = _ms(value)
-        for name in _CLASS_COUNTS:
-            value = getattr(self, name)
-            if type(value) is not int or not 0 <= value <= MAX_COUNT:
-                setattr(self, name, _count(value))
+        if (self.cache_write_5m_tokens, self.cache_write_1h_tokens, self.reasoning_tokens, self.audio_input_tokens,
+                self.image_input_tokens, self.web_search_requests) != _NO_CLASSES:
+            for name in _CLASS_COUNTS:  # (most rows have none of these: no loop for them)
+                value = getattr(self, name)
+                if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                    setattr(self, name, _count(value))
         if self.counted_prompt_tokens is not None:
             self.counted_prompt_tokens = _count(self.counted_prompt_tokens)
 
