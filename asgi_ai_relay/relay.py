@@ -43,12 +43,12 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
-from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, RESPONSES, WireFormat
+from .protocol import ANTHROPIC, EMBEDDINGS, GEMINI, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
 from .stages import auth as auth_stage
-from .stages import budget, embed, embed_cache, parse, ratelimit, responses, route, usage
+from .stages import budget, embed, embed_cache, gemini, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .storage import Cache, Ledger, RateLimitStore
@@ -75,6 +75,9 @@ EMBEDDING_STAGES: tuple[Stage, ...] = (
 #: the answer's kept by ``forward`` (the route's, wrapped).
 RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
+#: Gemini-native ``/v1beta/models/{model}:ACTION``: the model and the kind of answer from the URL.
+GEMINI_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], gemini.target, *MODEL_STAGES[2:-1], gemini.forward)
+GEMINI_COUNT_STAGES: tuple[Stage, ...] = (*COUNT_STAGES[:2], gemini.target, route.resolve, gemini.count_tokens)
 
 
 def _release(relay: Relay, call: Call) -> None:
@@ -158,6 +161,11 @@ class Relay(Lifecycle):
         for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
             self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
+        for action in ("generateContent", "streamGenerateContent"):
+            self.add_route("POST", f"/v1beta/models/{{model}}:{action}", Route(action, GEMINI, GEMINI_STAGES), model=True)
+        self.add_route("POST", "/v1beta/models/{model}:countTokens", Route("countTokens", GEMINI, GEMINI_COUNT_STAGES))
+        self.add_route("GET", "/v1beta/models", Route("models", GEMINI, (auth_stage.authenticate, gemini.list_models)))
+        self.add_route("GET", "/v1beta/models/{id}", Route("models", GEMINI, (auth_stage.authenticate, gemini.get_model)))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
             ("/v1/health", "health", health_report), ("/metrics", "metrics", metrics_text),
@@ -176,8 +184,15 @@ class Relay(Lifecycle):
     # -- requests ------------------------------------------------------------------------
 
     def match(self, method: str, path: str) -> Route | None:
-        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment."""
-        return self.routes.get((method, path)) or self.routes.get((method, path.rpartition("/")[0] + "/{id}"))
+        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment,
+        one ending in ``/{model}:ACTION`` any last segment ending in ``:ACTION``."""
+        routes = self.routes
+        found = routes.get((method, path))
+        if found is None:
+            head, _, last = path.rpartition("/")
+            found = routes.get((method, f"{head}/{{model}}:{last.rpartition(':')[2]}")) if ":" in last else None
+            found = found or routes.get((method, head + "/{id}"))
+        return found
 
     async def handle(self, request: RelayRequest, *, record_after_send: bool = False) -> RelayResponse:
         """Answer one request. Never raises for anything the request did.
@@ -229,7 +244,8 @@ class Relay(Lifecycle):
     def _new_call(self, request: RelayRequest, route: Route | None) -> Call:
         if route is None:  # answer in the format of the endpoint at that path, if there is one
             route = next((r for (_, path), r in self.routes.items() if path == request.path), None)
-            endpoint, wire = "unknown", route.format if route is not None else OPENAI
+            fallback = GEMINI if request.path.startswith("/v1beta/") else OPENAI
+            endpoint, wire = "unknown", route.format if route is not None else fallback
         else:
             endpoint, wire = route.endpoint, route.format
         call = Call(request, request_id(request), endpoint, wire)

@@ -19,16 +19,17 @@ import orjson
 
 from ..config import ModelConfig
 from ..errors import InvalidRequest
-from ..protocol import anthropic_request, anthropic_response, gemini, openai, responses, responses_output
+from ..protocol import anthropic_request, anthropic_response, gemini, gemini_inbound, openai, responses, responses_output
 from ..protocol.anthropic_stream import AnthropicDecoder, AnthropicEncoder
-from ..protocol.gemini_stream import GeminiDecoder
+from ..protocol.gemini_stream import GeminiDecoder, GeminiEncoder
 from ..protocol.openai_stream import Decoder, Encoder, OpenAIDecoder, OpenAIEncoder
 from ..protocol.responses_stream import ResponsesEncoder
 from ..types import Usage
-from .passthrough import AnthropicPassThrough, OpenAIPassThrough, StreamTranslator, load, reading
+from .passthrough import AnthropicPassThrough, GeminiPassThrough, OpenAIPassThrough, StreamTranslator, load, reading
 
 __all__ = [
     "AnthropicPassThrough",
+    "GeminiPassThrough",
     "Inbound",
     "OpenAIPassThrough",
     "Outbound",
@@ -150,6 +151,7 @@ ANTHROPIC_IN = Inbound(
     anthropic_request.to_openai, anthropic_response.message_from_completion, lambda body: AnthropicEncoder()
 )
 RESPONSES_IN = Inbound(responses.to_chat, responses_output.from_completion, lambda body: ResponsesEncoder())
+GEMINI_IN = Inbound(gemini_inbound.to_chat, gemini_inbound.from_completion, lambda body: GeminiEncoder())
 OPENAI_OUT = Outbound(_openai_from_hub, _openai_parse, OpenAIDecoder)
 ANTHROPIC_OUT = Outbound(anthropic_request.from_openai, anthropic_response.completion_from_message, AnthropicDecoder)
 GEMINI_OUT = Outbound(gemini.from_openai, gemini.completion_from_response, GeminiDecoder)
@@ -167,6 +169,9 @@ TRANSLATIONS: dict[tuple[str, str], Callable[[], Translation]] = {
     ("responses", "openai"): lambda: Translated(RESPONSES_IN, OPENAI_OUT, "openai"),
     ("responses", "anthropic"): lambda: Translated(RESPONSES_IN, ANTHROPIC_OUT, "anthropic"),
     ("responses", "gemini"): lambda: Translated(RESPONSES_IN, GEMINI_OUT, "gemini"),
+    ("gemini", "gemini"): GeminiPassThrough,
+    ("gemini", "openai"): lambda: Translated(GEMINI_IN, OPENAI_OUT, "openai"),
+    ("gemini", "anthropic"): lambda: Translated(GEMINI_IN, ANTHROPIC_OUT, "anthropic"),
 }
 _INSTANCES: dict[tuple[str, str], Translation] = {}
 
