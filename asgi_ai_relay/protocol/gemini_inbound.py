@@ -48,7 +48,7 @@ _CONFIG = {
     "temperature": "temperature", "topP": "top_p", "seed": "seed", "presencePenalty": "presence_penalty",
     "frequencyPenalty": "frequency_penalty", "maxOutputTokens": "max_tokens", "candidateCount": "n",
 }
-_ROLES = {"user": "user", "model": "assistant"}
+_ROLES = {"user": "user", "model": "assistant", "function": "user"}
 _MODES = {"AUTO": "auto", "ANY": "required", "NONE": "none", "VALIDATED": "auto"}
 
 
@@ -70,17 +70,69 @@ def validate_gemini_request(body: Any) -> None:
     if not isinstance(contents, list) or not contents:
         raise _bad("'contents' is required and must be a non-empty array.", "contents")
     for i, content in enumerate(contents):
-        if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
-            raise _bad(f"'contents[{i}]' must be an object with 'parts'.", f"contents[{i}]")
-        if not all(isinstance(p, dict) for p in content["parts"]):
-            raise _bad(f"'contents[{i}].parts' must be an array of objects.", f"contents[{i}].parts")
+        _check_content(content, f"contents[{i}]", roles=True)
     for name in ("generationConfig", "systemInstruction", "toolConfig"):
         if body.get(name) is not None and not isinstance(body[name], dict):
             raise _bad(f"'{name}' must be an object.", name)
+    if body.get("systemInstruction") is not None:
+        _check_content(body["systemInstruction"], "systemInstruction", roles=False)
+    _check_config(body.get("generationConfig") or {})
+    calling = (body.get("toolConfig") or {}).get("functionCallingConfig")
+    if calling is not None and not (isinstance(calling, dict) and isinstance(calling.get("mode", ""), str)
+                                    and _strings(calling.get("allowedFunctionNames", []))):
+        raise _bad("'toolConfig.functionCallingConfig' must be an object with a string 'mode'.", "toolConfig")
     if body.get("tools") is not None and not (isinstance(body["tools"], list) and all(isinstance(t, dict) for t in body["tools"])):
         raise _bad("'tools' must be an array of objects.", "tools")
     if body.get("cachedContent") is not None:
         raise _bad("'cachedContent' is not supported by this relay.", "cachedContent")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_content(content: Any, where: str, roles: bool) -> None:
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+        raise _bad(f"'{where}' must be an object with 'parts'.", where)
+    role = content.get("role")
+    if roles and role is not None and role not in ("user", "model", "function"):
+        raise _bad(f"'{where}.role' must be 'user' or 'model'.", f"{where}.role")
+    for j, part in enumerate(content["parts"]):
+        at = f"{where}.parts[{j}]"
+        if not isinstance(part, dict):
+            raise _bad(f"'{at}' must be an object.", at)
+        if "text" in part and not isinstance(part["text"], str):
+            raise _bad(f"'{at}.text' must be a string.", f"{at}.text")
+        for kind in ("functionCall", "functionResponse"):
+            if kind in part and not (isinstance(part[kind], dict) and isinstance(part[kind].get("name"), str)):
+                raise _bad(f"'{at}.{kind}' must be an object with a 'name'.", f"{at}.{kind}")
+        call = part.get("functionCall")
+        if isinstance(call, dict) and call.get("args") is not None and not isinstance(call["args"], dict):
+            raise _bad(f"'{at}.functionCall.args' must be an object.", f"{at}.functionCall.args")
+        for kind in ("inlineData", "inline_data", "fileData", "file_data"):
+            blob = part.get(kind)
+            if blob is not None and not (isinstance(blob, dict) and all(isinstance(v, str) for v in blob.values())):
+                raise _bad(f"'{at}.{kind}' must be an object of strings.", f"{at}.{kind}")
+
+
+_LIMITS: dict[str, tuple[tuple[type[int | float], ...], float | None, float | None]] = {
+    "temperature": ((int, float), 0, 2), "topP": ((int, float), 0, 1), "topK": ((int, float), 0, None),
+    "maxOutputTokens": ((int,), 1, None), "candidateCount": ((int,), 1, 8), "seed": ((int,), None, None),
+    "presencePenalty": ((int, float), -2, 2), "frequencyPenalty": ((int, float), -2, 2),
+}
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    for name, (types, low, high) in _LIMITS.items():
+        value = config.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types) or (low is not None and value < low) or (high is not None and value > high):
+            raise _bad(f"'generationConfig.{name}' is not valid.", f"generationConfig.{name}")
+    if config.get("stopSequences") is not None and not _strings(config["stopSequences"]):
+        raise _bad("'generationConfig.stopSequences' must be an array of strings.", "generationConfig.stopSequences")
+    if config.get("responseMimeType") is not None and not isinstance(config["responseMimeType"], str):
+        raise _bad("'generationConfig.responseMimeType' must be a string.", "generationConfig.responseMimeType")
 
 
 def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str, Any]:
