@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RelayError
-from . import anthropic, embeddings, gemini_inbound, openai, responses, responses_output
+from . import anthropic, embeddings, gemini_answer, gemini_inbound, openai, responses, responses_output
 from .sse import encode_event
 
 __all__ = ["ANTHROPIC", "EMBEDDINGS", "GEMINI", "OPENAI", "RESPONSES", "WireFormat"]
@@ -41,5 +41,5 @@ RESPONSES = WireFormat(
 )
 #: Gemini ``generateContent`` (the model and the action in the URL); errors in Google's shape.
 GEMINI = WireFormat(
-    "gemini", gemini_inbound.validate_gemini_request, gemini_inbound.error_body, gemini_inbound.stream_error
+    "gemini", gemini_inbound.validate_gemini_request, gemini_answer.error_body, gemini_answer.stream_error
 )

@@ -15,7 +15,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError
 from ..types import Usage
-from . import gemini_inbound
+from . import gemini_answer
 from .gemini import finish_reason, tool_call, usage_from_metadata
 from .hub import new_id
 from .openai import chunk
@@ -101,7 +101,7 @@ class GeminiEncoder:
         self.finish_reason: str | None = None
 
     def _event(self, parts: list[dict[str, Any]], finish: str | None = None, usage: Usage | None = None) -> bytes:
-        return encode_event(orjson.dumps(gemini_inbound.response(self.id, self.model, gemini_inbound.candidate(parts, finish), usage)))
+        return encode_event(orjson.dumps(gemini_answer.response(self.id, self.model, gemini_answer.candidate(parts, finish), usage)))
 
     def encode(self, chunk: dict[str, Any]) -> bytes:
         self.model = chunk.get("model") or self.model
@@ -122,5 +122,5 @@ class GeminiEncoder:
         return out
 
     def finish(self, usage: Usage | None) -> bytes:
-        parts = [gemini_inbound.function_part(self._calls[i]) for i in sorted(self._calls)] or [{"text": ""}]
+        parts = [gemini_answer.function_part(self._calls[i]) for i in sorted(self._calls)] or [{"text": ""}]
         return self._event(parts, self.finish_reason or "stop", usage)

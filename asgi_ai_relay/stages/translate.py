@@ -19,7 +19,7 @@ import orjson
 
 from ..config import ModelConfig
 from ..errors import InvalidRequest
-from ..protocol import anthropic_request, anthropic_response, gemini, gemini_inbound, openai, responses, responses_output
+from ..protocol import anthropic_request, anthropic_response, gemini, gemini_answer, gemini_inbound, openai, responses, responses_output
 from ..protocol.anthropic_stream import AnthropicDecoder, AnthropicEncoder
 from ..protocol.gemini_stream import GeminiDecoder, GeminiEncoder
 from ..protocol.openai_stream import Decoder, Encoder, OpenAIDecoder, OpenAIEncoder
@@ -151,7 +151,7 @@ ANTHROPIC_IN = Inbound(
     anthropic_request.to_openai, anthropic_response.message_from_completion, lambda body: AnthropicEncoder()
 )
 RESPONSES_IN = Inbound(responses.to_chat, responses_output.from_completion, lambda body: ResponsesEncoder())
-GEMINI_IN = Inbound(gemini_inbound.to_chat, gemini_inbound.from_completion, lambda body: GeminiEncoder())
+GEMINI_IN = Inbound(gemini_inbound.to_chat, gemini_answer.from_completion, lambda body: GeminiEncoder())
 OPENAI_OUT = Outbound(_openai_from_hub, _openai_parse, OpenAIDecoder)
 ANTHROPIC_OUT = Outbound(anthropic_request.from_openai, anthropic_response.completion_from_message, AnthropicDecoder)
 GEMINI_OUT = Outbound(gemini.from_openai, gemini.completion_from_response, GeminiDecoder)
