@@ -13,6 +13,10 @@ final event goes out. A stream
 larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
 stored either (a later ``previous_response_id`` to it is a 404).
 
+Each stored response also keeps the id of its chain's first response, the chain's session for
+conversation affinity (:mod:`asgi_ai_relay.affinity`): a request that continues the chain is
+sent to the deployment the chain started on, while it is healthy.
+
 ``GET /v1/responses/{id}`` answers the caller's own stored response, ``DELETE`` forgets it.
 The store is the one ``storage.responses`` names (see :mod:`asgi_ai_relay.storage.responses`).
 """
@@ -58,6 +62,7 @@ async def restore(relay: Relay, call: Call) -> RelayResponse | None:
             raise error
         items = [*record["conversation"], *items]
         body["input"] = items
+        call.session = record.get("session") or previous  # the chain's first response: its affinity
     if body.get("store") is not False:
         call.hold(_Keeper(relay, call, items))
     return None
@@ -91,7 +96,18 @@ class _Keeper:
         if response is None or not isinstance(response.get("id"), str):
             return None
         output = [item for item in response.get("output") or () if isinstance(item, dict)]
-        return response["id"], {"conversation": [*self.items, *output], "response": response}
+        session = self.call.session
+        if session is None:  # a chain starts here: later requests in it go where this one went
+            session = response["id"]
+            self._pin(session)
+        return response["id"], {"conversation": [*self.items, *output], "response": response, "session": session}
+
+    def _pin(self, session: str) -> None:
+        call, router = self.call, self.relay.router
+        served = next((e.get("deployment") for e in reversed(call.attempt_log) if e.get("status") == 200), None)
+        target = router.by_name.get(served) if isinstance(served, str) else None
+        if target is not None and call.model is not None:
+            router.served(call.model, session, target)
 
     async def now(self, pieces: list[bytes]) -> None:
         record = self._record(pieces)

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..affinity import session_of
 from ..breaker import CircuitOpen, Ticket
 from ..call import Once
 from ..errors import (
@@ -98,7 +99,7 @@ Send = Callable[["Relay", "Call", "ModelConfig"], Awaitable[RelayResponse]]
 
 
 class _Attempts:
-    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send")
+    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send", "session")
 
     def __init__(self, relay: Relay, call: Call, send: Send) -> None:
         self.relay = relay
@@ -108,6 +109,7 @@ class _Attempts:
         self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
         self.failure: RelayError | None = None
         self.refusal: CircuitOpen | None = None
+        self.session = session_of(call, self.router.session_headers) if self.router.affinity is not None else None
 
     async def run(self, first: ModelConfig) -> RelayResponse:
         models = self.relay.config.models
@@ -153,6 +155,7 @@ class _Attempts:
         """
         policy = self.router.policy(model)
         targets = self.router.order(model)
+        self.router.prefer_pinned(model, self.session, targets)
         attempts, index, previous = 0, 0, None
         while attempts < policy.max_attempts and targets:
             target = targets[index % len(targets)]
@@ -273,6 +276,7 @@ class _Attempts:
             raise
         else:
             target.observe(_ms_since(started))
+            router.served(target.model, self.session, target)
             pass_back.discard()
             await router.breakers.record(ticket, True, router.clock())
             call.headers["x-relay-attempts"] = str(call.attempts)
