@@ -192,6 +192,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
             "/v1/chat/completions": _post("OpenAI Chat Completions", "ChatRequest", "OpenAIError", stream=True),
             "/v1/messages": _post("Anthropic Messages", "MessagesRequest", "AnthropicError", stream=True),
             "/v1/responses": _post("OpenAI Responses", "ResponsesRequest", "OpenAIError", stream=True),
+            "/v1/responses/input_tokens": _post("Responses input token count (no upstream call)", "ResponsesRequest", "OpenAIError", stream=False),
             "/v1/responses/{id}": {
                 method: {**_get(summary)["get"], "parameters": [stored]}
                 for method, summary in (("get", "The caller's own stored response"), ("delete", "Forget the caller's own stored response"))

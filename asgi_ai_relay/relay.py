@@ -158,6 +158,8 @@ class Relay(Lifecycle):
         self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
         #: Stored Responses conversations (``previous_response_id``), per caller.
         self.responses: ResponseStore = response_store_from_uri(self.config.storage.responses)
+        self.add_route("POST", "/v1/responses/input_tokens", Route("responses.input_tokens", RESPONSES,
+                                                                   (*COUNT_STAGES[:3], responses.count_input)))
         for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
             self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
