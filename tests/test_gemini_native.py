@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from asgi_ai_relay import Relay, RelayMiddleware
+from asgi_ai_relay import Relay, RelayMiddleware, RelayRequest
 from asgi_ai_relay.tokens import prompt_tokens
 from tests.conftest import UPSTREAM_KEY
 from tests.fake_upstream import Fault, fake_tool_arguments, plan_reply
@@ -198,3 +198,14 @@ def test_cached_answer_replays_byte_for_byte(client, upstream, relay):
     assert array.headers["x-relay-cache"] == "miss" and array.json()[0]["candidates"] == first.json()["candidates"]
     assert len(upstream.requests) == 2
     assert UPSTREAM_KEY not in first.text
+
+
+async def test_max_output_tokens_over_the_models_limit_is_refused(upstream):
+    settings = config(upstream)
+    settings["models"]["m-oa"]["max_output_tokens"] = 50
+    relay = Relay(settings)
+    body = orjson.dumps({**BODY, "generationConfig": {"maxOutputTokens": 51}})
+    answer = await relay.handle(RelayRequest("POST", "/v1beta/models/m-oa:generateContent", {"content-type": "application/json"}, body))
+    assert answer.status == 400 and "generationConfig.maxOutputTokens" in orjson.loads(answer.body)["error"]["message"]
+    assert upstream.requests == []
+    await relay.shutdown()

@@ -73,8 +73,12 @@ async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
 
 
 def _check_output_limit(call: Call, alias: str, limit: int) -> None:
-    for param in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        value = call.body.get(param) if isinstance(call.body, dict) else None
+    body = call.body if isinstance(call.body, dict) else {}
+    gemini = body.get("generationConfig")
+    given = {name: body.get(name) for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")}
+    if isinstance(gemini, dict):
+        given["generationConfig.maxOutputTokens"] = gemini.get("maxOutputTokens")
+    for param, value in given.items():
         if isinstance(value, int) and value > limit:
             raise InvalidRequest(f"'{param}' is {value}, above the {limit} output tokens model '{alias}' allows.", param=param)
 
