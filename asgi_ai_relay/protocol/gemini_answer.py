@@ -2,7 +2,7 @@
 callers, and Google's error shape (``{"error": {"code", "message", "status"}}``).
 
 A completion's text becomes a ``text`` part, each tool call a ``functionCall`` part (its id
-kept, its arguments an object); finish reasons map to ``finishReason`` (``tool_calls`` is
+kept, its arguments an object), reasoning text (``reasoning_content``) a ``thought`` part; finish reasons map to ``finishReason`` (``tool_calls`` is
 Gemini's ``STOP``); usage becomes ``usageMetadata``.
 """
 
@@ -14,7 +14,7 @@ import orjson
 
 from ..errors import RelayError
 from ..types import Usage
-from .hub import new_id
+from .hub import new_id, reasoning_text
 from .sse import encode_event
 
 __all__ = ["FINISH", "STATUS", "candidate", "error_body", "from_completion", "function_part", "response", "stream_error",
@@ -70,6 +70,9 @@ def from_completion(completion: dict[str, Any], usage: Usage | None) -> dict[str
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     parts: list[dict[str, Any]] = []
+    thought = reasoning_text(message)
+    if thought:
+        parts.append({"text": thought, "thought": True})
     text = message.get("content") or message.get("refusal")
     if text:
         parts.append({"text": text})

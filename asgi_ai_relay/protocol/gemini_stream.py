@@ -17,7 +17,7 @@ from ..errors import UpstreamProtocolError
 from ..types import Usage
 from . import gemini_answer
 from .gemini import finish_reason, tool_call, usage_from_metadata
-from .hub import new_id
+from .hub import new_id, reasoning_text
 from .openai import chunk
 from .openai_stream import load_event, stream_failure
 from .sse import SSEEvent, SSESplitter, encode_event
@@ -87,7 +87,7 @@ class GeminiDecoder:
 class GeminiEncoder:
     """OpenAI chunk dicts (the hub) -> Gemini's ``streamGenerateContent?alt=sse`` events.
 
-    Each text delta is one event; a function call goes out whole (Gemini's way) once its
+    Each text delta is one event (reasoning text a ``thought`` part); a function call goes out whole (Gemini's way) once its
     arguments are complete, in the last event, which also carries ``finishReason`` and the
     ``usageMetadata``.
     """
@@ -110,6 +110,9 @@ class GeminiEncoder:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta") or {}
+            thought = reasoning_text(delta)
+            if thought:
+                out += self._event([{"text": thought, "thought": True}])
             text = delta.get("content") or delta.get("refusal")
             if text:
                 out += self._event([{"text": text}])
