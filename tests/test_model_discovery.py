@@ -1,8 +1,14 @@
 """Model discovery in both shapes: ``GET /v1/models`` answers Anthropic's list format when the
 caller sends ``anthropic-version`` (the anthropic SDK, Claude Code's gateway model discovery)
-and OpenAI's otherwise."""
+and OpenAI's otherwise. Claude Code's own discovery (``CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY``)
+runs when its binary is installed."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
 
 import anthropic
 import openai
@@ -39,3 +45,26 @@ def test_openai_shape_without_anthropic_version(server, upstream):
     listed = client.models.list()
     assert {m.object for m in listed.data} == {"model"} and "m-an" in [m.id for m in listed.data]
     assert any(m.id == "text-embedding-3-small" for m in listed.data)  # OpenAI's shape lists every kind
+
+
+def _claude_binary() -> str | None:
+    return os.environ.get("CLAUDE_CODE_BIN") or shutil.which("claude")
+
+
+@pytest.mark.skipif(_claude_binary() is None, reason="Claude Code is not installed (set CLAUDE_CODE_BIN)")
+def test_claude_code_gateway_model_discovery(upstream, tmp_path):
+    relay = Relay(config(upstream))
+    with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
+        env = {
+            "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "ANTHROPIC_BASE_URL": f"{live.url}/ai",
+            "ANTHROPIC_API_KEY": "client-key", "ANTHROPIC_MODEL": "m-oa", "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
+            "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
+        }
+        done = subprocess.run([_claude_binary(), "-p", "hello", "--output-format", "json"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (cached,) = tmp_path.rglob("gateway-models.json")
+    models = json.loads(cached.read_text())["models"]
+    # Claude Code keeps the claude-* models of the list, with the display names Anthropic's shape carries.
+    assert {"id": "claude-sonnet-4.5", "display_name": "claude-sonnet-4.5"} in models
+    assert ("models", 200) in [(r.endpoint, r.status) for r in relay.ledger.rows()]
