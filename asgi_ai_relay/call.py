@@ -86,6 +86,11 @@ class Call:
     provider: str | None = None
     usage: Usage | None = None
     cost: Decimal = Decimal(0)
+    #: What failed attempts cost that the provider billed (added to ``cost`` when priced).
+    attempts_cost: Decimal = Decimal(0)
+    #: The relay's own count of the prompt and the usage check's verdict (:mod:`.stages.usage_check`).
+    counted_prompt: int | None = None
+    usage_flag: str | None = None
     status: int = 200
     error: RelayError | None = None
     #: ``hit``, ``miss`` or ``bypass`` once the cache stage has run.
@@ -119,6 +124,8 @@ class Call:
     token_estimate: int | None = None
     #: An embeddings request's items and the vectors found so far (:mod:`.stages.embed`).
     embedding: Any = None
+    #: The request's OpenTelemetry spans (:mod:`asgi_ai_relay.telemetry`), once tracing started.
+    trace: Any = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
     releases: list[Release] = field(default_factory=list)
 

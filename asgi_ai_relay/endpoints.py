@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl
 
 from .errors import NotFound, PermissionDenied
 from .metrics import CONTENT_TYPE
+from .policy import limits_of
+from .readiness import asked, ready_report
 from .report import query_from
 from .report import usage_report as ledger_report
 from .types import RelayResponse
@@ -25,11 +27,15 @@ __all__ = ["anthropic_models", "health_report", "list_models", "metrics_text", "
 
 async def list_models(relay: Relay, call: Call) -> RelayResponse:
     """``GET /v1/models``: OpenAI's list shape, or Anthropic's when the caller sends
-    ``anthropic-version`` (Claude Code's model discovery through a gateway)."""
+    ``anthropic-version`` (Claude Code's model discovery through a gateway); the models a caller
+    with limits of its own may not call are left out of both."""
     if "anthropic-version" in call.request.headers:
-        return relay.json_response(call, anthropic_models(relay, dict(parse_qsl(call.request.query))))
+        return relay.json_response(call, anthropic_models(relay, call, dict(parse_qsl(call.request.query))))
     data = []
+    limits = limits_of(call.caller)
     for alias, model in relay.config.models.items():
+        if limits is not None and not limits.allows(alias):
+            continue
         multiplier = relay.config.providers[model.provider].price_multiplier
         data.append(
             {
@@ -53,10 +59,12 @@ async def list_models(relay: Relay, call: Call) -> RelayResponse:
     return relay.json_response(call, {"object": "list", "data": data})
 
 
-def anthropic_models(relay: Relay, params: dict[str, str]) -> dict[str, Any]:
-    """The chat models in Anthropic's list shape, paged by ``limit`` (1-1000, default 20),
-    ``after_id`` and ``before_id`` as Anthropic pages them."""
-    ids = [alias for alias, model in relay.config.models.items() if model.kind == "chat"]
+def anthropic_models(relay: Relay, call: Call, params: dict[str, str]) -> dict[str, Any]:
+    """The chat models the caller may call, in Anthropic's list shape, paged by ``limit``
+    (1-1000, default 20), ``after_id`` and ``before_id`` as Anthropic pages them."""
+    limits = limits_of(call.caller)
+    ids = [alias for alias, model in relay.config.models.items()
+           if model.kind == "chat" and (limits is None or limits.allows(alias))]
     after, before = params.get("after_id"), params.get("before_id")
     limit = params.get("limit", "20")
     size = min(max(int(limit), 1), 1000) if limit.isdigit() else 20
@@ -102,4 +110,6 @@ async def openapi_json(relay: Relay, call: Call) -> RelayResponse:
 
 
 async def health_report(relay: Relay, call: Call) -> RelayResponse:
+    if asked(call.request.query):  # ?ready: the probe's view (503 when not ready)
+        return await ready_report(relay, call)
     return relay.json_response(call, await relay.router.health())

@@ -6,7 +6,9 @@ response option objects). On the benchmark machine one keep-alive POST to a loca
 about 183 us of CPU through aiohttp and 54 us over a bare asyncio protocol; this client keeps
 close to the latter. It does what an LLM provider's API needs:
 
-* HTTP/1.1 over TCP or TLS (certificate and host name verified), one keep-alive pool per origin,
+* HTTP/1.1 over TCP or TLS (certificate and host name verified), directly or through an HTTP
+  proxy (``CONNECT`` tunnels, see :mod:`asgi_ai_relay.h1_proxy`; proxy and TLS settings per
+  provider from :mod:`asgi_ai_relay.egress`), one keep-alive pool per origin and route,
   at most ``http.max_connections`` connections in all, at most ``http.max_keepalive`` idle ones,
   an idle connection dropped after ``http.keepalive_expiry`` or the server's own
   ``Keep-Alive: timeout``, whichever is sooner;
@@ -27,42 +29,52 @@ This module is the pool; one connection is :mod:`asgi_ai_relay.h1_connection`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config import HttpSettings, Timeouts
+from .egress import EgressPolicy, Route
 from .errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .h1_connection import HIGH_WATER, MAX_HEADER_BYTES, Broken, Closed, Connection, Headers, Idle, Late
+from .h1_proxy import ProxyRefused, open_connection
 from .reply import ACCEPT_ENCODING, Bounds, UpstreamReply
 
 __all__ = ["HIGH_WATER", "MAX_HEADER_BYTES", "H1Client", "Headers"]
 
 #: The connection class, under the name it had when it lived here.
 _Connection = Connection
-_SKIPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_SKIPPED = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
 
 
 class _Target:
-    """What a URL resolves to, computed once per URL: its pool key and the request line."""
+    """What a URL resolves to for one provider, computed once: its route, pool key and request line."""
 
-    __slots__ = ("head", "host", "key", "port", "tls")
+    __slots__ = ("head", "host", "key", "port", "route", "tls")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, route_of: Callable[[bool, str, int], Route]) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamConnectError(f"Not an http(s) URL: {parts.scheme}://{parts.hostname or ''}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
-        self.key = (self.tls, self.host, self.port)
+        self.route = route = route_of(self.tls, self.host, self.port)
+        self.key = (route, self.tls, self.host, self.port)
         default_port = self.port == (443 if self.tls else 80)
         name = f"[{self.host}]" if ":" in self.host else self.host
         authority = name if default_port else f"{name}:{self.port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.head = f"POST {target} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")
+        head = f"POST {target} HTTP/1.1\r\nhost: {authority}\r\n"
+        proxy = route.proxy
+        if proxy is not None and not self.tls:  # a forwarding proxy: the whole URL, and its credentials
+            head = f"POST http://{authority}{target} HTTP/1.1\r\nhost: {authority}\r\n"
+            if proxy.authorization is not None:
+                head += f"proxy-authorization: {proxy.authorization}\r\n"
+        self.head = head.encode("latin-1")
 
 
 def _header_block(headers: Mapping[str, str], length: int) -> bytes:
@@ -93,18 +105,22 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
 class H1Client:
     """The pooled client behind :class:`~asgi_ai_relay.transport.UpstreamHttp`.
 
-    :param ssl_context: for ``https`` upstreams; by default the system's trusted roots.
+    :param ssl_context: for every ``https`` upstream, instead of the contexts of the settings.
+    :param egress: proxies and TLS per provider (by default, ``settings``' alone).
     """
 
-    def __init__(self, settings: HttpSettings, timeouts: Timeouts, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, settings: HttpSettings, timeouts: Timeouts, *,
+        ssl_context: ssl.SSLContext | None = None, egress: EgressPolicy | None = None,
+    ) -> None:
         self.max_connections = settings.max_connections
         self.max_idle = settings.max_keepalive
         self.keepalive = settings.keepalive_expiry
         self.timeouts = timeouts
         self.bounds = Bounds(settings, timeouts)
-        self._ssl = ssl_context
-        self._targets: dict[str, _Target] = {}
-        self._idle: dict[tuple[bool, str, int], list[Connection]] = {}
+        self.egress = egress if egress is not None else EgressPolicy(settings, ssl_context=ssl_context)
+        self._targets: dict[str, dict[str, _Target]] = {}
+        self._idle: dict[tuple[Any, ...], list[Connection]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.open = 0  # connections open or opening
         self.closed = False
@@ -117,9 +133,12 @@ class H1Client:
         return self._loop
 
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
-        target = self._targets.get(url)
+        targets = self._targets.get(provider)
+        if targets is None:
+            targets = self._targets[provider] = {}
+        target = targets.get(url)
         if target is None:
-            target = self._targets[url] = _Target(url)
+            target = targets[url] = _Target(url, functools.partial(self.egress.route, provider))
         data = target.head + _header_block(headers, len(body)) + body
         timeout = self.timeouts.stream_idle if stream else self.timeouts.read
         deadline = self.bounds.deadline()
@@ -224,31 +243,33 @@ class H1Client:
     async def _connect(self, target: _Target, provider: str) -> Connection:
         self.open += 1
         loop = self.loop
-        context = None
-        if target.tls:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-                self._ssl.set_alpn_protocols(["http/1.1"])
-            context = self._ssl
+        proxy = target.route.proxy
+        via = f" through the proxy {proxy.display}" if proxy is not None else ""
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Connection(self, target.key), target.host, target.port,
-                    ssl=context, server_hostname=target.host if context is not None else None,
-                    **self._connect_options(loop),
+            return await asyncio.wait_for(
+                open_connection(
+                    loop, lambda: Connection(self, target.key), target.host, target.port,
+                    proxy=proxy, context=target.route.ssl if target.tls else None, options=self._connect_options(loop),
                 ),
-                self.timeouts.connect,
+                self.timeouts.connect,  # the TCP connect, the proxy's CONNECT and the TLS handshake
             )
         except asyncio.TimeoutError:
             self._gone()
-            raise UpstreamTimeout(f"Could not connect to provider {provider!r} in time.") from None
+            raise UpstreamTimeout(f"Could not connect to provider {provider!r}{via} in time.") from None
+        except ProxyRefused as exc:
+            self._gone()
+            raise UpstreamConnectError(f"Could not reach provider {provider!r}{via}: {exc}.") from None
+        except ssl.SSLCertVerificationError as exc:
+            self._gone()
+            raise UpstreamConnectError(
+                f"Provider {provider!r}{via}: its TLS certificate was refused ({exc.verify_message})."
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             self._gone()
-            raise UpstreamConnectError(f"Could not connect to provider {provider!r} ({type(exc).__name__}).") from None
+            raise UpstreamConnectError(f"Could not connect to provider {provider!r}{via} ({type(exc).__name__}).") from None
         except BaseException:
             self._gone()
             raise
-        return conn
 
     @staticmethod
     def _connect_options(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Owner(Protocol):
 class Connection(asyncio.Protocol):
     """One TCP or TLS connection carrying one exchange at a time."""
 
-    def __init__(self, client: Owner, key: tuple[bool, str, int]) -> None:
+    def __init__(self, client: Owner, key: tuple[Any, ...]) -> None:
         self.client = client
         self.key = key
         self.loop = client.loop

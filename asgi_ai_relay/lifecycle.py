@@ -21,6 +21,7 @@ from .transport import UpstreamHttp, make_client
 
 if TYPE_CHECKING:
     from .config import RelayConfig
+    from .keys.directory import KeyDirectory
     from .storage.responses import ResponseStore
     from .metrics import Metrics
     from .routing import Router
@@ -49,6 +50,7 @@ class Lifecycle:
     _client: UpstreamHttp | None
     _providers: dict[str, Provider] | None
     responses: ResponseStore
+    key_directory: KeyDirectory | None
 
     def _init_lifecycle(self) -> None:
         self.started = False
@@ -82,7 +84,7 @@ class Lifecycle:
     def client(self) -> UpstreamHttp:
         """The one pooled upstream client of this relay (opened on first use, in the loop)."""
         if self._client is None:
-            self._client = make_client(self.config.http, self.config.timeouts, self._transport)
+            self._client = make_client(self.config.http, self.config.timeouts, self._transport, self.config.providers)
         return self._client
 
     async def startup(self) -> None:
@@ -142,7 +144,7 @@ class Lifecycle:
 
     async def shutdown(self) -> None:
         """Close the upstream client and flush the ledger; nothing recorded is lost."""
-        if self.background:
+        while self.background:  # and what they spawn in turn (a settle's budget alert)
             await asyncio.gather(*list(self.background), return_exceptions=True)
         if self._cache is not None:
             await self._cache.aclose()
@@ -157,6 +159,8 @@ class Lifecycle:
         await self.traffic.aclose()
         await self.router.aclose()
         await self.responses.aclose()
+        if self.key_directory is not None:
+            await self.key_directory.aclose()
         if self.spend is not None:
             await self.spend.aclose()
         if self._ledger is not None:

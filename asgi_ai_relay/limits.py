@@ -47,7 +47,9 @@ class Bucket:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+# The two per-decision values are plain slotted classes, not frozen dataclasses: a frozen
+# dataclass sets each field through object.__setattr__, and four of them are made per request.
+@dataclass(slots=True)
 class BucketState:
     """What a bucket looks like after a decision: units left and seconds until full again."""
 
@@ -55,7 +57,7 @@ class BucketState:
     reset: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """The answer for all buckets of one request; ``retry_after`` is ``inf`` when the cost
     exceeds a bucket's burst (it can never pass)."""

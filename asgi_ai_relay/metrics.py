@@ -77,6 +77,8 @@ class Metrics:
         self.cost = Counter("relay_cost_usd", "Cost in USD.", ("model", "provider"), registry=r)
         self.saved = Counter("relay_cache_saved_usd", "USD cache hits saved.", ("model",), registry=r)
         self.cache = Counter("relay_cache", "Cache results (hit, miss, bypass).", ("result",), registry=r)
+        self.flagged = Counter("relay_usage_flagged", "Answers whose reported usage did not fit the traffic (prompt, output).",
+                               ("model", "provider", "flag"), registry=r)
         self.latency = Histogram("relay_request_latency_seconds", "Whole-request latency.", ("endpoint", "model"), buckets=_BUCKETS, registry=r)
         self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=_BUCKETS, registry=r)
         self._watched: dict[str, _Watch] = {}
@@ -154,6 +156,9 @@ class Metrics:
             series.cost.inc(float(call.cost))
         if call.saved:
             series.saved.inc(float(call.saved))
+        if call.usage_flag:
+            for flag in call.usage_flag.split(","):
+                self.flagged.labels(model, call.provider or "", flag).inc()
         if call.stream and call.ttfb_ms is not None:
             series.ttfb.observe(call.ttfb_ms / 1000)
         if self.multiprocess:

@@ -14,7 +14,7 @@ from .config import ModelConfig, Price, RelayConfig
 from .tokens import answer_tokens, output_tokens, prompt_tokens
 from .types import Usage
 
-__all__ = ["CATALOG", "cost_at", "estimate_usage", "list_price", "model_cost", "to_currency"]
+__all__ = ["CATALOG", "cost_at", "estimate_usage", "list_price", "model_cost", "price_for", "to_currency"]
 
 _MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -23,22 +23,56 @@ _ZERO = Decimal(0)
 CATALOG = "catalog"
 
 
+def price_for(price: Price, usage: Usage) -> tuple[Price, str | None]:
+    """The price ``usage`` is billed at and the rule that chose it (``None``: the flat rate):
+    the tier the provider says it served (``tier:flex``), then, above the price's
+    ``long_context_above`` prompt tokens (cached and cache-written included), its
+    long-context price for the whole request (``long_context``; ``tier:flex+long_context``)."""
+    rules: list[str] = []
+    tier = usage.service_tier
+    if tier is not None and tier in price.tiers:
+        price = price.tiers[tier]
+        rules.append(f"tier:{tier}")
+    above = price.long_context_above
+    if above is not None and price.long_context is not None and usage.prompt_tokens > above:
+        price = price.long_context
+        rules.append("long_context")
+    return price, "+".join(rules) or None
+
+
 def cost_at(price: Price, usage: Usage | None, multiplier: Decimal = Decimal(1)) -> Decimal:
-    """USD for ``usage`` at ``price``: uncached prompt tokens at the input price, cache reads at
-    the cached-input price and cache writes at the cache-write price (each the input price when
-    not set), completion tokens at the output price, all times ``multiplier``."""
+    """USD for ``usage`` at ``price`` (after its tier and long-context rules, see
+    :func:`price_for`): each token class at its own price per million tokens (uncached input,
+    cache reads, cache writes at five minutes and at one hour, audio and image input, output
+    with its reasoning), web searches at their price per call, all times ``multiplier``. A
+    class without a price of its own is billed at the input price (one-hour writes at the
+    cache-write price when there is one)."""
     if usage is None:
         return _ZERO
-    cached = min(usage.cached_tokens, usage.prompt_tokens)
-    written = min(usage.cache_creation_tokens, usage.prompt_tokens - cached)
-    cached_price = price.input if price.cached_input is None else price.cached_input
-    write_price = price.input if price.cache_write is None else price.cache_write
-    total = (
-        (usage.prompt_tokens - cached - written) * price.input
-        + cached * cached_price
-        + written * write_price
+    price = price_for(price, usage)[0] if price.tiers or price.long_context is not None else price
+    prompt = usage.prompt_tokens
+    cached = min(usage.cached_tokens, prompt)
+    written = min(usage.cache_creation_tokens, prompt - cached)
+    hour = min(usage.cache_write_1h_tokens, written)
+    audio = min(usage.audio_input_tokens, prompt - cached - written)
+    image = min(usage.image_input_tokens, prompt - cached - written - audio)
+    base = price.input
+    write_price = base if price.cache_write is None else price.cache_write
+    tokens = (
+        (prompt - cached - written - audio - image) * base
+        + cached * (base if price.cached_input is None else price.cached_input)
+        + (written - hour) * write_price
         + usage.completion_tokens * price.output
-    ) / _MILLION
+    )
+    if hour:
+        tokens += hour * (write_price if price.cache_write_1h is None else price.cache_write_1h)
+    if audio:
+        tokens += audio * (base if price.audio_input is None else price.audio_input)
+    if image:
+        tokens += image * (base if price.image_input is None else price.image_input)
+    total = tokens / _MILLION
+    if usage.web_search_requests and price.web_search:
+        total += usage.web_search_requests * price.web_search
     return total * multiplier if multiplier != 1 else total
 
 

@@ -35,22 +35,30 @@ from typing import Any
 import orjson
 
 from ._version import __version__
+from .alerts import Alerts
 from .call import Call
 from .config import RelayConfig, load_config
+from .dashboard import dashboard_page
 from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
 from .errors import CLIENT_CLOSED, NotFound, RelayError
 from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
+from .readiness import readyz
 from .protocol import ANTHROPIC, EMBEDDINGS, GEMINI, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
+from .keys import api as keys_api
+from .keys.store import KeyStore
+from .stages import access
 from .stages import auth as auth_stage
 from .stages import budget, embed, embed_cache, gemini, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
+from .telemetry import Telemetry
+from .telemetry import finish as telemetry_finish
 from .storage import Cache, Ledger, RateLimitStore
 from .storage.responses import ResponseStore, response_store_from_uri
 from .transport import UpstreamHttp
@@ -64,20 +72,21 @@ Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
 FinishStep = Callable[["Relay", Call], None]
 
 MODEL_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.check, ratelimit.admit,
     cache_stage.lookup, route.forward,
 )
 EMBEDDING_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, embed.prepare, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, embed.prepare, budget.check, ratelimit.admit,
     embed_cache.lookup, embed.forward,
 )
 #: The Responses API: the model stages, its stored conversation restored after parsing and
 #: the answer's kept by ``forward`` (the route's, wrapped).
 RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
-COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, route.count_tokens)
+COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.guard,
+                                   route.count_tokens)
 #: Gemini-native ``/v1beta/models/{model}:ACTION``: the model and the kind of answer from the URL.
 GEMINI_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], gemini.target, *MODEL_STAGES[2:-1], gemini.forward)
-GEMINI_COUNT_STAGES: tuple[Stage, ...] = (*COUNT_STAGES[:2], gemini.target, route.resolve, gemini.count_tokens)
+GEMINI_COUNT_STAGES: tuple[Stage, ...] = (*COUNT_STAGES[:2], gemini.target, *COUNT_STAGES[2:-1], gemini.count_tokens)
 
 
 def _release(relay: Relay, call: Call) -> None:
@@ -89,7 +98,7 @@ def _observe(relay: Relay, call: Call) -> None:
         relay.metrics.observe(call)
 
 
-FINISH_STEPS: tuple[FinishStep, ...] = (usage.price, _release, usage.record, cache_stage.complete, _observe)
+FINISH_STEPS: tuple[FinishStep, ...] = (usage.price, _release, usage.record, cache_stage.complete, _observe, telemetry_finish)
 
 
 class Route:
@@ -111,6 +120,7 @@ class Relay(Lifecycle):
     :param ledger: a ledger instance; by default the one ``storage.ledger`` names.
     :param transport: an httpx transport; the upstream client then uses httpx (proxies, custom networking).
     :param limits_store: a rate-limit store; by default the one ``storage.limits`` names.
+    :param key_store: a store of managed keys; by default the one ``storage.keys`` names.
     :param logger: where the per-request line goes; ``asgi_ai_relay`` by default (Flask passes a
         child of ``app.logger``).
     :raises ConfigurationError: when the configuration is not valid.
@@ -125,6 +135,7 @@ class Relay(Lifecycle):
         transport: Any = None,
         limits_store: RateLimitStore | None = None,
         logger: logging.Logger | None = None,
+        key_store: KeyStore | None = None,
     ) -> None:
         self.config = load_config(config)
         self.logger = logger if logger is not None else logging.getLogger("asgi_ai_relay")
@@ -137,7 +148,10 @@ class Relay(Lifecycle):
         self.flights: dict[str, asyncio.Future[bytes | None]] = {}
         #: Cache writes in progress (awaited on shutdown).
         self.background: set[asyncio.Task[None]] = set()
-        self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active else None
+        keys = self.config.keys.caller_limits or bool(self.config.storage.keys) or key_store is not None
+        self.spend = budget.Spend(self.config.budgets) if self.config.budgets.active or keys else None
+        #: Budget alerts; a host adds its own sinks (signals) to ``alerts.sinks``.
+        self.alerts = Alerts(self.config.alerts, self.config.budgets.soft_threshold)
         self.metrics: Metrics | None = metrics_or_none(self.config.metrics.enabled)
         self._client: UpstreamHttp | None = None
         self._providers: dict[str, Provider] | None = None
@@ -149,6 +163,7 @@ class Relay(Lifecycle):
                 ("waiting",): gate.waiting, ("in_flight",): gate.in_flight, ("sleeping",): traffic.sleeping,
             })
             self.metrics.watch_breakers(self.router.health)
+        self.telemetry = Telemetry(self)
         self.routes: dict[tuple[str, str], Route] = {}
         self.model_endpoints: set[str] = set()
         self._init_lifecycle()
@@ -159,7 +174,7 @@ class Relay(Lifecycle):
         #: Stored Responses conversations (``previous_response_id``), per caller.
         self.responses: ResponseStore = response_store_from_uri(self.config.storage.responses)
         self.add_route("POST", "/v1/responses/input_tokens", Route("responses.input_tokens", RESPONSES,
-                                                                   (*COUNT_STAGES[:3], responses.count_input)))
+                                                                   (*COUNT_STAGES[:-1], responses.count_input)))
         for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
             self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
@@ -171,9 +186,13 @@ class Relay(Lifecycle):
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
             ("/v1/health", "health", health_report), ("/metrics", "metrics", metrics_text),
-            ("/openapi.json", "openapi", openapi_json),
+            ("/openapi.json", "openapi", openapi_json), ("/dashboard", "dashboard", dashboard_page),
         ):
             self.add_route("GET", path, Route(endpoint, OPENAI, (auth_stage.authenticate, answer)))
+        self.key_directory, self.key_admin, key_routes = keys_api.attach(self.config, key_store)
+        for method, path, serve in key_routes:
+            self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
+        self.add_route("GET", "/readyz", Route("readyz", OPENAI, (readyz,)))  # probes send no key
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 

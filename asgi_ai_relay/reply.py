@@ -32,6 +32,7 @@ from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 __all__ = ["ACCEPT_ENCODING", "BodyReader", "Bounds", "UpstreamHttp", "UpstreamReply", "with_accept_encoding"]
 
 _DECODED = frozenset({"gzip", "x-gzip", "deflate"})
+_BREAKS = (10, 13)  # the bytes of "\n" and "\r"
 #: The codings the relay asks for: the ones :class:`BodyReader` decodes, never a library's
 #: wider default (brotli, zstd when their modules happen to be installed).
 ACCEPT_ENCODING = "gzip, deflate"
@@ -139,7 +140,20 @@ class BodyReader:
             return b""
         if time.monotonic() > self.deadline:
             raise self.bounds.late(self.provider)
-        if self.decoder is not None:
+        if self.decoder is None and self.lines:  # a plain stream's chunk: counted inline
+            size = self.size + len(data)
+            if size > self.limit or not data:
+                return self._count(data)
+            self.size = size
+            if data[-1] in _BREAKS:  # nearly every chunk of a stream ends a line
+                self.line = 0
+                return data
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+            line = self.line = self.line + len(data) if cut < 0 else len(data) - cut - 1
+            if line > self.bounds.max_line:
+                raise self._long_line()
+            return data
+        elif self.decoder is not None:
             try:
                 # Never more than one byte past what is allowed, however well the body compresses.
                 data = self.decoder.decompress(data, self.limit - self.size + 1)
@@ -180,6 +194,9 @@ class BodyReader:
         cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
         self.line = self.line + len(data) if cut < 0 else len(data) - cut - 1
         if self.line > self.bounds.max_line:
-            raise UpstreamTooLarge(
-                f"Provider {self.provider!r} sent a stream line longer than http.max_line_bytes ({self.bounds.max_line} bytes)."
-            )
+            raise self._long_line()
+
+    def _long_line(self) -> UpstreamTooLarge:
+        return UpstreamTooLarge(
+            f"Provider {self.provider!r} sent a stream line longer than http.max_line_bytes ({self.bounds.max_line} bytes)."
+        )

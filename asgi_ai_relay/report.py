@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,14 +25,14 @@ import orjson
 
 from .config import RelayConfig, load_config
 from .errors import InvalidRequest
-from .pricing import CATALOG, list_price, to_currency
+from .pricing import CATALOG, cost_at, list_price, to_currency
 from .storage import Ledger, LedgerQuery, LedgerRow, aggregate, health, ledger_from_uri
 from .storage.totals import GROUPS, Key, Totals, aggregate_rows, percentiles
+from .types import Usage
 
 __all__ = ["GROUPS", "Summary", "main", "parse_time", "read_rows", "summarize", "usage_report"]
 
 _ZERO = Decimal(0)
-_MILLION = Decimal(1_000_000)
 
 
 def parse_time(value: str, *, end: bool = False) -> float:
@@ -77,12 +77,16 @@ class Summary:
         if price is None:
             self.unpriced += totals.token_rows
             return
-        cached_price = price.input if price.cached_input is None else price.cached_input
-        self.compare_usd += (
-            (totals.prompt_tokens - totals.cached_prompt) * price.input
-            + totals.cached_prompt * cached_price
-            + totals.completion_tokens * price.output
-        ) / _MILLION
+        # Each class at the list's flat rates (tiers and long-context steps are per request,
+        # which a group's sums no longer tell apart).
+        flat = replace(price, tiers={}, long_context=None, long_context_above=None)
+        self.compare_usd += cost_at(flat, Usage(
+            totals.prompt_tokens, totals.completion_tokens, totals.cached_prompt,
+            totals.cache_write_5m_tokens + totals.cache_write_1h_tokens,
+            cache_write_1h_tokens=totals.cache_write_1h_tokens, reasoning_tokens=totals.reasoning_tokens,
+            audio_input_tokens=totals.audio_input_tokens, image_input_tokens=totals.image_input_tokens,
+            web_search_requests=totals.web_search_requests,
+        ))
 
     def report(self, config: RelayConfig, compare: str | None) -> dict[str, Any]:
         t = self.totals
@@ -93,6 +97,12 @@ class Summary:
             "prompt_tokens": t.prompt_tokens,
             "completion_tokens": t.completion_tokens,
             "cached_tokens": t.cached_tokens,
+            "cache_write_5m_tokens": t.cache_write_5m_tokens,
+            "cache_write_1h_tokens": t.cache_write_1h_tokens,
+            "reasoning_tokens": t.reasoning_tokens,
+            "audio_input_tokens": t.audio_input_tokens,
+            "image_input_tokens": t.image_input_tokens,
+            "web_search_requests": t.web_search_requests,
             "total_tokens": t.prompt_tokens + t.completion_tokens,
             "cost_usd": _plain(t.cost_usd),
             "cost": _plain(to_currency(config, t.cost_usd)),
@@ -101,6 +111,7 @@ class Summary:
             "cache_hit_rate": round(t.cache_hits / t.requests, 6) if t.requests else 0.0,
             "cache_saved_usd": _plain(t.saved_usd),
             "estimated_rows": t.estimated,
+            "usage_flagged_rows": t.usage_flagged,
             "latency_ms": dict(zip(("p50", "p95", "p99"), percentiles(t.latencies), strict=True)),
         }
         if compare is not None:

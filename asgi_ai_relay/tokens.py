@@ -57,6 +57,7 @@ _PROMPT_FIELDS = (
     "messages", "system", "tools", "functions", "response_format", "prompt", "input", "instructions",
     "contents", "systemInstruction", "system_instruction",
 )
+_PROMPT_SET = frozenset(_PROMPT_FIELDS)
 #: Strings the provider does not read as text: thinking signatures, encrypted reasoning.
 _OPAQUE = frozenset({"signature", "encrypted_content"})
 _MEDIA = {"image_url": IMAGE_TOKENS, "input_image": IMAGE_TOKENS, "image": IMAGE_TOKENS,
@@ -145,9 +146,8 @@ def prompt_tokens(body: Mapping[str, Any], tokenizer: str = "estimate") -> int:
     """Tokens of a request's prompt, in any wire format: its text, and fixed counts for media."""
     texts: list[str] = []
     fixed = 0
-    for name in _PROMPT_FIELDS:
-        value = body.get(name)
-        if value is not None:
+    for name, value in body.items():  # (a body has a few keys; there are a dozen prompt fields)
+        if name in _PROMPT_SET and value is not None:
             fixed += _walk(value, texts)
     return fixed + counter(tokenizer)(texts) if texts else fixed
 

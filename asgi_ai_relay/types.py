@@ -86,26 +86,62 @@ class RelayResponse:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts as the provider reported them (``estimated`` when it did not)."""
+    """Token counts as the provider reported them (``estimated`` when it did not).
+
+    Every class is its own count, and the parts are inside the totals they belong to:
+    ``cached_tokens`` (cache reads), ``cache_creation_tokens`` (cache writes, of which
+    ``cache_write_1h_tokens`` at the one-hour TTL, the rest at five minutes), ``audio_input_tokens``
+    and ``image_input_tokens`` are parts of ``prompt_tokens``; ``reasoning_tokens`` is part of
+    ``completion_tokens`` (billed as output, reported apart). ``web_search_requests`` counts
+    server-side tool calls priced per call; ``service_tier`` is the tier the provider says it
+    served (``flex``, ``priority``, ``batch``...; ``None`` when it did not say).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
     estimated: bool = False
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    image_input_tokens: int = 0
+    web_search_requests: int = 0
+    service_tier: str | None = None
 
     #: The largest token count taken from an upstream (a signed 32-bit integer).
     MAX: ClassVar[int] = 2**31 - 1
 
     @classmethod
-    def reported(cls, prompt: object, completion: object, cached: object = 0, cache_creation: object = 0) -> Usage:
+    def reported(
+        cls, prompt: object, completion: object, cached: object = 0, cache_creation: object = 0, *,
+        write_1h: object = 0, reasoning: object = 0, audio: object = 0, image: object = 0,
+        web_search: object = 0, service_tier: object = None,
+    ) -> Usage:
         """The usage an upstream reported, from its numbers as they came (each through
-        :meth:`count`): the one place such numbers become counts. Cached and cache-write tokens
-        are part of the prompt, so together they never exceed it."""
-        prompt_tokens = cls.count(prompt)
+        :meth:`count`): the one place such numbers become counts. Each part stays within its
+        total: cached and cache-write tokens together never exceed the prompt, the one-hour
+        writes never exceed the writes, audio and image input never exceed the prompt's
+        uncached rest, reasoning never exceeds the completion."""
+        count, top = cls.count, cls.MAX
+        prompt_tokens = prompt if type(prompt) is int and 0 <= prompt < top else count(prompt)
+        completion_tokens = completion if type(completion) is int and 0 <= completion < top else count(completion)
+        if not (cached or cache_creation or write_1h or reasoning or audio or image or web_search or service_tier):
+            return cls(prompt_tokens, completion_tokens)  # (every falsy number counts 0: the common case, inline)
         cached_tokens = min(cls.count(cached), prompt_tokens)
         written = min(cls.count(cache_creation), prompt_tokens - cached_tokens)
-        return cls(prompt_tokens, cls.count(completion), cached_tokens, written)
+        rest = prompt_tokens - cached_tokens - written
+        audio_tokens = min(cls.count(audio), rest)
+        tier = service_tier if isinstance(service_tier, str) and 0 < len(service_tier) <= 32 else None
+        return cls(
+            prompt_tokens, completion_tokens, cached_tokens, written,
+            cache_write_1h_tokens=min(cls.count(write_1h), written),
+            reasoning_tokens=min(cls.count(reasoning), completion_tokens),
+            audio_input_tokens=audio_tokens,
+            image_input_tokens=min(cls.count(image), rest - audio_tokens),
+            web_search_requests=cls.count(web_search),
+            service_tier=tier.lower() if tier is not None and tier.isprintable() else None,
+        )
 
     @classmethod
     def count(cls, value: object) -> int:
@@ -121,3 +157,8 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """Cache writes at the five-minute TTL (every write the provider did not say was 1h)."""
+        return max(0, self.cache_creation_tokens - self.cache_write_1h_tokens)

@@ -234,9 +234,17 @@ class UpstreamProtocol(asyncio.Protocol):
             t.resume_reading()
 
 
-async def serve(host: str, port: int, delay: float) -> None:
+async def serve(host: str, port: int, delay: float, tls: tuple[str, str] | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: UpstreamProtocol(delay), host, port, backlog=2048, reuse_address=True)
+    context = None
+    if tls is not None:  # HTTPS with this certificate chain and key (PEM files)
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+    server = await loop.create_server(
+        lambda: UpstreamProtocol(delay), host, port, backlog=2048, reuse_address=True, ssl=context
+    )
     real_port = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"READY {real_port}\n")
     sys.stdout.flush()
@@ -252,6 +260,8 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed as READY <port>)")
     ap.add_argument("--stream-delay-ms", type=float, default=0.0, help="pause between SSE chunks (default 0)")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (with --tls-key)")
+    ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = ap.parse_args()
     try:
         import uvloop
@@ -259,7 +269,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    asyncio.run(serve(args.host, args.port, args.stream_delay_ms / 1000.0))
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    asyncio.run(serve(args.host, args.port, args.stream_delay_ms / 1000.0, tls))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def secret_scan(_secret_scanner: SecretScanner) -> Iterator[SecretScanner]:
     yield scanner
     findings, scanner.findings[:] = list(scanner.findings), []
     scanner.secrets = watched
+    scanner.content.clear()
     if findings:
         pytest.fail("secrets leaked:\n" + "\n".join(f"  {where}: {name} in {excerpt!r}" for where, name, excerpt in findings))
 

@@ -1207,8 +1207,12 @@ class FakeUpstream:
         gemini_sse_separator: bytes = b"\r\n\r\n",
         startup_timeout: float = 5.0,
         shutdown_timeout: float = 5.0,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self.api_key = api_key
+        #: uvicorn's ``ssl_*`` options (``ssl_certfile``, ``ssl_keyfile``, ``ssl_ca_certs``,
+        #: ``ssl_cert_reqs``): serve HTTPS.
+        self.tls = dict(tls or {})
         self.models = tuple(models)
         self.host = host
         self.require_anthropic_version = require_anthropic_version
@@ -1243,8 +1247,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (valid once started; kept across stop/start)."""
-        return f"http://{self.host}:{self._port}"
+        """``http://127.0.0.1:PORT`` (``https`` with ``tls``; valid once started; kept across stop/start)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -1268,6 +1272,7 @@ class FakeUpstream:
             access_log=False,
             loop="asyncio",
             timeout_graceful_shutdown=self.shutdown_timeout,
+            **self.tls,
         )
         server = _Server(config, self._app)
         thread = threading.Thread(

@@ -3,6 +3,11 @@ answer the relay gives (status line headers, whole bodies, every streamed chunk,
 since all adapters answer through ``Relay.handle``/``Relay.reject``), every ledger row, and every
 request the fake upstream received (the caller's relay key must never reach a provider).
 
+Content (a test's prompt text, ``scanner.add_content``) is watched everywhere the relay stores
+or reports something (log records, ledger rows, and the spans and metrics a test hands to
+:meth:`SecretScanner.scan_telemetry`), but not in the relay's answers, which carry it by design
+(the fake upstream echoes the prompt), nor in what the upstream received.
+
 The hooks only look: each wraps the real method and returns exactly what it returned.
 """
 
@@ -21,6 +26,8 @@ class SecretScanner:
 
     def __init__(self, secrets: dict[str, str]) -> None:
         self.secrets = dict(secrets)
+        #: Prompt text that must not be stored (answers may carry it).
+        self.content: dict[str, str] = {}
         self.findings: list[tuple[str, str, str]] = []
         self.checked = 0
         self._lock = threading.Lock()
@@ -29,20 +36,33 @@ class SecretScanner:
         """Watch one more secret (a test that configures its own)."""
         self.secrets[name] = value
 
+    def add_content(self, name: str, value: str) -> None:
+        """Watch prompt text: it may be in answers, nowhere the relay stores or reports."""
+        self.content[name] = value
+
     def scan(self, where: str, *texts: Any) -> None:
         with self._lock:
             self.checked += 1
+        watched = self.secrets if where in _ANSWERS or not self.content else {**self.secrets, **self.content}
         for text in texts:
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "replace")
             elif not isinstance(text, str):
                 text = repr(text)
-            for name, secret in self.secrets.items():
+            for name, secret in watched.items():
                 index = text.find(secret)
                 if index >= 0:
                     excerpt = text[max(0, index - 60) : index + len(secret) + 60].replace(secret, f"<{name}>")
                     with self._lock:
                         self.findings.append((where, name, excerpt))
+
+    def scan_telemetry(self, spans: Iterable[Any] = (), metrics: Any = None) -> None:
+        """Exported spans (name, attributes, events) and metric data, as stored by a backend."""
+        for span in spans:
+            events = [(e.name, dict(e.attributes or {})) for e in getattr(span, "events", ())]
+            self.scan(f"span {span.name}", span.name, dict(span.attributes or {}), events)
+        if metrics is not None:
+            self.scan("metrics", metrics.to_json() if hasattr(metrics, "to_json") else metrics)
 
     def scan_requests(self, requests: Iterable[Any], names: tuple[str, ...]) -> None:
         """The fake upstream's recorded requests: headers and bodies, for the ``names`` secrets only."""
@@ -51,6 +71,10 @@ class SecretScanner:
             for name in names:
                 if self.secrets[name] in text:
                     self.findings.append(("upstream request", name, f"{request.method} {request.path}"))
+
+
+#: Where content is expected: the relay's answers to its caller.
+_ANSWERS = ("response", "stream chunk")
 
 
 class _Handler(logging.Handler):

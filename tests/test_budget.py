@@ -53,8 +53,8 @@ async def test_budget_blocks_the_request_that_would_cross(upstream, caplog, tmp_
     assert 0 < int(refused.headers["retry-after"]) <= 86400
     assert (await chat(relay, BODY, key="key-b")).status == 200  # another caller is not affected
     assert len(upstream.requests) == 4
+    await relay.shutdown()  # the alert's log line is written in the background, awaited here
     assert sum("budget: caller a has used" in r.getMessage() for r in caplog.records) == 1
-    await relay.shutdown()
     rows = relay.ledger.rows()
     assert sum(r.cost_usd for r in rows if r.caller == "a") == 3 * cost <= limit
     assert [r.status for r in rows if r.caller == "a"] == [200, 200, 200, 429]

@@ -13,7 +13,7 @@ def test_defaults_serve_the_catalog_offline():
     config = load_config(None)
     assert config.prefix == "/ai"
     assert {m: (c.provider, c.price.input, c.price.output) for m, c in config.models.items()} == {
-        "gpt-4.1": ("mock", Decimal("2.50"), Decimal("8.00")),
+        "gpt-4.1": ("mock", Decimal("2.00"), Decimal("8.00")),
         "claude-sonnet-4.5": ("mock", Decimal("3.00"), Decimal("15.00")),
         "gemini-2.5-flash": ("mock", Decimal("0.30"), Decimal("2.50")),
         "deepseek-v3.2": ("mock", Decimal("0.10"), Decimal("0.42")),

@@ -1,4 +1,4 @@
-"""The documents name real tests: every ``tests/file.py::test_name`` in ``docs/guarantees.md``
+"""The documents name real tests: every ``tests/file.py::test_name`` in ``docs/guarantees.md`` (and ``docs/pricing.md``)
 is one the suite collects, so a test renamed or removed cannot leave a guarantee unproved."""
 
 from __future__ import annotations
@@ -42,3 +42,11 @@ def test_the_readme_links_the_guarantees_and_scaling():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docs/guarantees.md" in readme
     assert "## Scaling out" in readme and "docs/scaling.md" in readme
+
+
+def test_every_test_the_pricing_page_names_exists():
+    named = named_tests(ROOT / "docs" / "pricing.md")
+    assert len(named) > 15
+    missing = sorted(named - collected({path for path, _ in named}))
+    assert missing == [], "named in docs/pricing.md but not collected: " + ", ".join(f"{p}::{n}" for p, n in missing)
+    assert "docs/pricing.md" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -116,7 +116,7 @@ def test_models_list(client):
     models = {m.id: m for m in client.models.list().data}
     assert {"gpt-4.1", "claude-sonnet-4.5", "gemini-2.5-flash", "deepseek-v3.2", "test-model"} <= set(models)
     gpt = models["gpt-4.1"].model_dump()
-    assert gpt["pricing"]["input"] == "2.50" and gpt["pricing"]["output"] == "8.00"
+    assert gpt["pricing"]["input"] == "2.00" and gpt["pricing"]["output"] == "8.00"
     assert models["test-model"].model_dump()["provider"] == "up"
 
 

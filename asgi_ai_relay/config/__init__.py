@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from .egress import EgressSettings
 from .reader import _Reader
 from .schema import (
     CAPABILITIES,
@@ -48,6 +49,7 @@ from .settings import (
     MetricsSettings,
     Price,
     PricingSettings,
+    UsageCheck,
     QueueConfig,
 )
 
@@ -65,6 +67,7 @@ __all__ = [
     "BudgetSettings",
     "CacheSettings",
     "Deployment",
+    "EgressSettings",
     "HttpSettings",
     "LimitConfig",
     "LimitsConfig",
@@ -72,6 +75,7 @@ __all__ = [
     "ModelConfig",
     "Price",
     "PricingSettings",
+    "UsageCheck",
     "ProviderConfig",
     "QueueConfig",
     "RelayConfig",

@@ -9,6 +9,8 @@ from decimal import Decimal
 
 from ..errors import ConfigurationError
 from .accounting import _AccountingReader
+from .egress import EGRESS_KEYS
+from .observability_reader import _ObservabilityReader
 from .schema import (
     DEFAULT_CACHE_WRITE,
     DEFAULT_EMBEDDINGS,
@@ -19,16 +21,19 @@ from .schema import (
     STRATEGIES,
     ApiKey,
     Deployment,
+    KeySettings,
     ModelConfig,
     ProviderConfig,
     RelayConfig,
     RetrySettings,
 )
+from .catalog import PRICE_RULES
 from .settings import Price
+from .spend_reader import _SpendReader
 from .traffic import _TrafficReader
 
 
-class _Reader(_TrafficReader, _AccountingReader):
+class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityReader):
     """Reads the whole config (``_Reader(data, "").relay()``) and any table within it."""
 
     def relay(self) -> RelayConfig:
@@ -36,7 +41,8 @@ class _Reader(_TrafficReader, _AccountingReader):
             "prefix", "max_body_bytes", "require_auth", "api_keys", "timeouts", "http",
             "providers", "models", "storage", "log_requests", "default_models", "limits", "queue",
             "retry", "breaker", "routing",
-            "cache", "pricing", "budgets", "metrics",
+            "cache", "pricing", "budgets", "metrics", "dashboard", "alerts", "keys", "logging", "telemetry",
+            "readiness",
         )
         prefix = self.get("prefix", str, "/ai")
         if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#%\\ "):
@@ -64,6 +70,12 @@ class _Reader(_TrafficReader, _AccountingReader):
             pricing=self.sub("pricing").pricing(),
             budgets=self.sub("budgets").budgets(),
             metrics=self.sub("metrics").metrics(),
+            dashboard=self.sub("dashboard").dashboard(),
+            alerts=self.sub("alerts").alerts(),
+            keys=self.sub("keys").key_settings(),
+            logging=self.sub("logging").content_logging(),
+            telemetry=self.sub("telemetry").telemetry(),
+            readiness=self.sub("readiness").readiness(),
         )
 
     def api_keys(self) -> tuple[ApiKey, ...]:
@@ -81,6 +93,10 @@ class _Reader(_TrafficReader, _AccountingReader):
                 raise ConfigurationError(f"{path}.priority: one of critical, high, normal, low")
             keys.append(ApiKey(digest, item.get("caller", str, f"key-{i}"), item.get("admin", bool, False), priority))
         return tuple(keys)
+
+    def key_settings(self) -> KeySettings:
+        self.only("secret", "cache_ttl", "caller_limits")
+        return KeySettings(self.secret("secret"), self.number("cache_ttl", 5.0), self.get("caller_limits", bool, False))
 
     def key_digest(self, path: str) -> bytes:
         """The SHA-256 digest of an ``api_keys`` entry: from ``key`` or from ``hash``."""
@@ -110,7 +126,7 @@ class _Reader(_TrafficReader, _AccountingReader):
         return result
 
     def provider(self, name: str) -> ProviderConfig:
-        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version")
+        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version", *EGRESS_KEYS)
         known_kind, known_url = KNOWN_PROVIDERS.get(name, ("", ""))
         kind = self.get("kind", str, known_kind or "openai_compatible")
         if kind not in PROVIDER_KINDS:
@@ -126,6 +142,7 @@ class _Reader(_TrafficReader, _AccountingReader):
             headers=self.headers("headers"),
             price_multiplier=self.decimal("price_multiplier", Decimal(1)) or Decimal(0),
             anthropic_version=self.get("anthropic_version", str, "2023-06-01"),
+            egress=self.egress(),
         )
 
     def models(self, providers: Mapping[str, ProviderConfig], retry: RetrySettings) -> dict[str, ModelConfig]:
@@ -137,6 +154,8 @@ class _Reader(_TrafficReader, _AccountingReader):
                 provider = conventional if conventional in providers else "mock"
                 write = DEFAULT_CACHE_WRITE.get(alias)
                 price = Price(Decimal(p_in), Decimal(p_out), Decimal(p_cached), Decimal(write) if write else None)
+                if alias in PRICE_RULES:
+                    price = _Reader(PRICE_RULES[alias], f"catalog.{alias}.price").price(price)
                 result[alias] = ModelConfig(alias, provider, upstream, price)
             for alias, (conventional, upstream, p_in, dimensions) in DEFAULT_EMBEDDINGS.items():
                 provider = conventional if conventional in providers else "mock"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .egress import EgressSettings
+from .observability import LoggingSettings, ReadinessSettings, TelemetrySettings
 from .settings import (
     BudgetSettings,
     CacheSettings,
@@ -20,6 +22,7 @@ from .settings import (
     PricingSettings,
     QueueConfig,
 )
+from .spend import AlertSettings, DashboardSettings
 
 STRATEGIES = ("weighted", "least-busy", "lowest-latency")
 CAPABILITIES = ("tools", "vision")
@@ -38,7 +41,7 @@ KNOWN_PROVIDERS: dict[str, tuple[str, str]] = {
 
 # alias: (conventional provider name, upstream model, input, output, cached input) USD per MTok
 DEFAULT_MODELS: dict[str, tuple[str, str, str, str, str]] = {
-    "gpt-4.1": ("openai", "gpt-4.1", "2.50", "8.00", "0.625"),
+    "gpt-4.1": ("openai", "gpt-4.1", "2.00", "8.00", "0.50"),
     "claude-sonnet-4.5": ("anthropic", "claude-sonnet-4-5", "3.00", "15.00", "0.30"),
     "gemini-2.5-flash": ("gemini", "gemini-2.5-flash", "0.30", "2.50", "0.075"),
     "deepseek-v3.2": ("deepseek", "deepseek-chat", "0.10", "0.42", "0.028"),
@@ -88,6 +91,8 @@ class ProviderConfig:
     #: Multiplies every price of the models it serves (a relay billing at a discount).
     price_multiplier: Decimal = Decimal(1)
     anthropic_version: str = "2023-06-01"
+    #: This provider's own proxy and TLS keys (see :mod:`.egress`), over ``[http]``'s.
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +238,10 @@ class HttpSettings:
     max_error_bytes: int = 64 * 1024
     #: The longest line a stream may send before its line break.
     max_line_bytes: int = 16 * 1024 * 1024
+    #: Take the proxy from ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` when none is configured.
+    trust_env: bool = True
+    #: The proxy and TLS keys of ``[http]`` (see :mod:`.egress`); providers may override each.
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +259,25 @@ class StorageConfig:
     #: Stored Responses API responses (``previous_response_id``): ``memory://`` (per process)
     #: or ``redis://host:6379/0?ttl=2592000&prefix=relay:responses:`` (shared by every worker).
     responses: str = "memory://"
+    #: Managed API keys (:mod:`asgi_ai_relay.keys`): ``""`` (none), ``memory://``,
+    #: ``sqlite:///relay-keys.db``, ``postgresql://...`` or ``redis://...``.
+    keys: str = ""
     #: Refuse to start when the ledger's database cannot be reached at start-up (otherwise the
     #: relay starts degraded: rows spool locally and are written when the database returns).
     ledger_required: bool = False
 
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """``[keys]``: managed keys. ``secret`` makes the stored digests HMAC-SHA256 under it;
+    ``cache_ttl`` is how many seconds a worker may answer from its cached lookup (a change is
+    seen everywhere within it; at once through Redis); ``caller_limits`` lets callers from the
+    host's own auth carry budgets (:mod:`asgi_ai_relay.policy`; on with ``storage.keys``)."""
+
+    secret: Secret | None = None
+    cache_ttl: float = 5.0
+    caller_limits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,3 +301,9 @@ class RelayConfig:
     pricing: PricingSettings = field(default_factory=PricingSettings)
     budgets: BudgetSettings = field(default_factory=BudgetSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)

@@ -10,13 +10,41 @@ from decimal import Decimal
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens of each token class, and the rules that change them.
+
+    A class without its own price is billed at ``input`` (cache reads, cache writes, audio and
+    image input; one-hour cache writes at ``cache_write`` when that is set). ``web_search`` is
+    USD per server-side search call, not per token. ``long_context``: above
+    ``long_context_above`` prompt tokens the whole request is billed at that price instead.
+    ``tiers``: the price of each ``service_tier`` the provider may say it served (``flex``,
+    ``priority``, ``batch``...); a tier it does not name here is billed at this price.
+    """
 
     input: Decimal = Decimal(0)
     output: Decimal = Decimal(0)
     cached_input: Decimal | None = None
     #: Prompt tokens written to the provider's cache (Anthropic bills them above input).
     cache_write: Decimal | None = None
+    #: Cache writes kept for an hour (Anthropic's ``ephemeral_1h``).
+    cache_write_1h: Decimal | None = None
+    audio_input: Decimal | None = None
+    image_input: Decimal | None = None
+    #: USD per web search the provider ran for the request (``server_tool_use``).
+    web_search: Decimal = Decimal(0)
+    long_context_above: int | None = None
+    long_context: Price | None = None
+    tiers: Mapping[str, Price] = field(default_factory=dict)
+
+    def scaled(self, factor: Decimal) -> Price:
+        """Every price (and those of its rules) times ``factor``."""
+        def times(value: Decimal | None) -> Decimal | None:
+            return None if value is None else value * factor
+        return Price(
+            self.input * factor, self.output * factor, times(self.cached_input), times(self.cache_write),
+            times(self.cache_write_1h), times(self.audio_input), times(self.image_input), self.web_search * factor,
+            self.long_context_above, self.long_context.scaled(factor) if self.long_context is not None else None,
+            {name: tier.scaled(factor) for name, tier in self.tiers.items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +62,26 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageCheck:
+    """``[pricing.usage_check]``: how far a provider's reported usage may be from the relay's
+    own count before its ledger row is flagged (see :mod:`asgi_ai_relay.stages.usage_check`).
+
+    The prompt is flagged when the reported input tokens differ from the relay's count (plus
+    the provider's known overhead and ``overhead``) by more than ``tolerance`` of it plus
+    ``slack`` tokens; a stream (or whole answer) when its reported output, reasoning aside,
+    exceeds the tokens of the text it sent by as much.
+    """
+
+    enabled: bool = True
+    tolerance: Decimal = Decimal("0.15")
+    #: Tokens of leeway either way (short prompts: fixed framing dominates any ratio).
+    slack: int = 32
+    #: Tokens a provider adds to every request beyond its known overhead (a forwarding relay's
+    #: own system prompt).
+    overhead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PricingSettings:
     """Costs are kept in USD; reports also show them in ``currency`` at ``exchange_rate``
     (units of ``currency`` per USD). ``lists`` are other price lists to compare against."""
@@ -41,6 +89,7 @@ class PricingSettings:
     currency: str = "USD"
     exchange_rate: Decimal = Decimal(1)
     lists: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
+    usage_check: UsageCheck = field(default_factory=UsageCheck)
 
 
 @dataclass(frozen=True, slots=True)

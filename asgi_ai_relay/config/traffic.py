@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError
+from .egress import EGRESS_KEYS, EgressSettings, check_proxy_url
 from .schema import (
     BreakerSettings,
     HttpSettings,
@@ -40,7 +42,7 @@ class _TrafficReader(_Table):
     def http(self) -> HttpSettings:
         self.only(
             "client", "max_connections", "max_keepalive", "keepalive_expiry", "max_response_bytes", "max_error_bytes",
-            "max_line_bytes",
+            "max_line_bytes", "trust_env", *EGRESS_KEYS,
         )
         d = HttpSettings()
         return HttpSettings(
@@ -51,10 +53,42 @@ class _TrafficReader(_Table):
             max_response_bytes=self.integer("max_response_bytes", d.max_response_bytes),
             max_error_bytes=self.integer("max_error_bytes", d.max_error_bytes),
             max_line_bytes=self.integer("max_line_bytes", d.max_line_bytes),
+            trust_env=self.get("trust_env", bool, d.trust_env),
+            egress=self.egress(),
         )
 
+    def egress(self) -> EgressSettings:
+        """The proxy and TLS keys of this table (its ``only`` lists :data:`EGRESS_KEYS`).
+
+        :raises ConfigurationError: for a proxy that is not ``http://host:port`` or a path that
+            does not exist.
+        """
+        proxy = self.secret("proxy")
+        if proxy is not None and proxy.get():
+            check_proxy_url(proxy.get(), self.key("proxy"))
+        client_cert = self._path("client_cert", directory=False)
+        client_key = self._path("client_key", directory=False)
+        if client_key is not None and client_cert is None:
+            raise ConfigurationError(f"{self.key('client_key')}: needs client_cert as well")
+        return EgressSettings(
+            proxy=proxy,
+            ca_bundle=self._path("ca_bundle", directory=True),
+            verify=self.get("verify", bool, None),
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+
+    def _path(self, name: str, *, directory: bool) -> str | None:
+        value: str | None = self.get(name, str, None)
+        if value is None:
+            return None
+        path = os.path.expanduser(value)
+        if not (os.path.isfile(path) or (directory and os.path.isdir(path))):
+            raise ConfigurationError(f"{self.key(name)}: no such {'file or directory' if directory else 'file'}: {value}")
+        return path
+
     def storage(self) -> StorageConfig:
-        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required", "responses")
+        self.only("ledger", "cache", "limits", "breakers", "slots", "budgets", "ledger_required", "responses", "keys")
         d = StorageConfig()
         budgets = self.get("budgets", str, d.budgets)
         if budgets != "limits" and budgets.partition("://")[0] not in ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster"):
@@ -67,6 +101,7 @@ class _TrafficReader(_Table):
             slots=self.get("slots", str, d.slots),
             budgets=budgets,
             responses=self.get("responses", str, d.responses),
+            keys=self.get("keys", str, d.keys),
             ledger_required=self.get("ledger_required", bool, d.ledger_required),
         )
 

@@ -22,6 +22,7 @@ __all__ = [
     "error_body",
     "error_type",
     "stream_error",
+    "merge_usage",
     "usage_from_body",
     "usage_to_anthropic",
     "validate_messages_request",
@@ -155,21 +156,56 @@ def stream_error(error: RelayError) -> bytes:
 
 
 def usage_from_body(usage: Any) -> Usage | None:
-    """Read an Anthropic ``usage``; prompt tokens include cache reads and writes, as OpenAI counts them."""
+    """Read an Anthropic ``usage``; prompt tokens include cache reads and writes, as OpenAI
+    counts them. Writes are ``cache_creation_input_tokens`` (the sum of ``cache_creation``'s
+    ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens`` when only those are given),
+    the one-hour part priced apart; ``server_tool_use.web_search_requests`` counts searches;
+    ``service_tier`` (``standard``, ``priority``, ``batch``) is the tier that served."""
     if not isinstance(usage, dict):
         return None
     read, written = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
-    return Usage.reported((usage.get("input_tokens"), read, written), usage.get("output_tokens"), read, written)
+    split = usage.get("cache_creation")
+    split = split if isinstance(split, dict) else {}
+    hour = split.get("ephemeral_1h_input_tokens")
+    if written is None and split:
+        written = (split.get("ephemeral_5m_input_tokens"), hour)
+    tools = usage.get("server_tool_use")
+    searches = tools.get("web_search_requests") if isinstance(tools, dict) else 0
+    return Usage.reported(
+        (usage.get("input_tokens"), read, written), usage.get("output_tokens"), read, written,
+        write_1h=hour, web_search=searches, service_tier=usage.get("service_tier"),
+    )
 
 
-def usage_to_anthropic(usage: Usage | None) -> dict[str, int]:
+def merge_usage(told: dict[str, Any] | None, update: Any) -> dict[str, Any]:
+    """``message_start``'s usage updated by a ``message_delta``'s: the delta's counts are
+    cumulative and authoritative where present (a field it leaves out, or sends as null, keeps
+    the earlier value; nested objects merge field by field), so nothing is counted twice."""
+    merged = dict(told or {})
+    if not isinstance(update, dict):
+        return merged
+    for key, value in update.items():
+        if value is None:
+            continue
+        earlier = merged.get(key)
+        merged[key] = {**earlier, **value} if isinstance(earlier, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def usage_to_anthropic(usage: Usage | None) -> dict[str, Any]:
     """``input_tokens`` counts only the uncached part, as Anthropic reports it."""
     if usage is None:
         usage = Usage()
     uncached = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens)
-    return {
+    out: dict[str, Any] = {
         "input_tokens": uncached,
         "output_tokens": usage.completion_tokens,
         "cache_creation_input_tokens": usage.cache_creation_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
     }
+    if usage.cache_write_1h_tokens:
+        out["cache_creation"] = {"ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+                                 "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens}
+    if usage.web_search_requests:
+        out["server_tool_use"] = {"web_search_requests": usage.web_search_requests}
+    return out

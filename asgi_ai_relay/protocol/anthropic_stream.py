@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..types import Usage
-from .anthropic import FINISH_TO_STOP, OUTPUT_TOOL, STOP_TO_FINISH, usage_from_body, usage_to_anthropic
+from .anthropic import FINISH_TO_STOP, OUTPUT_TOOL, STOP_TO_FINISH, merge_usage, usage_from_body, usage_to_anthropic
 from .hub import new_id
 from .openai import chunk
 from .openai_stream import load_event, stream_failure
@@ -74,7 +74,7 @@ class AnthropicDecoder:
         if kind == "content_block_delta":
             return self._block_delta(int(data.get("index", 0)), data.get("delta") or {})
         if kind == "message_delta":
-            self._raw_usage = {**(self._raw_usage or {}), **{k: v for k, v in (data.get("usage") or {}).items() if v is not None}}
+            self._raw_usage = merge_usage(self._raw_usage, data.get("usage"))
             stop = (data.get("delta") or {}).get("stop_reason")
             finish = STOP_TO_FINISH.get(stop or "", "stop")
             if finish == "tool_calls" and not self._tools:  # only the structured-output tool was called

@@ -188,13 +188,22 @@ def _media(url: str, guessed: str) -> dict[str, Any]:
 
 
 def usage_from_metadata(metadata: Any) -> Usage | None:
-    """Gemini ``usageMetadata``: thinking tokens are billed as output, tool-use prompts as input."""
+    """Gemini ``usageMetadata``: thinking tokens (``thoughtsTokenCount``) are billed as output
+    and kept as reasoning, tool-use prompts are input, ``cachedContentTokenCount`` (implicit or
+    explicit cache) is cache reads, audio and image input come from ``promptTokensDetails``."""
     if not isinstance(metadata, dict):
         return None
+    modality: dict[str, list[object]] = {"AUDIO": [], "IMAGE": []}
+    for key in ("promptTokensDetails", "toolUsePromptTokensDetails"):
+        for detail in metadata.get(key) or ():
+            if isinstance(detail, dict) and detail.get("modality") in modality:
+                modality[detail["modality"]].append(detail.get("tokenCount"))
+    thoughts = metadata.get("thoughtsTokenCount")
     return Usage.reported(
         (metadata.get("promptTokenCount"), metadata.get("toolUsePromptTokenCount")),
-        (metadata.get("candidatesTokenCount"), metadata.get("thoughtsTokenCount")),
+        (metadata.get("candidatesTokenCount"), thoughts),
         metadata.get("cachedContentTokenCount"),
+        reasoning=thoughts, audio=tuple(modality["AUDIO"]), image=tuple(modality["IMAGE"]),
     )
 
 

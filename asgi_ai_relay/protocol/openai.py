@@ -16,6 +16,7 @@ __all__ = [
     "error_body",
     "include_usage",
     "usage_from_body",
+    "usage_of",
     "usage_to_openai",
     "validate_chat_request",
 ]
@@ -137,22 +138,47 @@ def _validate_message(message: Any, where: str) -> None:
         raise InvalidRequest(f"'{where}.tool_call_id' is required for tool messages.", param=f"{where}.tool_call_id")
 
 
-def usage_from_body(usage: Any) -> Usage | None:
-    """Read an OpenAI ``usage`` object; ``None`` when there is none."""
+def usage_from_body(usage: Any, service_tier: Any = None) -> Usage | None:
+    """Read an OpenAI ``usage`` object (``None`` when there is none): cache reads from
+    ``prompt_tokens_details.cached_tokens`` (DeepSeek's ``prompt_cache_hit_tokens`` when that
+    is absent), audio and image input from ``prompt_tokens_details``, reasoning from
+    ``completion_tokens_details.reasoning_tokens``; ``service_tier`` is the answer's own."""
     if not isinstance(usage, dict):
         return None
     details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return Usage.reported(usage.get("prompt_tokens"), usage.get("completion_tokens"), cached)
+    prompt = details if isinstance(details, dict) else {}
+    completion = usage.get("completion_tokens_details")
+    output = completion if isinstance(completion, dict) else {}
+    cached = prompt.get("cached_tokens")
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens")
+    return Usage.reported(
+        usage.get("prompt_tokens"), usage.get("completion_tokens"), cached,
+        audio=prompt.get("audio_tokens"), image=prompt.get("image_tokens"),
+        reasoning=output.get("reasoning_tokens"), service_tier=service_tier,
+    )
+
+
+def usage_of(payload: Any) -> Usage | None:
+    """The usage of an OpenAI answer or chunk, with the ``service_tier`` it says it ran at."""
+    if not isinstance(payload, dict):
+        return None
+    return usage_from_body(payload.get("usage"), payload.get("service_tier"))
 
 
 def usage_to_openai(usage: Usage) -> dict[str, Any]:
-    return {
+    prompt: dict[str, int] = {"cached_tokens": usage.cached_tokens}
+    if usage.audio_input_tokens:
+        prompt["audio_tokens"] = usage.audio_input_tokens
+    out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": prompt,
     }
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
 
 
 def error_body(error: RelayError) -> bytes:

@@ -95,7 +95,7 @@ class OpenAIDecoder:
             raise stream_failure(payload["error"])
         usage = payload.pop("usage", None)
         if usage:
-            self.usage = usage_from_body(usage)
+            self.usage = usage_from_body(usage, payload.get("service_tier"))
         return payload if payload.get("choices") else None
 
 

@@ -34,7 +34,7 @@ def usage_to_responses(usage: Usage | None, reasoning: int = 0) -> dict[str, Any
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {"cached_tokens": usage.cached_tokens},
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": min(Usage.count(reasoning), usage.completion_tokens)},
+        "output_tokens_details": {"reasoning_tokens": min(max(Usage.count(reasoning), usage.reasoning_tokens), usage.completion_tokens)},
         "total_tokens": usage.total_tokens,
     }
 

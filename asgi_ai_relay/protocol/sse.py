@@ -74,7 +74,12 @@ class SSESplitter:
             if end < 0:
                 break
             piece, start = chunk[start : end + 2], end + 2
-            yield from self._event(piece)
+            if parts:  # (inline: a generator per event cost two calls)
+                piece = b"".join((*parts, piece))
+                parts.clear()
+                self._size = 0
+            if piece.strip():
+                yield _parse(piece)
         rest = chunk[start:]
         if rest:
             self._size += len(rest)

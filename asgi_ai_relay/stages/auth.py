@@ -1,4 +1,5 @@
-"""Authentication: who is calling. Relay API keys first, then the host's own auth.
+"""Authentication: who is calling. Relay API keys first (the configuration's static ones,
+then managed keys, :mod:`asgi_ai_relay.keys`), then the host's own auth.
 
 The host plugs in an :class:`AuthHook`, an async callable that reads the request (its user,
 its session) and returns a :class:`Caller` or ``None``, in the manner of Starlette's
@@ -76,18 +77,23 @@ class KeyTable:
 
 async def authenticate(relay: Relay, call: Call) -> RelayResponse | None:
     """:raises AuthenticationError: when auth is required and nothing vouches for the caller,
-    or when the client sent a relay key that is not valid."""
+    or when the client sent a relay key that is not valid (or a managed key revoked or expired).
+    :raises ServiceUnavailable: the key store cannot be reached and the key is not cached."""
     request = call.request
-    key = presented_key(request) if relay.keys else None
+    managed = relay.key_directory
+    key = presented_key(request) if relay.keys or managed is not None else None
     if key is not None:
         caller = relay.keys.lookup(key)
+        if caller is None and managed is not None:
+            caller = await managed.caller(key)  # a revoked or expired key: 401 here
         if caller is not None:
             call.caller = caller
             return None
     if relay.auth is not None:
         caller = await relay.auth(request)
         if caller is not None:
-            call.caller = caller
+            # The store's limits of the owner apply however the owner signs in.
+            call.caller = caller if managed is None else await managed.with_owner_limits(caller)
             return None
     if key is not None:
         raise AuthenticationError("The API key is not valid for this relay.")

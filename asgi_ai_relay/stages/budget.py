@@ -14,6 +14,9 @@ A caller can overspend only by what the requests in flight when its budget ran o
 their estimates (the bound is derived in :mod:`asgi_ai_relay.storage.redis_budgets`). When the
 store cannot be reached, ``queue.fail_mode`` decides: ``open`` lets the request through
 unheld, ``closed`` answers 503.
+
+Each settle (and each refusal) hands the spend it saw to :class:`~asgi_ai_relay.alerts.Alerts`,
+which raises a budget alert once per caller, period and threshold (``soft_threshold`` and 100 %).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from .. import report
 from ..errors import BudgetExceeded, ServiceUnavailable, StorageError
+from ..config.settings import Budget
+from ..policy import limits_of
 from ..pricing import model_cost
 from ..storage import LedgerQuery
 from ..storage.budgets import BudgetStore, Held, MemoryBudgets, Window, budgets_from_uri
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
     from ..storage import Ledger
     from ..types import RelayResponse
 
-__all__ = ["Spend", "check", "estimate_request_usage", "ledger_spend", "month_start", "seconds_to_reset"]
+__all__ = ["Spend", "budgets_of", "check", "guard", "estimate_request_usage", "ledger_spend", "month_start", "seconds_to_reset"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -100,7 +105,6 @@ class Spend:
         self.store: BudgetStore | None = store
         #: The memory store: counts seeded at start-up wait here until the store is chosen.
         self._memory: MemoryBudgets | None = store if isinstance(store, MemoryBudgets) else MemoryBudgets()
-        self._warned: set[tuple[str, str]] = set()
 
     def bind(self, relay: Relay) -> BudgetStore:
         """The store ``storage.budgets`` names, opened once."""
@@ -135,21 +139,25 @@ class Spend:
         """Spent in ``period`` by this process's memory store (0 for a shared store)."""
         return self._memory.spent(caller, period) if self._memory is not None else _ZERO
 
-    def window(self, caller: str, ts: float) -> Window:
-        budget = self.settings.for_caller(caller)
+    def window(self, caller: str, ts: float, budget: Budget | None = None) -> Window:
+        """``caller``'s counters for ``ts`` under ``budget`` (by default its configured one)."""
+        if budget is None:
+            budget = self.settings.for_caller(caller)
         day, month = _periods(ts)
         return Window(caller, day, month, budget.daily, budget.monthly, day_start(ts), month_start(ts),
                       seconds_to_reset(ts, "daily"), seconds_to_reset(ts, "monthly"))
 
-    async def hold(self, relay: Relay, call: Call, estimate: Decimal) -> None:
-        """Hold ``estimate`` for the request and register its settle on the request.
+    async def hold(self, relay: Relay, call: Call, estimate: Decimal, name: str | None = None,
+                   budget: Budget | None = None) -> None:
+        """Hold ``estimate`` for the request and register its settle on the request: on the
+        counter ``name`` (by default the caller's) under ``budget`` (by default its configured one).
 
         :raises BudgetExceeded: when ``estimate`` on top of today's or this month's spend
             would cross the caller's limit.
         :raises ServiceUnavailable: the store is down and ``queue.fail_mode`` is ``closed``.
         """
         store = self.bind(relay)
-        window = self.window(call.caller.id, call.ts)
+        window = self.window(call.caller.id if name is None else name, call.ts, budget)
         try:
             if store is self._memory and self._memory is not None:
                 held = self._memory.hold_now(window, estimate)  # no await: nothing to cancel
@@ -161,6 +169,7 @@ class Spend:
             logger.debug("budget not held (fail open): %s", exc)
             return
         if not held.allowed:
+            relay.alerts.crossed(relay, window, held.day, held.month)
             self._refuse(window, held, estimate)
         call.budget_hold = estimate
         call.hold(lambda: self._settle(relay, call, window, held, estimate))
@@ -180,7 +189,7 @@ class Spend:
             return
         held = done.result()
         if held.allowed:
-            relay.spawn(self._settle_shared(window, held, estimate, _ZERO))
+            relay.spawn(self._settle_shared(relay, window, held, estimate, _ZERO))
 
     def _refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
         for name, limit, spent, left in (("daily", window.daily, held.day, window.day_left),
@@ -198,29 +207,18 @@ class Spend:
         call.budget_hold = _ZERO
         cost = call.cost
         if self.store is self._memory and self._memory is not None:
-            self._warn(window, *self._memory.settle_now(window, held, estimate, cost))
+            relay.alerts.crossed(relay, window, *self._memory.settle_now(window, held, estimate, cost))
             return
-        relay.spawn(self._settle_shared(window, held, estimate, cost))
+        relay.spawn(self._settle_shared(relay, window, held, estimate, cost))
 
-    async def _settle_shared(self, window: Window, held: Held, estimate: Decimal, cost: Decimal) -> None:
+    async def _settle_shared(self, relay: Relay, window: Window, held: Held, estimate: Decimal, cost: Decimal) -> None:
         assert self.store is not None
         try:
-            self._warn(window, *await self.store.settle(window, held, estimate, cost))
+            day, month = await self.store.settle(window, held, estimate, cost)
         except StorageError as exc:
             logger.debug("budget not settled (its hold stays counted): %s", exc)
-
-    def _warn(self, window: Window, day: Decimal, month: Decimal) -> None:
-        caller = window.caller
-        for name, limit, period, spent in (("daily", window.daily, window.day, day),
-                                           ("monthly", window.monthly, window.month, month)):
-            if limit is None or (caller, period) in self._warned:
-                continue
-            if spent >= limit * self.settings.soft_threshold:
-                self._warned.add((caller, period))
-                logger.warning(
-                    "budget: caller %s has used %s of its %s budget of %s USD (%s)",
-                    caller, f"{spent:.6f}", name, limit, period,
-                )
+            return
+        relay.alerts.crossed(relay, window, day, month)
 
     async def aclose(self) -> None:
         """Close a shared store (it reopens on next use)."""
@@ -235,14 +233,64 @@ def estimate_request_usage(body: dict[str, object], tokenizer: str = "estimate")
     return request_usage(body, 0, tokenizer)
 
 
-async def check(relay: Relay, call: Call) -> RelayResponse | None:
-    """:raises BudgetExceeded: (429, ``budget_exceeded``, ``Retry-After`` to the period reset)."""
+def _stricter(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def budgets_of(relay: Relay, call: Call) -> dict[str, Budget]:
+    """Every budget the request counts against, by counter: the caller's configured one, and
+    those of the subjects of its own limits (:mod:`asgi_ai_relay.policy`: its key, its team;
+    its owner's is the caller's counter, the stricter of the two limits applying). A subject
+    named in ``budgets.callers`` (``"team:research"``) has that budget too, the stricter winning."""
+    caller = call.caller.id
+    out = {caller: relay.config.budgets.for_caller(caller)}
+    limits = limits_of(call.caller)
+    for subject in limits.subjects if limits is not None else ():
+        quota = subject.quota
+        name = caller if subject.kind == "owner" else subject.name
+        seen = out.get(name) or relay.config.budgets.callers.get(name)
+        if seen is None:
+            if quota.budgeted:
+                out[name] = Budget(quota.daily, quota.monthly)
+        else:
+            out[name] = Budget(_stricter(seen.daily, quota.daily), _stricter(seen.monthly, quota.monthly))
+    return {name: b for name, b in out.items() if b.daily is not None or b.monthly is not None}
+
+
+_unbudgeted: set[int] = set()
+
+
+async def _hold_all(relay: Relay, call: Call, estimate: Decimal | None) -> None:
     spend = relay.spend
     if spend is None or call.model is None:
-        return None
-    budget = relay.config.budgets.for_caller(call.caller.id)
-    if budget.daily is None and budget.monthly is None:
-        return None
-    usage = estimate_request_usage(call.body, relay.config.limits.tokenizer)
-    await spend.hold(relay, call, model_cost(relay.config, call.model, usage))
+        limits = limits_of(call.caller)
+        if spend is None and limits is not None and id(relay) not in _unbudgeted and any(
+                s.quota.budgeted for s in limits.subjects):
+            _unbudgeted.add(id(relay))
+            logger.warning("budget: caller %s carries budgets of its own, but this relay counts no budgets; "
+                           "set keys.caller_limits = true", call.caller.id)
+        return
+    budgets = budgets_of(relay, call)
+    if not budgets:
+        return
+    if estimate is None:
+        usage = estimate_request_usage(call.body, relay.config.limits.tokenizer)
+        estimate = model_cost(relay.config, call.model, usage)
+    for name, budget in budgets.items():  # each hold is registered as it is taken
+        await spend.hold(relay, call, estimate, name, budget)
+
+
+async def check(relay: Relay, call: Call) -> RelayResponse | None:
+    """:raises BudgetExceeded: (429, ``budget_exceeded``, ``Retry-After`` to the period reset)
+    when the request's estimate would cross any of its budgets (:func:`budgets_of`)."""
+    await _hold_all(relay, call, None)
+    return None
+
+
+async def guard(relay: Relay, call: Call) -> RelayResponse | None:
+    """For requests that cost nothing (counting tokens): refused only once a budget is spent.
+
+    :raises BudgetExceeded: see :func:`check`.
+    """
+    await _hold_all(relay, call, _ZERO)
     return None

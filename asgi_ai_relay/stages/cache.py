@@ -152,6 +152,11 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     return None
 
 
+#: The usage classes an entry keeps beside its ``usage`` (see :class:`~asgi_ai_relay.types.Usage`).
+_CLASSES = ("cache_creation_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+            "image_input_tokens", "web_search_requests", "service_tier")
+
+
 def _bypass(call: Call) -> None:
     call.cache = "bypass"
     call.headers["x-relay-cache"] = "bypass"
@@ -165,6 +170,10 @@ def _hit(relay: Relay, call: Call, raw: bytes) -> RelayResponse:
     # The model that produced it: another than the one asked for when a leader fell back.
     call.model = relay.config.models.get(entry.get("model") or "", call.model)
     call.usage = Usage(prompt, completion, cached, estimated=estimated)
+    classes = entry.get("classes")
+    if isinstance(classes, list) and len(classes) == len(_CLASSES):  # priced apart (what a hit saved)
+        for name, value in zip(_CLASSES, classes, strict=True):
+            setattr(call.usage, name, value)
     call.provider = entry.get("provider")
     headers = call.headers
     headers["x-relay-cache"] = "hit"
@@ -220,6 +229,9 @@ def _entry(call: Call) -> bytes | None:
         "provider": call.provider,
         "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated],
     }
+    classes = [getattr(usage, name) for name in _CLASSES]
+    if any(classes):  # beside "usage", which entries of older versions hold alone
+        entry["classes"] = classes
     try:
         if call.stream:
             entry["kind"], entry["pieces"] = "stream", [piece.decode() for piece in output]

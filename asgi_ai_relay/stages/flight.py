@@ -127,8 +127,9 @@ class Flight(asyncio.Future[bytes | None]):
 
     def land(self) -> None:
         """Close the flight once its answer is in the cache, so no newcomer misses in between."""
-        if self.listed:
-            del self.relay.flights[self.key]
+        flights = self.relay.flights
+        if flights.get(self.key) is self:
+            del flights[self.key]
 
     # -- across processes ----------------------------------------------------------------
 
@@ -186,7 +187,11 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
     while True:
         flight = relay.flights.get(key)
         if flight is None and not woken:
-            raw = await _get(relay, key)
+            try:
+                raw = await relay.cache.get(key)
+            except StorageError as error:
+                logger.debug("cache lookup failed, answering without the cache: %s", error.message)
+                raw = None
             if raw is not None:
                 return raw
             flight = relay.flights.get(key)  # another request may have led meanwhile
@@ -211,14 +216,6 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
     if ttl > 0:
         Flight.start(relay, call, key, ttl, judge)
     return None
-
-
-async def _get(relay: Relay, key: str) -> bytes | None:
-    try:
-        return await relay.cache.get(key)
-    except StorageError as error:
-        logger.debug("cache lookup failed, answering without the cache: %s", error.message)
-        return None
 
 
 async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes | None:

@@ -164,7 +164,7 @@ class _OpenAIStream(StreamTranslator):
             return True
         if not isinstance(payload, dict):
             return True
-        self._usage = openai.usage_from_body(payload.get("usage")) or self._usage
+        self._usage = openai.usage_of(payload) or self._usage
         return self.include_usage or bool(payload.get("choices"))
 
     def _close(self) -> bytes:
@@ -186,7 +186,7 @@ class OpenAIPassThrough:
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         with reading():
-            return raw, openai.usage_from_body(load(raw).get("usage"))
+            return raw, openai.usage_of(load(raw))
 
     def stream(self, body: dict[str, Any]) -> StreamTranslator:
         return _OpenAIStream(openai.include_usage(body))

@@ -36,18 +36,20 @@ from typing import TYPE_CHECKING
 
 from ..call import Once
 from ..errors import CLIENT_CLOSED, RateLimited, ServiceUnavailable, StorageError
+from ..config.settings import LimitConfig
 from ..limits import Bucket, Decision, Rate, format_reset
+from ..policy import limits_of
 from ..storage import RateLimitStore, limits_from_uri
 from ..tokens import output_allowance, prompt_tokens
 from .waiting import QUEUE_RETRY_AFTER, Waiting
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import LimitConfig, ModelConfig, RelayConfig
+    from ..config import ModelConfig, RelayConfig
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit"]
+__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit", "subject_buckets"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -184,9 +186,10 @@ class Traffic(Waiting):
                 tightest[bucket.kind] = (state.remaining, state.reset, bucket.rate.limit)
         headers = call.headers
         for kind, (remaining, reset, limit) in tightest.items():
-            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-            headers[f"x-ratelimit-reset-{kind}"] = format_reset(reset)
+            names = _HEADER_NAMES.get(kind) or _header_names(kind)
+            headers[names[0]] = str(limit)
+            headers[names[1]] = str(remaining)
+            headers[names[2]] = format_reset(reset)
 
     # -- upstream side, per attempt ---------------------------------------------------------
 
@@ -203,6 +206,9 @@ class Traffic(Waiting):
         if not buckets and not self.gated:
             return None
         deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
+        if not buckets and self.shared is None:  # only this process's slot: nothing to reconcile
+            await self.enter(call, model.provider, deadline)
+            return call.hold(Once(partial(self.gate.leave, model.provider)))
         charge = Charge(buckets, self.estimate(call) if buckets else 0)
         held: list[str] = []
         leases: list[tuple[str, str]] = []
@@ -277,12 +283,37 @@ class Traffic(Waiting):
             await self.shared.aclose()
 
 
+_HEADER_NAMES: dict[str, tuple[str, str, str]] = {}
+
+
+def _header_names(kind: str) -> tuple[str, str, str]:
+    names = _HEADER_NAMES[kind] = (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    return names
+
+
+def subject_buckets(call: Call) -> tuple[Bucket, ...]:
+    """The buckets of the caller's own limits (:mod:`asgi_ai_relay.policy`): its key's, its
+    owner's, its team's, each under its own name (``key:<id>``, ``owner:<id>``, ``team:<name>``)."""
+    limits = limits_of(call.caller)
+    if limits is None:
+        return ()
+    out: tuple[Bucket, ...] = ()
+    for subject in limits.subjects:
+        quota = subject.quota
+        if quota.rpm or quota.tpm:
+            name = f"owner:{subject.name}" if subject.kind == "owner" else subject.name
+            out += _buckets("subject", name, LimitConfig(rpm=quota.rpm, tpm=quota.tpm))
+    return out
+
+
 async def admit(relay: Relay, call: Call) -> RelayResponse | None:
-    """The caller-side stage. :raises RateLimited, ServiceUnavailable: see :class:`Traffic`."""
+    """The caller-side stage: the global and caller buckets of ``[limits]`` and those of the
+    caller's own limits. :raises RateLimited, ServiceUnavailable: see :class:`Traffic`."""
     traffic = relay.traffic
-    if not traffic.limited:
+    own = subject_buckets(call)
+    if not traffic.limited and not own:
         return None
-    buckets = traffic.caller_buckets(call)
+    buckets = (traffic.caller_buckets(call) if traffic.limited else ()) + own
     if not buckets:
         return None
     charge = Charge(buckets, traffic.estimate(call))

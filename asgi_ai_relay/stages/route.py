@@ -255,6 +255,7 @@ class _Attempts:
         # In the log before the call: a stream may complete (and be recorded) inside start().
         entry: dict[str, Any] = {"deployment": target.name, "model": target.model.alias, "provider": target.model.provider}
         call.attempt_log.append(entry)
+        span = self.relay.telemetry.begin_attempt(call, target, ticket)
         target.in_flight += 1
         busy = call.hold(Once(partial(_leave, target)))
         try:
@@ -269,6 +270,7 @@ class _Attempts:
         except UpstreamError as exc:
             error = exc
         except BaseException as exc:
+            self.relay.telemetry.end_attempt(call, span, exc)
             busy()
             pass_back()
             if isinstance(exc, ClientError) and call.attempts == before:
@@ -279,6 +281,7 @@ class _Attempts:
                 raise _Unsendable from exc
             raise
         else:
+            self.relay.telemetry.end_attempt(call, span, None, whole=response.stream is None)
             target.observe(_ms_since(started))
             router.served(target.model, self.session, target)
             pass_back.discard()
@@ -287,6 +290,7 @@ class _Attempts:
             if response.stream is None:
                 busy()  # a stream frees its deployment when it ends (_StreamEnd)
             return response
+        self.relay.telemetry.end_attempt(call, span, error)
         busy()
         pass_back.discard()
         entry.update(status=error.status_code, error=error.code or error.error_type, ms=_ms_since(started))

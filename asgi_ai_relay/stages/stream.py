@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 from ..errors import CLIENT_CLOSED, RelayError, UpstreamError, UpstreamProtocolError
 from ..call import Sent
 from .commit import carries_content
+from .passthrough import BROKEN, broken
+from .usage import bill_attempt
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -88,6 +90,7 @@ class RelayStream:
                     break
         except BaseException:
             self.on_end = None  # the route accounts for this attempt itself
+            bill_attempt(self._relay, self._call, self._translator.usage)
             await self._release()
             raise
 
@@ -131,12 +134,28 @@ class RelayStream:
                 self._record(200, None)
                 await self._release()
                 return b""
-            out = translator.feed(chunk)
+            try:  # (StreamTranslator.feed's guard, without its extra call for every chunk)
+                out = translator._feed(chunk)
+            except BROKEN as exc:
+                raise broken(exc) from exc
             if out:
-                if self._call.ttfb_ms is None:
-                    self._call.ttfb_ms = self._call.elapsed_ms()
+                call = self._call
+                if call.ttfb_ms is None:
+                    call.ttfb_ms = call.elapsed_ms()
                 if not self._recorded:
-                    self._keep(out)
+                    # _keep(out), inline: it runs for every chunk
+                    sent, size = self._sent, len(out)
+                    sent.total += size
+                    if sent.sampled < sent.SAMPLE:
+                        sent.pieces.append(out)
+                        sent.sampled += size
+                    output = call.output
+                    if output is not None:
+                        self._kept += size
+                        if self._kept > self._limit:
+                            call.output = None
+                        else:
+                            output.append(out)
                 if translator.done:
                     self._record(200, None)
                 return out

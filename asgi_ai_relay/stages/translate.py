@@ -137,7 +137,7 @@ def _openai_from_hub(hub: dict[str, Any], model: ModelConfig, stream: bool) -> d
 
 
 def _openai_parse(payload: Any) -> tuple[dict[str, Any], Usage | None]:
-    return payload, openai.usage_from_body(payload.get("usage"))
+    return payload, openai.usage_of(payload)
 
 
 def _openai_render(completion: dict[str, Any], usage: Usage | None) -> dict[str, Any]:

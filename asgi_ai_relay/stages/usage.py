@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import orjson
 
-from ..pricing import estimate_usage, model_cost
+from ..pricing import estimate_usage, model_cost, price_for
 from ..storage import LedgerRow
 from ..types import Usage
+from .usage_check import check_usage
 
 if TYPE_CHECKING:
     from ..call import Call, Sent
     from ..config import ModelConfig
     from ..relay import Relay
 
-__all__ = ["cost_of", "percentile", "price", "printable", "record"]
+__all__ = ["bill_attempt", "cost_of", "percentile", "price", "printable", "record"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
 _ZERO = Decimal(0)
+#: The usage of a request that has none (nothing reported, nothing estimated).
+_NONE = Usage()
 
 
 def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
@@ -31,21 +35,40 @@ def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
 
 
 def price(relay: Relay, call: Call) -> None:
-    """Fill in usage (estimated when the provider gave none, or when a stream was cut short)
-    and cost, or the saving for a hit."""
+    """Fill in usage (estimated when the provider gave none, or when a stream was cut short),
+    check it against the relay's own count, and the cost (with what failed attempts the
+    provider billed), or the saving for a hit."""
     model = call.model
     if model is not None and call.cache != "hit" and call.endpoint in relay.model_endpoints:
+        if call.usage is not None:
+            check_usage(relay, call, call.usage)
         if call.usage is None and call.status == 200 and call.output is not None:
             call.usage = estimate_usage(call.body, call.output, call.stream, relay.config.limits.tokenizer)
         elif call.status != 200 and call.sent is not None and call.sent.total:
             call.usage = _cut_short(call, call.sent, relay.config.limits.tokenizer)
     if call.usage is None or model is None:
+        call.cost += call.attempts_cost
         return
     if call.cache == "hit":
         call.cost = _ZERO
         call.saved = model_cost(relay.config, model, call.usage)
     elif not call.cost:
         call.cost = model_cost(relay.config, model, call.usage)
+    call.cost += call.attempts_cost
+
+
+def bill_attempt(relay: Relay, call: Call, usage: Usage | None) -> None:
+    """A failed attempt whose provider reported usage before failing (a stream that broke
+    after its ``message_start`` or first chunk, before anything reached the caller): that
+    usage is what the provider bills, so its cost goes in the attempt's log entry and in the
+    request's cost."""
+    if usage is None or call.model is None:
+        return
+    cost = cost_of(relay, call.model, usage)
+    if cost:
+        call.attempts_cost += cost
+        if call.attempt_log:
+            call.attempt_log[-1]["cost_usd"] = str(cost)
 
 
 def _cut_short(call: Call, sent: Sent, tokenizer: str) -> Usage:
@@ -57,11 +80,10 @@ def _cut_short(call: Call, sent: Sent, tokenizer: str) -> Usage:
     told = call.usage
     if told is None:
         return Usage(guess.prompt_tokens, completion, estimated=True)
-    return Usage(
-        told.prompt_tokens or guess.prompt_tokens,
-        max(told.completion_tokens, completion),
-        told.cached_tokens,
-        told.cache_creation_tokens,
+    return replace(
+        told,
+        prompt_tokens=told.prompt_tokens or guess.prompt_tokens,
+        completion_tokens=max(told.completion_tokens, completion),
         estimated=True,
     )
 
@@ -82,9 +104,10 @@ def printable(value: object) -> str:
 
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request (priced); runs once per request."""
-    usage = call.usage
+    usage = call.usage or _NONE
     latency = call.elapsed_ms()
     error = call.error
+    model = call.model
     relay.ledger.record(
         LedgerRow(
             ts=call.ts,
@@ -97,25 +120,35 @@ def record(relay: Relay, call: Call) -> None:
             stream=call.stream,
             status=call.status,
             error_type=(error.code or error.error_type) if error is not None else None,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cached_tokens=usage.cached_tokens if usage else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
             cost_usd=call.cost,
             cache_hit=call.cache == "hit",
             latency_ms=round(latency, 3),
             ttfb_ms=round(call.ttfb_ms, 3) if call.ttfb_ms is not None else None,
             upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
             attempts=call.attempts,
-            estimated=bool(usage and usage.estimated),
+            estimated=usage.estimated,
             attempt_log=orjson.dumps(call.attempt_log).decode() if call.attempt_log else None,
             cache_saved_usd=call.saved,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            audio_input_tokens=usage.audio_input_tokens,
+            image_input_tokens=usage.image_input_tokens,
+            web_search_requests=usage.web_search_requests,
+            service_tier=usage.service_tier,
+            price_rule=price_for(model.price, usage)[1] if model is not None and usage is not _NONE else None,
+            counted_prompt_tokens=call.counted_prompt,
+            usage_flag=call.usage_flag,
         )
     )
     log = relay.logger
     if relay.config.log_requests and log.isEnabledFor(logging.INFO):
         log.info(
             "request_id=%s caller=%s endpoint=%s model=%s provider=%s status=%d latency_ms=%.1f "
-            "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s",
+            "prompt_tokens=%d completion_tokens=%d cost_usd=%s%s%s",
             call.request_id,
             call.caller.id,
             call.endpoint,
@@ -123,9 +156,11 @@ def record(relay: Relay, call: Call) -> None:
             call.provider,
             call.status,
             latency,
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
+            usage.prompt_tokens,
+            usage.completion_tokens,
             call.cost,
-            f" error={error.code or error.error_type}" if error is not None else "",
+            (f" error={error.code or error.error_type}" if error is not None else "")
+            + (f" usage_flag={call.usage_flag}" if call.usage_flag else ""),
+            relay.telemetry.content.suffix(call),
             extra={"request_id": call.request_id},
         )

@@ -12,12 +12,13 @@ if TYPE_CHECKING:
     from ..limits import Bucket, Decision
 
 __all__ = [
-    "LEDGER_COLUMNS", "MAX_COUNT", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
+    "COUNT_COLUMNS", "LEDGER_COLUMNS", "MAX_COUNT", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
 ]
 
 #: The largest token count a row holds (a signed 32-bit integer); larger counts are clamped to it.
 MAX_COUNT = 2**31 - 1
 _ZERO = Decimal(0)
+_INF = float("inf")
 
 
 def _count(value: object) -> int:
@@ -32,6 +33,13 @@ def _count(value: object) -> int:
     if number != number or number <= 0:
         return 0
     return MAX_COUNT if number >= MAX_COUNT else int(number)
+
+
+#: The token classes counted beside prompt, completion and cached tokens.
+_CLASS_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+                 "image_input_tokens", "web_search_requests")
+#: Every count a usage report sums, in its order.
+COUNT_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", *_CLASS_COUNTS)
 
 
 def _money(value: object) -> Decimal:
@@ -85,15 +93,53 @@ class LedgerRow:
     #: "status", "ms", "error"?, "wait_s"?} | {"deployment", "model", "skipped"}, ...]``.
     attempt_log: str | None = None
     cache_saved_usd: Decimal = Decimal(0)
+    #: Token classes priced apart (see :class:`~asgi_ai_relay.types.Usage`): cache writes at
+    #: five minutes and at one hour (parts of the prompt), reasoning (part of the completion),
+    #: audio and image input (parts of the prompt), and web searches billed per call.
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    image_input_tokens: int = 0
+    web_search_requests: int = 0
+    #: The tier the provider says it served, and the price rule that applied
+    #: (``tier:flex``, ``long_context``, ``tier:batch+long_context``; ``None``: the flat rate).
+    service_tier: str | None = None
+    price_rule: str | None = None
+    #: The relay's own count of the prompt, when the provider's was checked against it.
+    counted_prompt_tokens: int | None = None
+    #: Why the provider's usage did not fit the traffic: ``prompt`` (its input tokens are
+    #: beyond the tolerance of the relay's count), ``output`` (a stream claimed more output
+    #: than the text it sent), or both (``prompt,output``); ``None``: it fit, or was not checked.
+    usage_flag: str | None = None
 
     def __post_init__(self) -> None:
         # The one place counts and money are made storable, whatever reported them.
-        self.prompt_tokens = _count(self.prompt_tokens)
-        self.completion_tokens = _count(self.completion_tokens)
-        self.cached_tokens = _count(self.cached_tokens)
-        self.cost_usd = _money(self.cost_usd)
-        self.cache_saved_usd = _money(self.cache_saved_usd)
-        self.latency_ms = _ms(self.latency_ms)
+        # (each checked inline first: nearly every row needs no call)
+        value: Any = self.prompt_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.prompt_tokens = _count(value)
+        value = self.completion_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.completion_tokens = _count(value)
+        value = self.cached_tokens
+        if type(value) is not int or not 0 <= value <= MAX_COUNT:
+            self.cached_tokens = _count(value)
+        value = self.cost_usd
+        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+            self.cost_usd = _money(value)
+        value = self.cache_saved_usd
+        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+            self.cache_saved_usd = _money(value)
+        value = self.latency_ms
+        if type(value) is not float or not 0 <= value < _INF:
+            self.latency_ms = _ms(value)
+        for name in _CLASS_COUNTS:
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                setattr(self, name, _count(value))
+        if self.counted_prompt_tokens is not None:
+            self.counted_prompt_tokens = _count(self.counted_prompt_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -68,6 +68,8 @@ class BatchWriter(Generic[T]):
         self.queued = 0
         #: The last write failure, as ``"Type: message"`` (``None`` before any).
         self.last_error: str | None = None
+        #: Whether the last write failed (cleared by the next one that succeeds).
+        self.failing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -123,6 +125,7 @@ class BatchWriter(Generic[T]):
             for pause in (*_BACKOFF, None):
                 try:
                     self._write(items)
+                    self.failing = False
                     return
                 except BaseException as exc:  # any row, any failure: the thread must live on
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -142,7 +145,13 @@ class BatchWriter(Generic[T]):
 
     def _drop(self, exc: BaseException | None) -> None:
         self.dropped += 1
+        self.failing = True
         logger.error("ledger: %s: dropped a row that could not be written: %s", self.name, exc or self.last_error)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (or was closed on purpose)."""
+        return self.closed or self._thread.is_alive()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Hand over what is pending and wait (at most ``timeout`` seconds) until everything put

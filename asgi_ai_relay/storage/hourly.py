@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from .base import LedgerQuery
+from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
 __all__ = ["HOURLY", "create_hourly", "hourly_parts"]
@@ -37,7 +37,11 @@ _ADDS = (
     ("saved_u", "COALESCE({r}saved_u, 0)"),
     ("saved_f", "COALESCE({r}saved_f, 0)"),
     ("unfixed", "({r}cost_u IS NULL)"),
+    *((name, f"COALESCE({{r}}{name}, 0)") for name in COUNT_COLUMNS[3:]),
+    ("usage_flagged", "({r}usage_flag IS NOT NULL)"),
 )
+#: Sums added by newer versions: an older file gets them as columns of zeros (its rows had none).
+_ADDED = (*COUNT_COLUMNS[3:], "usage_flagged")
 _HOUR = "CAST({r}ts AS INTEGER) / 3600 * 3600"  # integers: a row's hour is exactly floor(ts)
 _F = 10**12  # the 1e-18 parts carried into micro-dollars, so no sum overflows
 
@@ -90,6 +94,13 @@ def create_hourly(conn: object) -> None:
     if execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_TABLE}'").fetchone() is None:
         execute(_SCHEMA)
         execute(_backfill())
+    else:
+        present = {r[1] for r in execute(f"PRAGMA table_info({_TABLE})")}
+        missing = [name for name in _ADDED if name not in present]
+        for name in missing:
+            execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+        if missing:  # the trigger of an older version does not add to them
+            execute("DROP TRIGGER IF EXISTS relay_usage_hourly_add")
     execute(_TRIGGER)
 
 
@@ -101,7 +112,8 @@ HOURLY = Source(
                                     "cache_hits", "estimated", "token_rows", "cached_prompt")
     )
     + ", SUM(cost_u), SUM(cost_f / 1000000), SUM(cost_f % 1000000), SUM(requests - unfixed)"
-    + ", SUM(saved_u), SUM(saved_f / 1000000), SUM(saved_f % 1000000), SUM(requests - unfixed)",
+    + ", SUM(saved_u), SUM(saved_f / 1000000), SUM(saved_f % 1000000), SUM(requests - unfixed), "
+    + ", ".join(f"SUM({name})" for name in _ADDED),
 )
 _ROWS = Source("relay_usage")
 

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import StorageError
 from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
-from .postgres_schema import INCOMING, MONEY, POSTGRES, create_table, default_spool, incoming_table, split_options, split_table
+from .postgres_schema import DEFAULTS, INCOMING, MONEY, POSTGRES, create_table, default_spool, incoming_table, split_options, split_table
 from .spool import Spool
 from .sqlite import row_from_values
 from .totals import Key, Totals, sql_aggregate, where_clause
@@ -57,7 +57,7 @@ class PostgresLedger:
         self._psycopg = psycopg
         self.dsn, options = split_options(uri)
         self.table = options["table"]
-        self.spool = Spool(options.get("spool") or default_spool(self.dsn, self.table), money=MONEY)
+        self.spool = Spool(options.get("spool") or default_spool(self.dsn, self.table), money=MONEY, defaults=DEFAULTS)
         self.connect_timeout = connect_timeout
         #: "starting", "up" (the database answers) or "down" (rows spool).
         self.state = "starting"

@@ -7,15 +7,16 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
-from .base import LEDGER_COLUMNS
+from .base import COUNT_COLUMNS, LEDGER_COLUMNS, LedgerRow
 from .totals import Dialect
 
-__all__ = ["INCOMING", "MONEY", "POSTGRES", "create_table", "default_spool", "incoming_table", "split_options", "split_table"]
+__all__ = ["DEFAULTS", "INCOMING", "MONEY", "POSTGRES", "create_table", "default_spool", "incoming_table", "split_options", "split_table"]
 
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TYPES = {
@@ -23,8 +24,11 @@ _TYPES = {
     "completion_tokens": "BIGINT", "cached_tokens": "BIGINT", "cost_usd": "NUMERIC", "cache_hit": "BOOLEAN",
     "latency_ms": "DOUBLE PRECISION", "ttfb_ms": "DOUBLE PRECISION", "upstream_ms": "DOUBLE PRECISION",
     "attempts": "INTEGER", "estimated": "BOOLEAN", "cache_saved_usd": "NUMERIC NOT NULL DEFAULT 0",
+    "counted_prompt_tokens": "BIGINT", **{name: "BIGINT NOT NULL DEFAULT 0" for name in COUNT_COLUMNS[3:]},
 }
 _COLUMNS = ("row_id", *LEDGER_COLUMNS)
+#: A queued row's default values (``row_id`` and every ledger column), completing older spooled rows.
+DEFAULTS = (None, *(None if f.default is MISSING else f.default for f in fields(LedgerRow)))
 #: Positions of the money columns in a queued row (spooled as text).
 MONEY = tuple(i for i, name in enumerate(_COLUMNS) if name in ("cost_usd", "cache_saved_usd"))
 INCOMING = "relay_ledger_incoming"

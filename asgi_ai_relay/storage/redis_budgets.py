@@ -162,6 +162,17 @@ class RedisBudgets:
         reply = await self._call(self._settle, self.keys(window), args)
         return from_pico(reply[0]), from_pico(reply[1])
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        """``True`` for the first claim of ``key`` (a budget alert's) within ``ttl`` seconds, on
+        every worker of the server: ``SET NX PX``.
+
+        :raises StorageError: when Redis cannot be reached.
+        """
+        try:
+            return bool(await self.redis.set(f"{self.prefix}:alert:{key}", "1", nx=True, px=math.ceil(ttl * 1000)))
+        except STORE_ERRORS as exc:
+            raise StorageError(f"Redis budget storage failed: {type(exc).__name__}") from exc
+
     async def aclose(self) -> None:
         client, self.redis = self.redis, None
         await close_client(client)

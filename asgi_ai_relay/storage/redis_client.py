@@ -26,6 +26,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .. import signals
 from ..errors import ConfigurationError
 
 try:
@@ -138,9 +139,11 @@ class _Guard:
             async with asyncio.timeout(self.timeout):
                 result = await command(*args, **options)
         except TimeoutError as exc:  # our own bound (asyncio's), or a socket's
+            signals.count(signals.REDIS_ERRORS, self.role)
             self.health.failed(self.role, self.where, self.interval, exc)
             raise redis_errors.TimeoutError(f"Redis at {self.where} did not answer within {self.timeout:g}s.") from exc
         except _UNREACHABLE as exc:
+            signals.count(signals.REDIS_ERRORS, self.role)
             self.health.failed(self.role, self.where, self.interval, exc)
             raise
         except redis_errors.ResponseError:  # an error reply (NOSCRIPT...) is an answer

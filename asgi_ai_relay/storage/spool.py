@@ -30,12 +30,16 @@ def _default(value: object) -> str:
 
 
 class Spool:
-    """:param money: positions in a row that hold :class:`~decimal.Decimal` (stored as text)."""
+    """:param money: positions in a row that hold :class:`~decimal.Decimal` (stored as text).
+    :param defaults: a whole row of default values: a row spooled by an older version, with
+        fewer columns, is completed from it (newer columns come last)."""
 
-    def __init__(self, path: str, *, max_rows: int = 1_000_000, money: tuple[int, ...] = ()) -> None:
+    def __init__(self, path: str, *, max_rows: int = 1_000_000, money: tuple[int, ...] = (),
+                 defaults: tuple[Any, ...] = ()) -> None:
         self.path = path
         self.max_rows = max_rows
         self.money = money
+        self.defaults = defaults
         #: Rows refused because the spool was full or could not be written.
         self.dropped = 0
         self._count = 0
@@ -103,6 +107,8 @@ class Spool:
         out = []
         for seq, blob in found:
             values = orjson.loads(blob)
+            if len(values) < len(self.defaults):
+                values.extend(self.defaults[len(values):])
             for i in self.money:
                 values[i] = Decimal(values[i]) if values[i] is not None else None
             out.append((seq, tuple(values)))

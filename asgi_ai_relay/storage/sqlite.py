@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, StorageError
 from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
-from .base import LEDGER_COLUMNS, LedgerQuery, LedgerRow
+from .base import COUNT_COLUMNS, LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
 from .hourly import create_hourly, hourly_parts
 
@@ -32,9 +32,10 @@ _TYPES = {
     "ts": "REAL NOT NULL", "stream": "INTEGER", "status": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "cached_tokens": "INTEGER", "cost_usd": "TEXT", "cache_hit": "INTEGER",
     "latency_ms": "REAL", "ttfb_ms": "REAL", "upstream_ms": "REAL", "attempts": "INTEGER", "estimated": "INTEGER",
-    "cache_saved_usd": "TEXT",
+    "cache_saved_usd": "TEXT", "counted_prompt_tokens": "INTEGER",
+    **{name: "INTEGER" for name in COUNT_COLUMNS[3:]},
 }
-_DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0"}
+_DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0", **{name: "0" for name in COUNT_COLUMNS[3:]}}
 #: Each cost as two integers SQLite sums exactly (see :func:`.totals.fixed_money`).
 _FIXED = ("cost_u", "cost_f", "saved_u", "saved_f")
 _COLUMNS = (*LEDGER_COLUMNS, *_FIXED)
@@ -156,9 +157,10 @@ class SQLiteLedger:
         return self._writer.dropped
 
     def health(self) -> dict[str, Any]:
-        """``ok``, ``behind`` (rows recorded, not yet stored), ``dropped``, ``last_error``."""
+        """``ok`` (the writer runs and its last write succeeded), ``behind`` (rows recorded, not
+        yet stored), ``dropped``, ``last_error``."""
         writer = self._writer
-        return {"ok": True, "behind": writer.queued, "spooled": 0, "dropped": writer.dropped, "last_error": writer.last_error}
+        return {"ok": writer.alive and not writer.failing, "behind": writer.queued, "spooled": 0, "dropped": writer.dropped, "last_error": writer.last_error}
 
     def wait_ready(self, timeout: float = 0.0) -> bool:
         """Whether the file is open (it is opened by the constructor, which raises otherwise)."""

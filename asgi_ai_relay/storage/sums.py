@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from .base import LedgerRow
+from .base import COUNT_COLUMNS, LedgerRow
 
-__all__ = ["GROUPS", "Key", "Totals", "aggregate_rows", "percentiles"]
+__all__ = ["EXTRA_SUMS", "GROUPS", "Key", "Totals", "aggregate_rows", "percentiles"]
 
 #: The names a report may group by.
 GROUPS = ("model", "caller", "day", "month", "provider")
 _ZERO = Decimal(0)
+
+#: Sums beyond the first ones, in the order SQL reads them (after the money): the token classes
+#: priced apart, then the rows flagged by the usage check.
+EXTRA_SUMS = (*COUNT_COLUMNS[3:], "usage_flagged")
 
 #: ``(model or "", *values of group_by)``
 Key = tuple[str, ...]
@@ -42,6 +46,14 @@ class Totals:
     cached_prompt: int = 0
     #: ``(latency ms, weight)``: every row's latency, or a sample weighted to the row count.
     latencies: list[tuple[float, float]] = field(default_factory=list)
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    image_input_tokens: int = 0
+    web_search_requests: int = 0
+    #: Rows whose provider-reported usage did not fit the traffic (``usage_flag``).
+    usage_flagged: int = 0
 
     def add_row(self, row: LedgerRow) -> None:
         self.requests += 1
@@ -53,6 +65,9 @@ class Totals:
         self.cache_hits += row.cache_hit
         self.saved_usd += row.cache_saved_usd
         self.estimated += row.estimated
+        for name in EXTRA_SUMS[:-1]:
+            setattr(self, name, getattr(self, name) + getattr(row, name))
+        self.usage_flagged += row.usage_flag is not None
         if row.prompt_tokens or row.completion_tokens:
             self.token_rows += 1
             self.cached_prompt += min(row.cached_tokens, row.prompt_tokens)
@@ -60,7 +75,7 @@ class Totals:
 
     def merge(self, other: Totals) -> None:
         for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd",
-                     "cache_hits", "saved_usd", "estimated", "token_rows", "cached_prompt"):
+                     "cache_hits", "saved_usd", "estimated", "token_rows", "cached_prompt", *EXTRA_SUMS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies.extend(other.latencies)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .base import LedgerQuery
-from .sums import GROUPS, Key, Totals, aggregate_rows, percentiles
+from .base import COUNT_COLUMNS, LedgerQuery
+from .sums import EXTRA_SUMS, GROUPS, Key, Totals, aggregate_rows, percentiles
 
 __all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Source", "Totals", "add_sums", "aggregate", "aggregate_rows", "fixed_money", "percentiles",
            "spend_totals", "sql_aggregate", "where_clause"]
@@ -96,7 +96,8 @@ def row_sums(dialect: Dialect) -> str:
         f"COUNT(*), SUM({flag('status >= 400')}), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
         f"SUM({flag('cache_hit')}), SUM({flag('estimated')}), SUM({flag('prompt_tokens > 0 OR completion_tokens > 0')}), "
         f"SUM(CASE WHEN prompt_tokens > 0 OR completion_tokens > 0 THEN {dialect.least}(cached_tokens, prompt_tokens) END), "
-        f"{dialect.money('cost')}, {dialect.money('saved')}"
+        f"{dialect.money('cost')}, {dialect.money('saved')}, "
+        + ", ".join(f"SUM({name})" for name in COUNT_COLUMNS[3:]) + f", SUM({flag('usage_flag IS NOT NULL')})"
     )
 
 
@@ -134,9 +135,11 @@ def add_sums(
     for values in fetch(sql, params):
         key, (count, errors, prompt, completion, cached, hits, estimated, token_rows, cached_prompt) = (
             tuple(values[:width]), (int(v or 0) for v in values[width:width + 9]))
-        money = values[width + 9:]
+        money = values[width + 9:width + 17]
         totals = Totals(count, errors, prompt, completion, cached, _decimal(money[0:3]), hits, _decimal(money[4:7]),
                         estimated, token_rows, cached_prompt)
+        for name, value in zip(EXTRA_SUMS, values[width + 17:], strict=True):
+            setattr(totals, name, int(value or 0))
         if key in out:
             out[key].merge(totals)
         else:

@@ -16,8 +16,9 @@ class DjangoAIRelayConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks as relay_checks
-        from . import conf
+        from . import conf, keys
 
         checks.register(relay_checks.check_settings, checks.Tags.compatibility)
         checks.register(relay_checks.check_middleware, checks.Tags.compatibility)
         conf.connect_signals()
+        keys.connect_signals(self)

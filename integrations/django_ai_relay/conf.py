@@ -2,7 +2,8 @@
 
 ``AI_RELAY``
     The relay configuration: the schema every host shares (:mod:`asgi_ai_relay.config`).
-    ``require_auth`` defaults to ``True`` here, since the relay sits behind the site's login.
+    ``require_auth`` defaults to ``True`` here, since the relay sits behind the site's login,
+    and ``keys.caller_limits`` too, so the budgets of ``RelayKey`` apply.
 ``AI_RELAY_PERMISSION``
     The permission a user needs, ``"django_ai_relay.use_relay"`` by default; ``None`` lets
     any authenticated user call the relay.
@@ -26,6 +27,8 @@ from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from asgi_ai_relay import Caller, Relay, RelayConfig, SyncRelay, host_caller, load_config
+
+from .signals import send_spend_alert
 
 __all__ = ["conf", "relay", "reset", "sync_relay"]
 
@@ -57,6 +60,9 @@ class Settings:
         data = self.AI_RELAY
         if isinstance(data, Mapping) and "require_auth" not in data:
             data = {**data, "require_auth": True}
+        keys = data.get("keys") if isinstance(data, Mapping) else None
+        if isinstance(data, Mapping) and (keys is None or (isinstance(keys, Mapping) and "caller_limits" not in keys)):
+            data = {**data, "keys": {**(keys or {}), "caller_limits": True}}  # RelayKey budgets
         return load_config(data)
 
     def caller_function(self) -> CallerFunction:
@@ -83,6 +89,7 @@ def relay() -> Relay:
         with _lock:
             if _relay is None:
                 built = Relay(conf.relay_config(), auth=host_caller)
+                built.alerts.sinks.append(send_spend_alert)
                 atexit.register(_flush_ledger, built)
                 _relay = built
     return _relay

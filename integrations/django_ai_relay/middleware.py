@@ -34,17 +34,33 @@ __all__ = ["AIRelayMiddleware", "user_caller"]
 
 
 def user_caller(request: HttpRequest) -> Caller | None:
-    """The default caller: ``request.user`` when authenticated and holding the permission.
+    """The default caller: the ``RelayKey`` the request presents, else ``request.user`` when
+    authenticated; either way holding ``AI_RELAY_PERMISSION``, limited to the models its
+    permissions allow when ``AI_RELAY_MODEL_PERMISSIONS`` is set (:mod:`django_ai_relay.keys`).
 
     :raises PermissionDenied: an authenticated user without ``AI_RELAY_PERMISSION``.
+    :raises AuthenticationError: a revoked or expired key.
     """
+    from . import keys
+
+    presented = _presented_key(request)
+    if presented is not None:
+        caller = keys.key_caller_for(presented)
+        if caller is not None:
+            return caller
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
     permission = relay_conf.conf.AI_RELAY_PERMISSION
     if permission and not user.has_perm(permission):
         raise PermissionDenied(f"This account lacks the {permission} permission needed to call the relay.")
-    return Caller(id=user.get_username(), admin=user.is_superuser, extra={"user_id": user.pk})
+    return keys.with_model_permissions(Caller(id=user.get_username(), admin=user.is_superuser, extra={"user_id": user.pk}), user)
+
+
+def _presented_key(request: HttpRequest) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    key = value.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+    return key if key.startswith("rk-") else None
 
 
 class AIRelayMiddleware:

@@ -24,6 +24,7 @@ try:
     from flask import Flask, Response, current_app, request
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("flask_ai_relay needs Flask: pip install 'asgi-ai-relay[flask]'") from exc
+from blinker import Namespace
 from werkzeug.exceptions import HTTPException
 
 from asgi_ai_relay import (
@@ -41,8 +42,14 @@ from asgi_ai_relay import (
     read_body,
     relay_subpath,
 )
+from asgi_ai_relay.alerts import Alert
 
-__all__ = ["AIRelay", "CallerLoader"]
+__all__ = ["AIRelay", "CallerLoader", "spend_alert"]
+
+#: Sent (sender: the app) once per caller, budget period and threshold, across workers, with
+#: ``alert=`` an :class:`asgi_ai_relay.alerts.Alert`, from a worker thread of the relay (no
+#: app context): ``@spend_alert.connect_via(app) def on_alert(app, alert): ...``.
+spend_alert = Namespace().signal("spend-alert")
 
 #: Returns the caller (a :class:`Caller`, or just its id), or ``None`` when nobody is logged in.
 CallerLoader = Callable[[], "Caller | str | None"]
@@ -79,6 +86,11 @@ class AIRelay:
         settings = {"require_auth": True, **app.config.get("AI_RELAY", {}), **self.config}
         options = {"logger": app.logger.getChild("ai_relay"), **self.relay_options}
         relay = Relay(settings, auth=host_caller, **options)
+
+        def send_spend_alert(alert: Alert) -> None:
+            spend_alert.send(app, alert=alert)
+
+        relay.alerts.sinks.append(send_spend_alert)
         app.extensions[EXTENSION] = SyncRelay(relay)
         prefix = relay.config.prefix
         app.add_url_rule(prefix, EXTENSION, self.serve, defaults={"path": ""}, methods=METHODS)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
@@ -9,4 +10,4 @@ def host_form(request):
     return HttpResponse(f"host {request.method}")
 
 
-urlpatterns = [path("host/form", host_form)]
+urlpatterns = [path("host/form", host_form), path("admin/", admin.site.urls)]

@@ -99,7 +99,7 @@ def test_gemini_answer_to_openai(name, payload, message, finish):
 USAGE = [
     ("openai cached", "openai", {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 60}}, Usage(100, 5, 60)),
     ("anthropic read+write", "anthropic", an_usage(10, 5, read=60, write=30), Usage(100, 5, 60, 30)),
-    ("gemini cached+thoughts", "gemini", {"promptTokenCount": 100, "cachedContentTokenCount": 60, "candidatesTokenCount": 5, "thoughtsTokenCount": 7}, Usage(100, 12, 60)),
+    ("gemini cached+thoughts", "gemini", {"promptTokenCount": 100, "cachedContentTokenCount": 60, "candidatesTokenCount": 5, "thoughtsTokenCount": 7}, Usage(100, 12, 60, reasoning_tokens=7)),
 ]
 
 

@@ -17,8 +17,9 @@ from tests.live import LiveServer
 from tests.security.raw_http import raw_request
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-# What the relay itself sends; anthropic-* only on the Anthropic same-format path.
-ALLOWED = {"host", "content-type", "content-length", "accept", "accept-encoding", "user-agent", "connection", "authorization", "x-api-key", "anthropic-version", "anthropic-beta", "x-goog-api-key"}
+# What the relay itself sends; anthropic-* only on the Anthropic same-format path; the W3C trace
+# context of its own attempt span once a host has configured OpenTelemetry.
+ALLOWED = {"traceparent", "tracestate", "host", "content-type", "content-length", "accept", "accept-encoding", "user-agent", "connection", "authorization", "x-api-key", "anthropic-version", "anthropic-beta", "x-goog-api-key"}
 
 
 def config_for(upstream, **overrides):

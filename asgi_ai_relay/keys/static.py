@@ -1,4 +1,4 @@
-"""Relay API keys: make one, and the config entry that stores only its hash.
+"""Static relay keys: make one, and the ``api_keys`` config entry that stores only its hash.
 
     python -m asgi_ai_relay.keys create --caller team-a [--admin] [--priority high]
 
@@ -8,13 +8,11 @@ entry to add to the relay's configuration, in TOML and as a Python mapping (Djan
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import secrets
 import sys
-from collections.abc import Sequence
 
-__all__ = ["config_entry", "key_hash", "main", "new_key"]
+__all__ = ["PRIORITIES", "config_entry", "key_hash", "new_key", "static_create"]
 
 PRIORITIES = ("critical", "high", "normal", "low")
 
@@ -46,22 +44,12 @@ def _toml(entry: dict[str, object]) -> str:
     return "{ " + ", ".join(f"{k} = {value(v)}" for k, v in entry.items()) + " }"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asgi_ai_relay.keys", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="make a key and print its config entry")
-    create.add_argument("--caller", required=True, help="the caller id the key stands for")
-    create.add_argument("--admin", action="store_true", help="may read every caller's usage")
-    create.add_argument("--priority", choices=PRIORITIES, default="normal")
-    args = parser.parse_args(argv)
+def static_create(caller: str, admin: bool = False, priority: str = "normal") -> int:
+    """Print a new static key once, and its ``api_keys`` entry (TOML and a Python mapping)."""
     key = new_key()
-    entry = config_entry(key, args.caller, admin=args.admin, priority=args.priority)
+    entry = config_entry(key, caller, admin=admin, priority=priority)
     out = sys.stdout
-    out.write(f"New relay key for {args.caller} (shown once; give it to the caller now):\n\n    {key}\n\n")
+    out.write(f"New relay key for {caller} (shown once; give it to the caller now):\n\n    {key}\n\n")
     out.write(f"Add to api_keys in the relay config (TOML):\n\n    {_toml(entry)}\n\n")
     out.write(f"or, in Django's AI_RELAY / Flask's app.config['AI_RELAY']:\n\n    {entry!r}\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
