@@ -113,7 +113,8 @@ class _Attempts:
         self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
         self.failure: RelayError | None = None
         self.refusal: CircuitOpen | None = None
-        self.session = session_of(call, self.router.session_headers) if self.router.affinity is not None else None
+        #: The request's session (conversation affinity), read once a model has deployments to choose from.
+        self.session: str | None = None
 
     async def run(self, first: ModelConfig) -> RelayResponse:
         models = self.relay.config.models
@@ -159,7 +160,9 @@ class _Attempts:
         """
         policy = self.router.policy(model)
         targets = self.router.order(model)
-        self.router.prefer_pinned(model, self.session, targets)
+        if len(targets) > 1 and self.router.affinity is not None:
+            self.session = self.session or session_of(self.call, self.router.session_headers)
+            self.router.prefer_pinned(model, self.session, targets)
         attempts, index, previous = 0, 0, None
         while attempts < policy.max_attempts and targets:
             target = targets[index % len(targets)]
