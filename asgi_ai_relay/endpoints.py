@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .call import Call
     from .relay import Relay
 
-__all__ = ["anthropic_models", "health_report", "list_models", "metrics_text", "openapi_json", "usage_report"]
+__all__ = ["anthropic_models", "health_report", "probe", "list_models", "metrics_text", "openapi_json", "usage_report"]
 
 
 async def list_models(relay: Relay, call: Call) -> RelayResponse:
@@ -78,6 +78,14 @@ def anthropic_models(relay: Relay, call: Call, params: dict[str, str]) -> dict[s
     data = [{"type": "model", "id": alias, "display_name": alias, "created_at": "1970-01-01T00:00:00Z"} for alias in page]
     return {"data": data, "has_more": len(page) < len(ids), "first_id": page[0] if page else None,
             "last_id": page[-1] if page else None}
+
+
+async def probe(relay: Relay, call: Call) -> RelayResponse:
+    """``HEAD`` / ``GET`` on the prefix root: 200, for clients that probe their base URL before
+    the first call (Claude Code does). It needs no key and says nothing but that the relay is there."""
+    call.headers["content-type"] = "application/json"
+    body = b"" if call.request.method == "HEAD" else b'{"object":"relay","status":"ok"}'
+    return RelayResponse(200, call.headers, body)
 
 
 async def usage_report(relay: Relay, call: Call) -> RelayResponse:

@@ -39,7 +39,7 @@ from .alerts import Alerts
 from .call import Call
 from .config import RelayConfig, load_config
 from .dashboard import dashboard_page
-from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
+from .endpoints import health_report, list_models, metrics_text, openapi_json, probe, usage_report
 from .errors import CLIENT_CLOSED, NotFound, RelayError
 from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
@@ -193,6 +193,9 @@ class Relay(Lifecycle):
         for method, path, serve in key_routes:
             self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
         self.add_route("GET", "/readyz", Route("readyz", OPENAI, (readyz,)))  # probes send no key
+        for method in ("HEAD", "GET"):
+            for root in ("", "/"):
+                self.add_route(method, root, Route("probe", OPENAI, (probe,)))  # base-URL probes send no key either
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 
