@@ -209,3 +209,28 @@ async def test_max_output_tokens_over_the_models_limit_is_refused(upstream):
     assert answer.status == 400 and "generationConfig.maxOutputTokens" in orjson.loads(answer.body)["error"]["message"]
     assert upstream.requests == []
     await relay.shutdown()
+
+
+async def test_a_caller_with_model_limits_sees_and_calls_only_its_models(upstream):
+    from asgi_ai_relay.policy import limited_caller
+
+    async def hook(request):
+        return limited_caller("intern", models=["m-oa"])
+
+    relay = Relay(config(upstream), auth=hook)
+
+    async def ask(method, path, body=b"", headers=None):
+        answer = await relay.handle(RelayRequest(method, path, {"content-type": "application/json", **(headers or {})}, body))
+        return answer.status, orjson.loads(answer.body)
+
+    status, listed = await ask("GET", "/v1beta/models")
+    assert status == 200 and [m["name"] for m in listed["models"]] == ["models/m-oa"]
+    status, anthropic_list = await ask("GET", "/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert [m["id"] for m in anthropic_list["data"]] == ["m-oa"]
+    assert (await ask("GET", "/v1beta/models/m-an"))[0] == 404
+    status, refused = await ask("POST", "/v1beta/models/m-an:generateContent", orjson.dumps(BODY))
+    assert status == 403 and refused["error"]["status"] == "PERMISSION_DENIED"
+    status, counted = await ask("POST", "/v1beta/models/m-an:countTokens", orjson.dumps(BODY))
+    assert status == 403
+    assert upstream.requests == []
+    await relay.shutdown()

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ..errors import InvalidRequest, NotFound
+from ..policy import limits_of
 from ..tokens import prompt_tokens
 from ..types import RelayResponse
 from . import route
@@ -115,8 +116,10 @@ def _entry(alias: str, model: ModelConfig) -> dict[str, Any]:
 
 
 async def list_models(relay: Relay, call: Call) -> RelayResponse:
-    """``GET /v1beta/models``: the configured chat models in Gemini's list shape."""
-    models = [_entry(alias, m) for alias, m in relay.config.models.items() if m.kind == "chat"]
+    """``GET /v1beta/models``: the chat models the caller may call, in Gemini's list shape."""
+    limits = limits_of(call.caller)
+    models = [_entry(alias, m) for alias, m in relay.config.models.items()
+              if m.kind == "chat" and (limits is None or limits.allows(alias))]
     return relay.json_response(call, {"models": models})
 
 
@@ -127,6 +130,7 @@ async def get_model(relay: Relay, call: Call) -> RelayResponse:
     """
     name = call.request.path.rpartition("/")[2].removeprefix("models/")
     model = relay.config.models.get(name)
-    if model is None or model.kind != "chat":
+    limits = limits_of(call.caller)
+    if model is None or model.kind != "chat" or (limits is not None and not limits.allows(name)):
         raise NotFound(f"Model 'models/{printable(name)}' is not found on this relay.", param="model")
     return relay.json_response(call, _entry(name, model))
