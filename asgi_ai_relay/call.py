@@ -122,6 +122,9 @@ class Call:
     finished: bool = False
     #: Tokens charged to rate limits before the answer (computed once per request).
     token_estimate: int | None = None
+    #: The prompt's tokens as the relay counts them (:func:`~asgi_ai_relay.tokens.prompt_tokens`),
+    #: once per request: for the limits' estimate and the usage check.
+    prompt_count: int | None = None
     #: An embeddings request's items and the vectors found so far (:mod:`.stages.embed`).
     embedding: Any = None
     #: The request's OpenTelemetry spans (:mod:`asgi_ai_relay.telemetry`), once tracing started.

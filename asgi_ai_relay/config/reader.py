@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from ..errors import ConfigurationError
 from .accounting import _AccountingReader
+from .cloud import CLOUD_KEYS, default_base_url, read_cloud
 from .egress import EGRESS_KEYS
 from .observability_reader import _ObservabilityReader
 from .schema import (
@@ -126,12 +127,15 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityRea
         return result
 
     def provider(self, name: str) -> ProviderConfig:
-        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version", *EGRESS_KEYS)
+        self.only("kind", "base_url", "api_key", "headers", "price_multiplier", "anthropic_version", *EGRESS_KEYS, *CLOUD_KEYS)
         known_kind, known_url = KNOWN_PROVIDERS.get(name, ("", ""))
+        preset_kind, preset_url, cloud = read_cloud(self, name, self.get("kind", str, None))
+        if preset_kind:
+            known_kind, known_url = preset_kind, preset_url
         kind = self.get("kind", str, known_kind or "openai_compatible")
         if kind not in PROVIDER_KINDS:
             raise ConfigurationError(f"{self.key('kind')}: unknown provider kind {kind!r} (one of {', '.join(PROVIDER_KINDS)})")
-        base_url = self.get("base_url", str, known_url if kind == known_kind else "")
+        base_url = default_base_url(self, kind, self.get("base_url", str, known_url if kind == known_kind else ""), cloud)
         if kind != "mock" and not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{self.key('base_url')}: required, an http(s) URL")
         return ProviderConfig(
@@ -143,6 +147,7 @@ class _Reader(_TrafficReader, _AccountingReader, _SpendReader, _ObservabilityRea
             price_multiplier=self.decimal("price_multiplier", Decimal(1)) or Decimal(0),
             anthropic_version=self.get("anthropic_version", str, "2023-06-01"),
             egress=self.egress(),
+            cloud=cloud,
         )
 
     def models(self, providers: Mapping[str, ProviderConfig], retry: RetrySettings) -> dict[str, ModelConfig]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .cloud import CLOUD_KINDS, CloudSettings
 from .egress import EgressSettings
 from .observability import LoggingSettings, ReadinessSettings, TelemetrySettings
 from .settings import (
@@ -26,7 +27,7 @@ from .spend import AlertSettings, DashboardSettings
 
 STRATEGIES = ("weighted", "least-busy", "lowest-latency")
 CAPABILITIES = ("tools", "vision")
-PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "mock")
+PROVIDER_KINDS = ("openai", "openai_compatible", "anthropic", "gemini", "mock", *CLOUD_KINDS)
 
 # Where a provider named after a known service points when no base_url is given.
 KNOWN_PROVIDERS: dict[str, tuple[str, str]] = {
@@ -93,6 +94,8 @@ class ProviderConfig:
     anthropic_version: str = "2023-06-01"
     #: This provider's own proxy and TLS keys (see :mod:`.egress`), over ``[http]``'s.
     egress: EgressSettings = field(default_factory=EgressSettings)
+    #: Region, project, auth and quirks of cloud kinds and presets (see :mod:`.cloud`).
+    cloud: CloudSettings = field(default_factory=CloudSettings)
 
 
 @dataclass(frozen=True, slots=True)

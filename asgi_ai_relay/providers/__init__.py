@@ -8,19 +8,28 @@ from ..config import ProviderConfig, Timeouts
 from ..errors import ConfigurationError
 from ..transport import UpstreamHttp
 from .anthropic import AnthropicProvider
+from .azure import AzureOpenAIProvider
 from .base import HttpProvider, Provider, UpstreamResponse
+from .bedrock import BedrockProvider
+from .bedrock_anthropic import BedrockAnthropicProvider
 from .gemini import GeminiProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
+from .vertex import VertexAnthropicProvider, VertexGeminiProvider
 
 __all__ = [
     "AnthropicProvider",
+    "AzureOpenAIProvider",
+    "BedrockAnthropicProvider",
+    "BedrockProvider",
     "GeminiProvider",
     "HttpProvider",
     "MockProvider",
     "OpenAIProvider",
     "Provider",
     "UpstreamResponse",
+    "VertexAnthropicProvider",
+    "VertexGeminiProvider",
     "build_provider",
 ]
 
@@ -29,6 +38,11 @@ HTTP_PROVIDERS: dict[str, Callable[[ProviderConfig, UpstreamHttp, Timeouts], Htt
     "openai_compatible": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
+    "azure_openai": AzureOpenAIProvider,
+    "bedrock": BedrockProvider,
+    "bedrock_anthropic": BedrockAnthropicProvider,
+    "vertex": VertexGeminiProvider,
+    "vertex_anthropic": VertexAnthropicProvider,
 }
 
 

@@ -21,6 +21,7 @@ from ..config import ModelConfig, ProviderConfig, Timeouts
 from ..errors import UpstreamProtocolError, UpstreamRedirect, UpstreamStatusError
 from ..reply import UpstreamHttp, UpstreamReply
 from ..retry import parse_retry_after
+from .credentials import TokenSource, azure_fetcher, google_fetcher
 
 __all__ = ["HttpProvider", "Provider", "UpstreamResponse", "parse_retry_after"]
 
@@ -83,9 +84,43 @@ class HttpProvider(Provider):
     def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
         super().__init__(config)
         self.client = client
+        #: An OAuth token fetched and refreshed off the request path (``auth = "entra"`` / ``"google"``).
+        self.token = self.token_source()
+        #: Whether each request needs :meth:`authorize` (a token, a signature); static keys do not.
+        self.per_request_auth = self.token is not None
         self.base_headers = (
             self.default_headers | {"content-type": "application/json"} | dict(config.headers) | self.auth_headers()
         )
+
+    def token_source(self) -> TokenSource | None:
+        """The token source ``providers.NAME.auth`` asks for, if any.
+
+        :raises ConfigurationError: when its library is missing or its credential cannot load.
+        """
+        cloud = self.config.cloud
+        key = f"providers.{self.name}.credential"
+        if cloud.auth == "entra":
+            return TokenSource(self.name, azure_fetcher(cloud.credential, cloud.scope, key))
+        if cloud.auth == "google":
+            return TokenSource(self.name, google_fetcher(cloud.credential, cloud.scope, key))
+        return None
+
+    async def authorize(self, url: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, str]:
+        """``headers`` with what this one request needs to authenticate (a token, a signature).
+
+        :raises UpstreamConnectError: when a token cannot be had.
+        """
+        if self.token is None:
+            return headers
+        return {**headers, "authorization": f"Bearer {await self.token.get()}"}
+
+    def prepare(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        """The body as this endpoint wants it, once translated (quirks, fields in the URL)."""
+        return body
+
+    async def aclose(self) -> None:
+        if self.token is not None:
+            await self.token.aclose()
 
     @property
     def default_headers(self) -> dict[str, str]:
@@ -118,7 +153,7 @@ class HttpProvider(Provider):
     async def send(
         self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
     ) -> UpstreamResponse:
-        return await self.post(self.url(model, stream), model, body, stream=stream, headers=headers)
+        return await self.post(self.url(model, stream), model, self.prepare(body, stream), stream=stream, headers=headers)
 
     async def post(
         self, url: str, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
@@ -128,10 +163,13 @@ class HttpProvider(Provider):
         :raises UpstreamError: on any failure and for every answer that is not a 2xx (see
             :meth:`raise_for_status`), or a stream that is not ``text/event-stream``.
         """
-        sent = self.base_headers
+        sent: Mapping[str, str] = self.base_headers
         if model.headers or headers:
             sent = {**sent, **(headers or {}), **model.headers, **self.auth_headers()}
-        reply = await self.client.post(self.name, url, sent, orjson.dumps(body), stream=stream)
+        data = orjson.dumps(body)
+        if self.per_request_auth:
+            sent = await self.authorize(url, sent, data)
+        reply = await self.client.post(self.name, url, sent, data, stream=stream)
         if not 200 <= reply.status < 300:
             try:
                 raw = await reply.read()

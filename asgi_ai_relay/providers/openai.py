@@ -1,9 +1,14 @@
-"""OpenAI and every OpenAI-compatible service (DeepSeek, HolySheep, OpenRouter, vLLM, Ollama)."""
+"""OpenAI and every OpenAI-compatible service (DeepSeek, HolySheep, OpenRouter, vLLM, Ollama,
+Mistral, Groq, Together, Fireworks, xAI: see ``PRESETS`` in :mod:`asgi_ai_relay.config.cloud`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..config import ModelConfig
-from .base import HttpProvider
+from .base import HttpProvider, UpstreamResponse
+from .quirks import adapt_stream, prepare_body, touches_stream
 
 __all__ = ["OpenAIProvider"]
 
@@ -12,7 +17,8 @@ class OpenAIProvider(HttpProvider):
     """``POST {base_url}/chat/completions`` (and ``/embeddings``) with ``Authorization: Bearer``.
 
     Extra headers come from the provider's and the model's ``headers`` (HolySheep routes on
-    ``X-Provider``; OpenRouter reads ``HTTP-Referer`` and ``X-Title``).
+    ``X-Provider``; OpenRouter reads ``HTTP-Referer`` and ``X-Title``). A preset's quirks
+    (``providers.NAME.quirks``) shape the body and the stream.
     """
 
     format = "openai"
@@ -23,3 +29,15 @@ class OpenAIProvider(HttpProvider):
 
     def embeddings_url(self, model: ModelConfig) -> str:
         return f"{self.config.base_url}/embeddings"
+
+    def prepare(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        return prepare_body(self.config.cloud.quirks, body)
+
+    async def send(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        reply = await super().send(model, body, stream=stream, headers=headers)
+        quirks = self.config.cloud.quirks
+        if reply.chunks is not None and touches_stream(quirks):
+            reply.chunks = adapt_stream(quirks, reply.chunks)
+        return reply

@@ -117,8 +117,10 @@ class Traffic(Waiting):
         count, see :mod:`asgi_ai_relay.tokens`), plus the output it may ask for."""
         if call.token_estimate is None:
             limits = self.limits
-            call.token_estimate = prompt_tokens(call.body, limits.tokenizer) + output_allowance(
-                call.body, limits.estimated_output_tokens)
+            prompt = call.prompt_count
+            if prompt is None:
+                prompt = call.prompt_count = prompt_tokens(call.body, limits.tokenizer)
+            call.token_estimate = prompt + output_allowance(call.body, limits.estimated_output_tokens)
         return call.token_estimate
 
     # -- admission -----------------------------------------------------------------------

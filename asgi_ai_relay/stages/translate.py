@@ -19,8 +19,9 @@ import orjson
 
 from ..config import ModelConfig
 from ..errors import InvalidRequest
-from ..protocol import anthropic_request, anthropic_response, gemini, gemini_answer, gemini_inbound, openai, responses, responses_output
+from ..protocol import anthropic_request, anthropic_response, bedrock, gemini, gemini_answer, gemini_inbound, openai, responses, responses_output
 from ..protocol.anthropic_stream import AnthropicDecoder, AnthropicEncoder
+from ..protocol.bedrock_stream import ConverseStreamDecoder
 from ..protocol.gemini_stream import GeminiDecoder, GeminiEncoder
 from ..protocol.openai_stream import Decoder, Encoder, OpenAIDecoder, OpenAIEncoder
 from ..protocol.responses_stream import ResponsesEncoder
@@ -155,6 +156,7 @@ GEMINI_IN = Inbound(gemini_inbound.to_chat, gemini_answer.from_completion, lambd
 OPENAI_OUT = Outbound(_openai_from_hub, _openai_parse, OpenAIDecoder)
 ANTHROPIC_OUT = Outbound(anthropic_request.from_openai, anthropic_response.completion_from_message, AnthropicDecoder)
 GEMINI_OUT = Outbound(gemini.from_openai, gemini.completion_from_response, GeminiDecoder)
+BEDROCK_OUT = Outbound(bedrock.from_openai, bedrock.completion_from_response, ConverseStreamDecoder)
 
 
 #: (caller format, provider format) -> translation. Translations hold no per-request state;
@@ -169,9 +171,13 @@ TRANSLATIONS: dict[tuple[str, str], Callable[[], Translation]] = {
     ("responses", "openai"): lambda: Translated(RESPONSES_IN, OPENAI_OUT, "openai"),
     ("responses", "anthropic"): lambda: Translated(RESPONSES_IN, ANTHROPIC_OUT, "anthropic"),
     ("responses", "gemini"): lambda: Translated(RESPONSES_IN, GEMINI_OUT, "gemini"),
+    ("openai", "bedrock"): lambda: Translated(OPENAI_IN, BEDROCK_OUT, "bedrock"),
+    ("anthropic", "bedrock"): lambda: Translated(ANTHROPIC_IN, BEDROCK_OUT, "bedrock"),
+    ("responses", "bedrock"): lambda: Translated(RESPONSES_IN, BEDROCK_OUT, "bedrock"),
     ("gemini", "gemini"): GeminiPassThrough,
     ("gemini", "openai"): lambda: Translated(GEMINI_IN, OPENAI_OUT, "openai"),
     ("gemini", "anthropic"): lambda: Translated(GEMINI_IN, ANTHROPIC_OUT, "anthropic"),
+    ("gemini", "bedrock"): lambda: Translated(GEMINI_IN, BEDROCK_OUT, "bedrock"),
 }
 _INSTANCES: dict[tuple[str, str], Translation] = {}
 

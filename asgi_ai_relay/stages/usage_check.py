@@ -79,7 +79,9 @@ def check_usage(relay: Relay, call: Call, usage: Usage) -> None:
     tokenizer = relay.config.limits.tokenizer
     provider = relay.config.providers.get(call.provider)
     kind = provider.kind if provider is not None else "openai"
-    counted = prompt_tokens(call.body, tokenizer)
+    counted = call.prompt_count
+    if counted is None:
+        counted = call.prompt_count = prompt_tokens(call.body, tokenizer)
     call.counted_prompt = counted
     expected = counted + known_overhead(kind, call.body) + settings.overhead
     flags = []
