@@ -111,6 +111,8 @@ class Call:
     attempts: int = 0
     #: Models to try after ``model`` when no fallbacks of its own apply (a virtual model's).
     candidates: list[ModelConfig] | None = None
+    #: The conversation this request continues (a Responses chain's first id), for affinity.
+    session: str | None = None
     #: One entry per upstream attempt (and per deployment skipped by its breaker).
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     upstream_ms: float | None = None

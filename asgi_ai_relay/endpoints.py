@@ -7,7 +7,7 @@ route table of :class:`~asgi_ai_relay.relay.Relay` after authentication.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .errors import NotFound, PermissionDenied
@@ -22,11 +22,15 @@ if TYPE_CHECKING:
     from .call import Call
     from .relay import Relay
 
-__all__ = ["health_report", "list_models", "metrics_text", "openapi_json", "usage_report"]
+__all__ = ["anthropic_models", "health_report", "probe", "list_models", "metrics_text", "openapi_json", "usage_report"]
 
 
 async def list_models(relay: Relay, call: Call) -> RelayResponse:
-    """The models, those a caller with limits of its own may not call left out."""
+    """``GET /v1/models``: OpenAI's list shape, or Anthropic's when the caller sends
+    ``anthropic-version`` (Claude Code's model discovery through a gateway); the models a caller
+    with limits of its own may not call are left out of both."""
+    if "anthropic-version" in call.request.headers:
+        return relay.json_response(call, anthropic_models(relay, call, dict(parse_qsl(call.request.query))))
     data = []
     limits = limits_of(call.caller)
     for alias, model in relay.config.models.items():
@@ -53,6 +57,35 @@ async def list_models(relay: Relay, call: Call) -> RelayResponse:
             }
         )
     return relay.json_response(call, {"object": "list", "data": data})
+
+
+def anthropic_models(relay: Relay, call: Call, params: dict[str, str]) -> dict[str, Any]:
+    """The chat models the caller may call, in Anthropic's list shape, paged by ``limit``
+    (1-1000, default 20), ``after_id`` and ``before_id`` as Anthropic pages them."""
+    limits = limits_of(call.caller)
+    ids = [alias for alias, model in relay.config.models.items()
+           if model.kind == "chat" and (limits is None or limits.allows(alias))]
+    after, before = params.get("after_id"), params.get("before_id")
+    limit = params.get("limit", "20")
+    size = min(max(int(limit), 1), 1000) if limit.isdigit() else 20
+    if after in ids:
+        ids = ids[ids.index(after) + 1:]
+    if before in ids:  # the page just before it
+        ids = ids[: ids.index(before)]
+        page = ids[-size:]
+    else:
+        page = ids[:size]
+    data = [{"type": "model", "id": alias, "display_name": alias, "created_at": "1970-01-01T00:00:00Z"} for alias in page]
+    return {"data": data, "has_more": len(page) < len(ids), "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None}
+
+
+async def probe(relay: Relay, call: Call) -> RelayResponse:
+    """``HEAD`` / ``GET`` on the prefix root: 200, for clients that probe their base URL before
+    the first call (Claude Code does). It needs no key and says nothing but that the relay is there."""
+    call.headers["content-type"] = "application/json"
+    body = b"" if call.request.method == "HEAD" else b'{"object":"relay","status":"ok"}'
+    return RelayResponse(200, call.headers, body)
 
 
 async def usage_report(relay: Relay, call: Call) -> RelayResponse:

@@ -105,6 +105,23 @@ _ANTHROPIC_ERROR: dict[str, Any] = {
     "required": ["type", "error"],
     "properties": {"type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"]}},
 }
+_GEMINI_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message", "status"]}},
+}
+_GEMINI_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["contents"],
+    "properties": {
+        "contents": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["parts"], "properties": {
+            "role": {"type": "string", "enum": ["user", "model"]},
+            "parts": {"type": "array", "items": {"type": "object", "properties": {"text": {"type": "string"}}}},
+        }}},
+        "systemInstruction": {"type": "object"}, "generationConfig": {"type": "object"},
+        "tools": {"type": "array", "items": {"type": "object"}}, "toolConfig": {"type": "object"},
+    },
+}
 _ERROR_STATUSES = {
     "400": "Invalid request", "401": "No valid credentials", "403": "Not allowed", "404": "Unknown model or path",
     "413": "Body over max_body_bytes", "429": "Rate limited (Retry-After)", "502": "Upstream failure",
@@ -140,6 +157,19 @@ def _get(summary: str, parameters: tuple[str, ...] = (), content_type: str = "ap
     return {"get": {"summary": summary, "parameters": query, "responses": {"200": ok, **_errors("OpenAIError")}}}
 
 
+def _gemini(models: dict[str, Any]) -> dict[str, Any]:
+    """The Gemini-native operations, the model a path parameter."""
+    name = {"name": "model", "in": "path", "required": True, "schema": models}
+    paths: dict[str, Any] = {}
+    for action, summary in (("generateContent", "Gemini generateContent"), ("streamGenerateContent", "Gemini stream (?alt=sse)"),
+                            ("countTokens", "Gemini token count")):
+        operation = _post(summary, "GeminiRequest", "GeminiError", stream=action == "streamGenerateContent")
+        operation["post"]["parameters"] = [name]
+        paths[f"/v1beta/models/{{model}}:{action}"] = operation
+    paths["/v1beta/models"] = _get("The chat models, in Gemini's list shape")
+    return paths
+
+
 def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, Any]:
     """The document for a relay mounted at ``prefix``.
 
@@ -162,6 +192,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
             "/v1/chat/completions": _post("OpenAI Chat Completions", "ChatRequest", "OpenAIError", stream=True),
             "/v1/messages": _post("Anthropic Messages", "MessagesRequest", "AnthropicError", stream=True),
             "/v1/responses": _post("OpenAI Responses", "ResponsesRequest", "OpenAIError", stream=True),
+            "/v1/responses/input_tokens": _post("Responses input token count (no upstream call)", "ResponsesRequest", "OpenAIError", stream=False),
             "/v1/responses/{id}": {
                 method: {**_get(summary)["get"], "parameters": [stored]}
                 for method, summary in (("get", "The caller's own stored response"), ("delete", "Forget the caller's own stored response"))
@@ -174,6 +205,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
             "/readyz": _get("Readiness for probes, without authentication (503 when not ready)"),
             "/metrics": _get("Prometheus metrics (when enabled)", content_type="text/plain"),
             "/openapi.json": _get("This document"),
+            **_gemini(model),
         },
         "components": {
             "securitySchemes": {
@@ -183,6 +215,7 @@ def openapi_document(prefix: str, version: str, models: list[str]) -> dict[str, 
             "schemas": {
                 "ChatRequest": chat, "MessagesRequest": messages, "EmbeddingsRequest": embeddings, "ResponsesRequest": responses,
                 "OpenAIError": _OPENAI_ERROR, "AnthropicError": _ANTHROPIC_ERROR,
+                "GeminiRequest": _GEMINI_REQUEST, "GeminiError": _GEMINI_ERROR,
             },
         },
     }

@@ -39,14 +39,14 @@ from .alerts import Alerts
 from .call import Call
 from .config import RelayConfig, load_config
 from .dashboard import dashboard_page
-from .endpoints import health_report, list_models, metrics_text, openapi_json, usage_report
+from .endpoints import health_report, list_models, metrics_text, openapi_json, probe, usage_report
 from .errors import CLIENT_CLOSED, NotFound, RelayError
 from .lifecycle import Lifecycle
 from .metrics import Metrics, metrics_or_none
 from .openapi import openapi_document
 from .paths import REFUSED
 from .readiness import readyz
-from .protocol import ANTHROPIC, EMBEDDINGS, OPENAI, RESPONSES, WireFormat
+from .protocol import ANTHROPIC, EMBEDDINGS, GEMINI, OPENAI, RESPONSES, WireFormat
 from .providers import Provider
 from .request_ids import request_id
 from .routing import Router
@@ -54,7 +54,7 @@ from .keys import api as keys_api
 from .keys.store import KeyStore
 from .stages import access
 from .stages import auth as auth_stage
-from .stages import budget, embed, embed_cache, parse, ratelimit, responses, route, usage
+from .stages import budget, embed, embed_cache, gemini, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .telemetry import Telemetry
@@ -84,6 +84,9 @@ EMBEDDING_STAGES: tuple[Stage, ...] = (
 RESPONSES_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], responses.restore, *MODEL_STAGES[2:-1], responses.forward)
 COUNT_STAGES: tuple[Stage, ...] = (auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.guard,
                                    route.count_tokens)
+#: Gemini-native ``/v1beta/models/{model}:ACTION``: the model and the kind of answer from the URL.
+GEMINI_STAGES: tuple[Stage, ...] = (*MODEL_STAGES[:2], gemini.target, *MODEL_STAGES[2:-1], gemini.forward)
+GEMINI_COUNT_STAGES: tuple[Stage, ...] = (*COUNT_STAGES[:2], gemini.target, *COUNT_STAGES[2:-1], gemini.count_tokens)
 
 
 def _release(relay: Relay, call: Call) -> None:
@@ -170,9 +173,16 @@ class Relay(Lifecycle):
         self.add_route("POST", "/v1/responses", Route("responses", RESPONSES, RESPONSES_STAGES), model=True)
         #: Stored Responses conversations (``previous_response_id``), per caller.
         self.responses: ResponseStore = response_store_from_uri(self.config.storage.responses)
+        self.add_route("POST", "/v1/responses/input_tokens", Route("responses.input_tokens", RESPONSES,
+                                                                   (*COUNT_STAGES[:-1], responses.count_input)))
         for method, answer in (("GET", responses.get_response), ("DELETE", responses.delete_response)):
             self.add_route(method, "/v1/responses/{id}", Route("responses.stored", RESPONSES, (auth_stage.authenticate, answer)))
         self.add_route("POST", "/v1/messages/count_tokens", Route("messages.count_tokens", ANTHROPIC, COUNT_STAGES))
+        for action in ("generateContent", "streamGenerateContent"):
+            self.add_route("POST", f"/v1beta/models/{{model}}:{action}", Route(action, GEMINI, GEMINI_STAGES), model=True)
+        self.add_route("POST", "/v1beta/models/{model}:countTokens", Route("countTokens", GEMINI, GEMINI_COUNT_STAGES))
+        self.add_route("GET", "/v1beta/models", Route("models", GEMINI, (auth_stage.authenticate, gemini.list_models)))
+        self.add_route("GET", "/v1beta/models/{id}", Route("models", GEMINI, (auth_stage.authenticate, gemini.get_model)))
         for path, endpoint, answer in (
             ("/v1/models", "models", list_models), ("/v1/usage", "usage", usage_report),
             ("/v1/health", "health", health_report), ("/metrics", "metrics", metrics_text),
@@ -183,6 +193,9 @@ class Relay(Lifecycle):
         for method, path, serve in key_routes:
             self.add_route(method, path, Route("keys", OPENAI, (auth_stage.authenticate, serve)))
         self.add_route("GET", "/readyz", Route("readyz", OPENAI, (readyz,)))  # probes send no key
+        for method in ("HEAD", "GET"):
+            for root in ("", "/"):
+                self.add_route(method, root, Route("probe", OPENAI, (probe,)))  # base-URL probes send no key either
         #: ``{prefix}/openapi.json``, serialised once.
         self.openapi = orjson.dumps(openapi_document(self.config.prefix, __version__, [*self.config.models, *self.config.routing.virtual]))
 
@@ -195,8 +208,15 @@ class Relay(Lifecycle):
     # -- requests ------------------------------------------------------------------------
 
     def match(self, method: str, path: str) -> Route | None:
-        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment."""
-        return self.routes.get((method, path)) or self.routes.get((method, path.rpartition("/")[0] + "/{id}"))
+        """The route at ``path``; a route whose path ends in ``/{id}`` takes any last segment,
+        one ending in ``/{model}:ACTION`` any last segment ending in ``:ACTION``."""
+        routes = self.routes
+        found = routes.get((method, path))
+        if found is None:
+            head, _, last = path.rpartition("/")
+            found = routes.get((method, f"{head}/{{model}}:{last.rpartition(':')[2]}")) if ":" in last else None
+            found = found or routes.get((method, head + "/{id}"))
+        return found
 
     async def handle(self, request: RelayRequest, *, record_after_send: bool = False) -> RelayResponse:
         """Answer one request. Never raises for anything the request did.
@@ -248,7 +268,8 @@ class Relay(Lifecycle):
     def _new_call(self, request: RelayRequest, route: Route | None) -> Call:
         if route is None:  # answer in the format of the endpoint at that path, if there is one
             route = next((r for (_, path), r in self.routes.items() if path == request.path), None)
-            endpoint, wire = "unknown", route.format if route is not None else OPENAI
+            fallback = GEMINI if request.path.startswith("/v1beta/") else OPENAI
+            endpoint, wire = "unknown", route.format if route is not None else fallback
         else:
             endpoint, wire = route.endpoint, route.format
         call = Call(request, request_id(request), endpoint, wire)

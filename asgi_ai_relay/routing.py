@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .affinity import SESSION_HEADERS, Affinity
 from .breaker import BreakerState, BreakerStore, breakers_from_uri
 from .config import ModelConfig, RelayConfig, RetrySettings, VirtualModel
 from .errors import InvalidRequest
@@ -106,6 +107,9 @@ class Router:
         self.targets: dict[str, tuple[Target, ...]] = {alias: _targets(m) for alias, m in config.models.items()}
         self.by_name: dict[str, Target] = {t.name: t for ts in self.targets.values() for t in ts}
         counter(config.limits.tokenizer)  # tiktoken's encoding starts loading now, not on a request
+        routing = config.routing
+        self.affinity = Affinity(routing.affinity_ttl) if routing.affinity else None
+        self.session_headers = (*SESSION_HEADERS, *routing.session_headers)
 
     def policy(self, model: ModelConfig) -> RetrySettings:
         return model.retry or self.config.retry
@@ -123,6 +127,21 @@ class Router:
             return sorted(targets, key=lambda t: -1.0 if t.ewma_ms is None else t.ewma_ms)
         first = self.rng.choices(targets, weights=[t.weight for t in targets])[0]
         return [first] + sorted((t for t in targets if t is not first), key=lambda t: -t.weight)
+
+    def prefer_pinned(self, model: ModelConfig, session: str | None, targets: list[Target]) -> None:
+        """Put the deployment ``session`` last used for ``model`` first (see :mod:`.affinity`)."""
+        if self.affinity is None or session is None or len(targets) < 2:
+            return
+        name = self.affinity.pinned(model.alias, session)
+        pinned = next((t for t in targets if t.name == name), None)
+        if pinned is not None:
+            targets.remove(pinned)
+            targets.insert(0, pinned)
+
+    def served(self, model: ModelConfig, session: str | None, target: Target) -> None:
+        """Remember which deployment served the session (models with one deployment aside)."""
+        if self.affinity is not None and session is not None and len(self.targets.get(model.alias) or ()) > 1:
+            self.affinity.pin(model.alias, session, target.name)
 
     async def healthy(self, model: ModelConfig) -> bool:
         """Whether any deployment of ``model`` would take a call now (closed or half-open)."""

@@ -370,7 +370,7 @@ class FakeVertex(_Cloud):
         if match is None or (match["project"], match["region"]) != (self.project, self.region):
             return self._refuse(404, f"Unknown resource {request.path}", "google")
         model, method = unquote(match["model"]), match["method"]
-        if match["publisher"] == "google" and method in ("generateContent", "streamGenerateContent"):
+        if match["publisher"] == "google" and method in ("generateContent", "streamGenerateContent", "countTokens"):
             return super()._reply_for(self._rewrite(request, f"/v1beta/models/{model}:{method}"), behaviour)
         if match["publisher"] == "anthropic" and model == "count-tokens" and method == "rawPredict":
             body = request.json

@@ -9,7 +9,7 @@ the three provider families the relay talks to:
 * Anthropic Messages: ``POST /v1/messages`` (JSON or the exact SSE event
   sequence) and ``POST /v1/messages/count_tokens``;
 * Gemini: ``POST /{v1,v1beta}/models/{model}:generateContent`` and
-  ``:streamGenerateContent`` (``?alt=sse`` for SSE, otherwise a JSON array);
+  ``:streamGenerateContent`` (``?alt=sse`` for SSE, otherwise a JSON array), ``:countTokens``;
 * embeddings: OpenAI ``POST /v1/embeddings`` and Gemini ``:batchEmbedContents``
   (see :mod:`tests.fake_embeddings`).
 
@@ -1046,6 +1046,8 @@ def _route(request: RecordedRequest) -> _Route | _Reply:
     match = _GEMINI_PATH.match(path)
     if match and method == "POST" and match["method"] == "batchEmbedContents":
         return _Route("gemini", "embeddings", match["model"])
+    if match and method == "POST" and match["method"] == "countTokens":
+        return _Route("gemini", "count_tokens", match["model"])
     if match and method == "POST" and match["method"] in ("generateContent", "streamGenerateContent"):
         stream = match["method"] == "streamGenerateContent"
         return _Route("gemini", "generate", match["model"], stream, request.query.get("alt") == "sse")
@@ -1408,6 +1410,8 @@ class FakeUpstream:
         if route.kind == "models":
             return _json_reply(200, self._models_payload(route.api))
         body: dict[str, Any] = request.json
+        if route.kind == "count_tokens" and route.api == "gemini":
+            return _json_reply(200, {"totalTokens": prompt_token_count(body, "gemini")})
         if route.kind == "count_tokens":
             return _json_reply(200, {"input_tokens": prompt_token_count(body, "anthropic")})
         if route.kind == "embeddings":

@@ -11,6 +11,7 @@ import pytest
 from starlette.applications import Starlette
 
 from asgi_ai_relay import Relay, RelayMiddleware
+from asgi_ai_relay.tokens import prompt_tokens
 from tests.conftest import UPSTREAM_KEY
 from tests.fake_upstream import Fault, echo_reply, fake_tool_arguments, plan_reply
 from tests.live import LiveServer
@@ -309,9 +310,12 @@ def test_count_tokens(claude, upstream):
     counted = claude.messages.count_tokens(model="m-an", messages=AN_MESSAGES, system="Be brief.")
     assert counted.input_tokens == plan_reply(upstream.last_request.json, "anthropic").prompt_tokens
     assert upstream.last_request.path == "/v1/messages/count_tokens" and upstream.last_request.json["model"] == "claude-sonnet-4-5"
-    with pytest.raises(anthropic.BadRequestError) as info:
-        claude.messages.count_tokens(model="m-oa", messages=AN_MESSAGES)
-    assert "'oa'" in info.value.body["error"]["message"] and "token counting" in info.value.body["error"]["message"]
+    asked = len(upstream.requests)
+    for model in ("m-oa", "m-ge", "claude-sonnet-4.5"):  # counted by the relay: no upstream call
+        raw = claude.messages.with_raw_response.count_tokens(model=model, messages=AN_MESSAGES, system="Be brief.")
+        assert raw.headers["x-relay-token-count"] == "estimate"
+        assert raw.parse().input_tokens == prompt_tokens({"messages": AN_MESSAGES, "system": "Be brief."}) > 0
+    assert len(upstream.requests) == asked
 
 
 def test_mock_provider_serves_anthropic_callers(claude):

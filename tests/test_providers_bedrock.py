@@ -197,6 +197,21 @@ def test_responses_api_to_converse(gpt, bedrock):
     assert answer.usage.output_tokens > 0
 
 
+def test_gemini_native_api_to_converse(server, bedrock):
+    """Gemini CLI's API in, Converse out (whole and streamed through the event stream)."""
+    import httpx
+
+    body = {"contents": [{"role": "user", "parts": [{"text": "Say hi"}]}], "systemInstruction": {"parts": [{"text": "Be brief."}]}}
+    whole = httpx.post(f"{server.url}/ai/v1beta/models/claude:generateContent", json=body)
+    assert whole.status_code == 200 and bedrock.last_request.json["system"] == [{"text": "Be brief."}]
+    expected = echo_reply({"messages": [{"role": "user", "content": "Say hi"}]}, "anthropic")
+    assert whole.json()["candidates"][0]["content"]["parts"] == [{"text": expected}]
+    streamed = httpx.post(f"{server.url}/ai/v1beta/models/claude:streamGenerateContent?alt=sse", json=body)
+    events = [orjson.loads(line[5:]) for line in streamed.text.splitlines() if line.startswith("data:")]
+    assert "".join(p.get("text", "") for e in events for p in e["candidates"][0]["content"]["parts"]) == expected
+    assert events[-1]["candidates"][0]["finishReason"] == "STOP" and events[-1]["usageMetadata"]["candidatesTokenCount"] > 0
+
+
 def test_bedrock_api_key_is_a_bearer_and_nothing_is_signed(gpt, bedrock):
     reply = gpt.chat.completions.create(model="claude-key", messages=MESSAGES)
     request = bedrock.last_request

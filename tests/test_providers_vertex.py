@@ -187,3 +187,22 @@ def test_endpoints_regional_global_and_multi_region(tmp_path):
         load_config({"providers": {"g": {"kind": "vertex", "region": "global"}}})
     with pytest.raises(ConfigurationError, match=r"providers.g.credential: cannot load Google credentials"):
         Relay({"providers": {"g": {"kind": "vertex", "project": "p", "region": "global", "credential": str(tmp_path / "missing.json")}}}).providers
+
+
+def test_gemini_native_callers_reach_vertex_as_sent(server, vertex, relay):
+    """Gemini's own API in (Gemini CLI), Vertex out: the body as sent, the URL Vertex's."""
+    import httpx
+
+    body = {"contents": [{"role": "user", "parts": [{"text": "Weather in Paris please"}]}]}
+    base = f"{server.url}/ai/v1beta/models/gemini"
+    whole = httpx.post(f"{base}:generateContent", json=body, headers={"x-goog-api-key": "client-secret-abc"})
+    assert whole.status_code == 200 and whole.json()["candidates"][0]["content"]["parts"][0]["text"].startswith("Echo: ")
+    assert last_call(vertex).path == model_path("google", "gemini-2.5-flash", "generateContent") and last_call(vertex).json == body
+    streamed = httpx.post(f"{base}:streamGenerateContent?alt=sse", json=body)
+    assert streamed.status_code == 200 and streamed.text.startswith("data: ")
+    assert last_call(vertex).query == {"alt": "sse"}
+    counted = httpx.post(f"{base}:countTokens", json=body)
+    assert counted.status_code == 200 and counted.headers["x-relay-token-count"] == "provider"
+    assert last_call(vertex).path == model_path("google", "gemini-2.5-flash", "countTokens")
+    assert counted.json()["totalTokens"] == plan_reply(body, "gemini").prompt_tokens
+    assert all("client-secret-abc" not in repr(r.headers) for r in vertex.requests)

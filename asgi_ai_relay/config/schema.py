@@ -190,6 +190,12 @@ class VirtualModel:
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
     virtual: Mapping[str, VirtualModel] = field(default_factory=dict)
+    #: Conversation affinity (see :mod:`asgi_ai_relay.affinity`): sessions stay on one deployment.
+    affinity: bool = True
+    #: Seconds a session's pin outlives its last request.
+    affinity_ttl: float = 3600.0
+    #: Headers (lower-case) that name a session, besides ``x-claude-code-session-id``.
+    session_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

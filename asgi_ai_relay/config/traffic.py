@@ -173,7 +173,7 @@ class _TrafficReader(_Table):
         )
 
     def routing(self, models: Mapping[str, ModelConfig]) -> RoutingConfig:
-        self.only("virtual")
+        self.only("virtual", "affinity", "affinity_ttl", "session_headers")
         table = self.sub("virtual")
         virtual = {}
         for name in table.data:
@@ -186,4 +186,5 @@ class _TrafficReader(_Table):
                 if candidate not in models:
                     raise ConfigurationError(f"{item.key('models')}: unknown model {candidate!r}")
             virtual[name] = VirtualModel(name, candidates, item.integer("min_tier", 1), item.capabilities("needs"))
-        return RoutingConfig(virtual)
+        headers = tuple(h.lower() for h in self.names("session_headers", ()))
+        return RoutingConfig(virtual, self.get("affinity", bool, True), self.number("affinity_ttl", 3600.0), headers)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RelayError
-from . import anthropic, embeddings, openai, responses, responses_output
+from . import anthropic, embeddings, gemini_answer, gemini_inbound, openai, responses, responses_output
 from .sse import encode_event
 
-__all__ = ["ANTHROPIC", "EMBEDDINGS", "OPENAI", "RESPONSES", "WireFormat"]
+__all__ = ["ANTHROPIC", "EMBEDDINGS", "GEMINI", "OPENAI", "RESPONSES", "WireFormat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,4 +38,8 @@ ANTHROPIC = WireFormat(
 EMBEDDINGS = WireFormat("openai.embeddings", embeddings.validate_embeddings_request, openai.error_body, _openai_stream_error)
 RESPONSES = WireFormat(
     "responses", responses.validate_responses_request, openai.error_body, responses_output.stream_error
+)
+#: Gemini ``generateContent`` (the model and the action in the URL); errors in Google's shape.
+GEMINI = WireFormat(
+    "gemini", gemini_inbound.validate_gemini_request, gemini_answer.error_body, gemini_answer.stream_error
 )

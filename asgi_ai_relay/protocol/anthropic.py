@@ -17,6 +17,7 @@ from .openai import PART_TYPE, require_model
 
 __all__ = [
     "FINISH_TO_STOP",
+    "OUTPUT_TOOL",
     "STOP_TO_FINISH",
     "error_body",
     "error_type",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 ROLES = frozenset({"user", "assistant", "system"})
+
+#: The tool a structured-output request (OpenAI ``response_format``) is forced to call on
+#: Anthropic: its input is the answer, given back to the caller as JSON text.
+OUTPUT_TOOL = "relay_json_response"
 
 #: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``.
 STOP_TO_FINISH = {

@@ -15,9 +15,15 @@ Dropped deliberately, having no equivalent on the other side: ``thinking`` and t
 middle of an OpenAI conversation join Anthropic's top-level ``system``; in the middle of an
 Anthropic conversation they stay where they are.
 
+Structured output: ``response_format`` ``json_schema`` (an object schema) or ``json_object``
+becomes one tool (:data:`~.anthropic.OUTPUT_TOOL`) whose input schema is the caller's schema,
+forced with ``tool_choice``; the answer's call of it comes back as JSON text (see
+:mod:`.anthropic_response` and :mod:`.anthropic_stream`).
+
 Refused with a 400 naming the parameter and the provider: ``n`` > 1, ``logprobs``,
-``response_format`` other than text, audio output, ``temperature`` > 1, non-function tools and
-content types the target cannot carry (documents, server tool blocks, audio).
+``response_format`` together with tools or with a schema whose root is not an object, audio
+output, ``temperature`` > 1, non-function tools and content types the target cannot carry
+(documents, server tool blocks, audio).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
+from .anthropic import OUTPUT_TOOL
 from .hub import parse_data_url, plain_text, refuse_single_choice_text, untranslatable
 
 __all__ = ["from_openai", "to_openai"]
@@ -202,6 +209,7 @@ def from_openai(body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[
     if body.get("tools"):
         out["tools"] = [_tool_from_openai(t, i, provider) for i, t in enumerate(body["tools"])]
     _tool_choice_from_openai(body, out)
+    _structured(body, out, provider)
     if stream:
         out["stream"] = True
     return out
@@ -209,10 +217,25 @@ def from_openai(body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[
 
 def _refuse(body: dict[str, Any], provider: str) -> None:
     refuse_single_choice_text(body, provider, _FORMAT)
-    if (body.get("response_format") or {}).get("type", "text") != "text":
-        raise untranslatable("response_format", provider, _FORMAT)
     if (body.get("temperature") or 0) > 1:
         raise untranslatable("temperature", provider, _FORMAT, "it accepts 0 to 1")
+
+
+def _structured(body: dict[str, Any], out: dict[str, Any], provider: str) -> None:
+    """``response_format`` as a forced call of :data:`OUTPUT_TOOL`, whose input is the answer."""
+    spec = body.get("response_format") or {}
+    kind = spec.get("type", "text")
+    if kind == "text":
+        return
+    if kind not in ("json_object", "json_schema"):
+        raise untranslatable("response_format", provider, _FORMAT, f"type {str(kind)[:40]!r} has no equivalent")
+    if body.get("tools"):
+        raise untranslatable("response_format", provider, _FORMAT, "structured output together with tools")
+    schema = (spec.get("json_schema") or {}).get("schema") or {"type": "object"}
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise untranslatable("response_format", provider, _FORMAT, "the schema's root must be an object")
+    out["tools"] = [{"name": OUTPUT_TOOL, "description": "Give the answer: its input is the whole answer.", "input_schema": schema}]
+    out["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
 
 
 def _tool_from_openai(tool: dict[str, Any], i: int, provider: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Whole Anthropic answers <-> OpenAI chat completions (the hub).
 
-Text blocks <-> ``content``; ``tool_use`` blocks <-> ``tool_calls`` (ids kept); stop reasons
+Text blocks <-> ``content``; ``tool_use`` blocks <-> ``tool_calls`` (ids kept), but a call of
+the structured-output tool (:data:`~.anthropic.OUTPUT_TOOL`) is the answer, as JSON text; stop reasons
 <-> finish reasons; usage with cache reads and writes <-> ``prompt_tokens_details``. Thinking
 blocks are dropped on the way to OpenAI, which has no field for them.
 """
@@ -14,7 +15,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError
 from ..types import Usage
-from .anthropic import FINISH_TO_STOP, STOP_TO_FINISH, usage_from_body, usage_to_anthropic
+from .anthropic import FINISH_TO_STOP, OUTPUT_TOOL, STOP_TO_FINISH, usage_from_body, usage_to_anthropic
 from .hub import new_id
 from .openai import usage_to_openai
 
@@ -35,6 +36,8 @@ def completion_from_message(payload: Any) -> tuple[dict[str, Any], Usage | None]
             continue
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:  # structured output
+            texts.append(orjson.dumps(block.get("input") or {}).decode())
         elif block.get("type") == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append({"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}})
@@ -47,11 +50,17 @@ def completion_from_message(payload: Any) -> tuple[dict[str, Any], Usage | None]
         "object": "chat.completion",
         "created": int(time.time()),
         "model": payload.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": STOP_TO_FINISH.get(payload.get("stop_reason") or "", "stop")}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(payload.get("stop_reason"), bool(calls))}],
     }
     if usage is not None:
         completion["usage"] = usage_to_openai(usage)
     return completion, usage
+
+
+def _finish(stop: Any, calls: bool) -> str:
+    """The finish reason; a stop to call only the structured-output tool is a plain stop."""
+    reason = STOP_TO_FINISH.get(stop or "", "stop")
+    return "stop" if reason == "tool_calls" and not calls else reason
 
 
 def message_from_completion(completion: dict[str, Any], usage: Usage | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Anthropic's sequence is ``message_start``, ``ping``, then per content block
 ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
 ``content_block_stop``, then ``message_delta`` (stop reason, usage) and ``message_stop``.
-Thinking blocks and their deltas are dropped on the way to OpenAI.
+Thinking blocks and their deltas are dropped on the way to OpenAI; a call of the
+structured-output tool (:data:`~.anthropic.OUTPUT_TOOL`) streams as the answer's text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..types import Usage
-from .anthropic import FINISH_TO_STOP, STOP_TO_FINISH, merge_usage, usage_from_body, usage_to_anthropic
+from .anthropic import FINISH_TO_STOP, OUTPUT_TOOL, STOP_TO_FINISH, merge_usage, usage_from_body, usage_to_anthropic
 from .hub import new_id
 from .openai import chunk
 from .openai_stream import load_event, stream_failure
@@ -75,7 +76,10 @@ class AnthropicDecoder:
         if kind == "message_delta":
             self._raw_usage = merge_usage(self._raw_usage, data.get("usage"))
             stop = (data.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, STOP_TO_FINISH.get(stop or "", "stop"))] if stop else []
+            finish = STOP_TO_FINISH.get(stop or "", "stop")
+            if finish == "tool_calls" and not self._tools:  # only the structured-output tool was called
+                finish = "stop"
+            return [self._chunk({}, finish)] if stop else []
         if kind == "message_stop":
             self.done = True
             return []
@@ -91,6 +95,9 @@ class AnthropicDecoder:
             return [self._chunk({"content": block["text"]})] if block.get("text") else []
         if block.get("type") != "tool_use":
             return []
+        if block.get("name") == OUTPUT_TOOL:  # structured output: its input streams as the answer's text
+            self._blocks[index] = None
+            return []
         tool = self._blocks[index] = self._tools
         self._tools += 1
         head = {"index": tool, "id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": ""}}
@@ -101,6 +108,8 @@ class AnthropicDecoder:
             return []
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json") and self._blocks[index] is None:
+            return [self._chunk({"content": delta["partial_json"]})]
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             piece = {"index": self._blocks[index], "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [piece]})]

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import InvalidRequest
 
-__all__ = ["data_url", "new_id", "parse_data_url", "plain_text", "refuse_single_choice_text", "untranslatable"]
+__all__ = ["data_url", "new_id", "parse_data_url", "plain_text", "reasoning_text", "refuse_single_choice_text",
+           "untranslatable"]
 
 
 def untranslatable(param: str, provider: str, fmt: str, why: str = "") -> InvalidRequest:
@@ -58,6 +59,13 @@ def plain_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
+
+
+def reasoning_text(message: dict[str, Any]) -> str:
+    """The reasoning an OpenAI-compatible message or delta carries (``reasoning_content``, as
+    DeepSeek, vLLM and SGLang send it, or OpenRouter's ``reasoning``), or ``""``."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if isinstance(text, str) else ""
 
 
 def new_id(prefix: str) -> str:

@@ -1,7 +1,9 @@
 """OpenAI Chat Completions answers (the hub) -> OpenAI Responses ``response`` objects.
 
 A completion's text becomes a ``message`` output item with one ``output_text`` part (a refusal a
-``refusal`` part), each tool call a ``function_call`` item (``call_id`` the tool call's id). A
+``refusal`` part), each tool call a ``function_call`` item (``call_id`` the tool call's id), and
+reasoning text (``reasoning_content``, from OpenAI-compatible providers that send it) a
+``reasoning`` item before them, its text as one ``summary_text`` part. A
 ``length`` finish makes the response ``incomplete`` (``max_output_tokens``), ``content_filter``
 too (``content_filter``). Usage is written in the Responses shape. The request's own settings
 are not echoed back (``instructions``, ``tools``, ``metadata``... come back as their defaults).
@@ -17,7 +19,7 @@ import orjson
 
 from ..errors import RelayError
 from ..types import Usage
-from .hub import new_id
+from .hub import new_id, reasoning_text
 from .sse import encode_event
 
 __all__ = ["from_completion", "response_object", "stream_error", "usage_to_responses"]
@@ -66,6 +68,12 @@ def message_item(item_id: str, text: str, status: str, refusal: str | None = Non
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
+def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    """The model's reasoning text (``reasoning_content`` in the hub) as a ``reasoning`` item."""
+    return {"id": item_id, "type": "reasoning", "status": status,
+            "summary": [{"type": "summary_text", "text": text}] if text else []}
+
+
 def call_item(item_id: str, call_id: Any, name: Any, arguments: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id or new_id("call_"),
             "name": name, "arguments": arguments}
@@ -76,6 +84,9 @@ def from_completion(completion: dict[str, Any], usage: Usage | None) -> dict[str
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
+    thought = reasoning_text(message)
+    if thought:
+        output.append(reasoning_item(new_id("rs_"), thought, "completed"))
     text, refusal = message.get("content"), message.get("refusal")
     if text or refusal or not message.get("tool_calls"):
         output.append(message_item(new_id("msg_"), text or "", "completed", refusal or None))

@@ -6,7 +6,9 @@ any content is still a failed attempt the route may retry). Text opens a ``messa
 (``response.output_item.added``, ``response.content_part.added``, then
 ``response.output_text.delta`` per chunk); each tool call index opens a ``function_call`` item
 (``response.function_call_arguments.delta`` per chunk; interleaved indices each go to their
-own item). At the end every open item is closed in output order (``...text.done``,
+own item); reasoning text (``reasoning_content`` deltas) opens a ``reasoning`` item
+(``response.reasoning_summary_part.added``, then ``response.reasoning_summary_text.delta`` per
+chunk). At the end every open item is closed in output order (``...text.done``,
 ``content_part.done``, ``...arguments.done``, ``output_item.done``), then
 ``response.completed`` (``response.incomplete`` for a length cut) carries the whole response
 and its usage.
@@ -20,8 +22,8 @@ from typing import Any
 import orjson
 
 from ..types import Usage
-from .hub import new_id
-from .responses_output import call_item, message_item, response_object, usage_to_responses
+from .hub import new_id, reasoning_text
+from .responses_output import call_item, message_item, reasoning_item, response_object, usage_to_responses
 from .sse import encode_event
 
 __all__ = ["ResponsesEncoder"]
@@ -32,17 +34,19 @@ class _Item:
 
     def __init__(self, kind: str, index: int, call_id: Any = None, name: Any = None) -> None:
         self.kind, self.index, self.call_id, self.name = kind, index, call_id, name
-        self.id = new_id("msg_" if kind == "message" else "fc_")
+        self.id = new_id({"message": "msg_", "reasoning": "rs_"}.get(kind, "fc_"))
         self.parts: list[str] = []
 
     def whole(self, status: str) -> dict[str, Any]:
         if self.kind == "message":
             return message_item(self.id, "".join(self.parts), status)
+        if self.kind == "reasoning":
+            return reasoning_item(self.id, "".join(self.parts), status)
         return call_item(self.id, self.call_id, self.name, "".join(self.parts), status)
 
 
 class ResponsesEncoder:
-    __slots__ = ("created", "events", "finish_reason", "id", "items", "message", "model", "started", "tools")
+    __slots__ = ("created", "events", "finish_reason", "id", "items", "message", "model", "reasoning", "started", "tools")
 
     def __init__(self) -> None:
         self.id = new_id("resp_")
@@ -52,6 +56,7 @@ class ResponsesEncoder:
         self.started = False
         self.items: list[_Item] = []
         self.message: _Item | None = None
+        self.reasoning: _Item | None = None
         self.tools: dict[int, _Item] = {}
         self.finish_reason: str | None = None
 
@@ -86,6 +91,9 @@ class ResponsesEncoder:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta") or {}
+            thought = reasoning_text(delta)
+            if thought:
+                out += self._thought(thought)
             text = delta.get("content") or delta.get("refusal")
             if text:
                 if self.message is None:
@@ -97,6 +105,17 @@ class ResponsesEncoder:
             for call in delta.get("tool_calls") or ():
                 out += self._tool_delta(call)
         return out
+
+    def _thought(self, text: str) -> bytes:
+        item, out = self.reasoning, b""
+        if item is None:
+            item = self.reasoning = _Item("reasoning", len(self.items))
+            out = self._open(item)
+            out += self._event("response.reasoning_summary_part.added", item_id=item.id, output_index=item.index,
+                               summary_index=0, part={"type": "summary_text", "text": ""})
+        item.parts.append(text)
+        return out + self._event("response.reasoning_summary_text.delta", item_id=item.id, output_index=item.index,
+                                 summary_index=0, delta=text)
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         index = call.get("index", 0)
@@ -122,6 +141,12 @@ class ResponsesEncoder:
                                    text=text, logprobs=[])
                 out += self._event("response.content_part.done", item_id=item.id, output_index=item.index, content_index=0,
                                    part=whole["content"][0])
+            elif item.kind == "reasoning":
+                text = "".join(item.parts)
+                out += self._event("response.reasoning_summary_text.done", item_id=item.id, output_index=item.index,
+                                   summary_index=0, text=text)
+                out += self._event("response.reasoning_summary_part.done", item_id=item.id, output_index=item.index,
+                                   summary_index=0, part={"type": "summary_text", "text": text})
             else:
                 out += self._event("response.function_call_arguments.done", item_id=item.id, output_index=item.index,
                                    name=item.name, arguments="".join(item.parts))

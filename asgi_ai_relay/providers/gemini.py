@@ -36,3 +36,7 @@ class GeminiProvider(HttpProvider):
         if isinstance(error, dict) and error.get("status"):
             return str(error.get("message") or error["status"]), str(error["status"])
         return super().error_message(payload, raw)
+
+    def count_url(self, model: ModelConfig) -> str:
+        name = quote(model.upstream.removeprefix("models/"), safe="-._")
+        return f"{self.config.base_url}/models/{name}:countTokens"

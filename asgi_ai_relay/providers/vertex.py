@@ -56,6 +56,9 @@ class VertexGeminiProvider(_Vertex, GeminiProvider):
     def url(self, model: ModelConfig, stream: bool) -> str:
         return self._model_url(model, "streamGenerateContent") + "?alt=sse" if stream else self._model_url(model, "generateContent")
 
+    def count_url(self, model: ModelConfig) -> str:
+        return self._model_url(model, "countTokens")
+
 
 class VertexAnthropicProvider(_Vertex, AnthropicProvider):
     publisher = "anthropic"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from ..config import ApiKey
 from ..errors import AuthenticationError
@@ -29,13 +30,18 @@ AuthHook = Callable[[RelayRequest], Awaitable[Caller | None]]
 
 
 def presented_key(request: RelayRequest) -> str | None:
-    """The credential the client sent: ``Authorization: Bearer`` or Anthropic's ``x-api-key``."""
-    authorization = request.headers.get("authorization")
+    """The credential the client sent: ``Authorization: Bearer``, Anthropic's ``x-api-key``,
+    Gemini's ``x-goog-api-key``, or (on the Gemini routes only) Gemini's ``?key=``."""
+    headers = request.headers
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return request.headers.get("x-api-key") or None
+    key = headers.get("x-api-key") or headers.get("x-goog-api-key")
+    if not key and request.query and request.path.startswith("/v1beta/"):
+        key = dict(parse_qsl(request.query)).get("key")
+    return key or None
 
 
 async def host_caller(request: RelayRequest) -> Caller | None:

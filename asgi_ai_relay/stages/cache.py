@@ -121,7 +121,9 @@ def _wanted(relay: Relay, call: Call) -> bool:
     if use is True or mode == "all":
         return True
     body = call.body
-    return body.get("temperature") == 0 or body.get("seed") is not None
+    gemini = body.get("generationConfig")  # Gemini keeps its sampling settings here
+    settings = gemini if isinstance(gemini, dict) else body
+    return settings.get("temperature") == 0 or settings.get("seed") is not None
 
 
 async def lookup(relay: Relay, call: Call) -> RelayResponse | None:

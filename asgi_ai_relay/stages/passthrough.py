@@ -18,12 +18,13 @@ import orjson
 from .. import redact
 from ..config import ModelConfig
 from ..errors import UpstreamProtocolError
-from ..protocol import anthropic, openai
+from ..protocol import anthropic, gemini, openai
 from ..protocol.anthropic_stream import AnthropicDecoder
+from ..protocol.gemini_stream import GeminiDecoder
 from ..protocol.sse import SSESplitter
 from ..types import Usage
 
-__all__ = ["BROKEN", "AnthropicPassThrough", "OpenAIPassThrough", "StreamTranslator", "broken", "load", "reading"]
+__all__ = ["BROKEN", "AnthropicPassThrough", "GeminiPassThrough", "OpenAIPassThrough", "StreamTranslator", "broken", "load", "reading"]
 
 #: What reading a malformed answer raises in code that expects a well-formed one.
 BROKEN = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
@@ -240,3 +241,48 @@ class AnthropicPassThrough:
 
     def stream(self, body: dict[str, Any]) -> StreamTranslator:
         return _AnthropicStream()
+
+
+class _GeminiStream(StreamTranslator):
+    """Forwards Gemini events untouched, reading each for its usage and its finish; an error
+    event becomes the relay's own (recorded) error."""
+
+    __slots__ = ("decoder",)
+
+    def __init__(self) -> None:
+        self.decoder = GeminiDecoder()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.decoder.usage
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        for event in self.decoder.splitter.feed(chunk):
+            self.decoder.read(event)
+            out.append(event.raw)
+        return b"".join(out)
+
+    def _close(self) -> bytes:
+        return b"".join(event.raw for event in self.decoder.splitter.flush())
+
+
+class GeminiPassThrough:
+    """Gemini in, Gemini out: the model goes in the URL (the configured upstream name), the
+    body as the caller sent it, without the relay's own ``model`` / ``stream`` marks."""
+
+    forward_headers: tuple[str, ...] = ()
+
+    def request(self, body: dict[str, Any], model: ModelConfig, stream: bool) -> dict[str, Any]:
+        return {k: v for k, v in body.items() if k not in ("model", "stream")}
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        with reading():
+            return raw, gemini.usage_from_metadata(load(raw).get("usageMetadata"))
+
+    def stream(self, body: dict[str, Any]) -> StreamTranslator:
+        return _GeminiStream()

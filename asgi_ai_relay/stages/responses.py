@@ -13,6 +13,11 @@ final event goes out. A stream
 larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
 stored either (a later ``previous_response_id`` to it is a 404).
 
+Each stored response also keeps the id of its chain's first response, the chain's session for
+conversation affinity (:mod:`asgi_ai_relay.affinity`): a request that continues the chain is
+sent to the deployment the chain started on, while it is healthy.
+
+``POST /v1/responses/input_tokens`` counts a request's input without calling a provider.
 ``GET /v1/responses/{id}`` answers the caller's own stored response, ``DELETE`` forgets it.
 The store is the one ``storage.responses`` names (see :mod:`asgi_ai_relay.storage.responses`).
 """
@@ -26,6 +31,7 @@ import orjson
 
 from ..errors import NotFound, StorageError
 from ..protocol.sse import SSESplitter
+from ..tokens import prompt_tokens
 from . import route
 
 if TYPE_CHECKING:
@@ -33,11 +39,25 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from ..types import RelayResponse
 
-__all__ = ["delete_response", "forward", "get_response", "restore", "stored_response"]
+__all__ = ["count_input", "delete_response", "forward", "get_response", "restore", "stored_response"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
 _FINAL = frozenset({"response.completed", "response.incomplete"})
+
+
+async def _previous(relay: Relay, call: Call, previous: str) -> dict[str, Any]:
+    """:raises NotFound: when the caller has no stored response with that id."""
+    record = await relay.responses.get(call.caller.id, previous)
+    if record is None:
+        error = NotFound(f"Previous response with id '{previous[:80]}' not found.", param="previous_response_id")
+        error.code = "previous_response_not_found"
+        raise error
+    return record
+
+
+def _items(given: Any) -> list[dict[str, Any]]:
+    return [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else list(given)
 
 
 async def restore(relay: Relay, call: Call) -> RelayResponse | None:
@@ -46,21 +66,34 @@ async def restore(relay: Relay, call: Call) -> RelayResponse | None:
     :raises NotFound: when the caller has no stored response with that id.
     """
     body = call.body
-    given = body["input"]
-    items: list[dict[str, Any]] = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+    items = _items(body["input"])
     previous = body.pop("previous_response_id", None)
-    store = relay.responses
     if previous is not None:
-        record = await store.get(call.caller.id, previous)
-        if record is None:
-            error = NotFound(f"Previous response with id '{previous[:80]}' not found.", param="previous_response_id")
-            error.code = "previous_response_not_found"
-            raise error
+        record = await _previous(relay, call, previous)
         items = [*record["conversation"], *items]
         body["input"] = items
+        call.session = record.get("session") or previous  # the chain's first response: its affinity
     if body.get("store") is not False:
         call.hold(_Keeper(relay, call, items))
     return None
+
+
+async def count_input(relay: Relay, call: Call) -> RelayResponse | None:
+    """``POST /v1/responses/input_tokens``: the input's tokens (with the stored conversation a
+    ``previous_response_id`` names), counted by the relay for every provider (its estimate, or
+    tiktoken when configured; ``x-relay-token-count`` says which), calling none.
+
+    :raises NotFound: when the caller has no stored response with that id.
+    """
+    body = call.body
+    items = _items(body["input"])
+    previous = body.get("previous_response_id")
+    if isinstance(previous, str):
+        items = [*(await _previous(relay, call, previous))["conversation"], *items]
+    tokenizer = relay.config.limits.tokenizer
+    counted = prompt_tokens({**body, "input": items}, tokenizer)
+    call.headers["x-relay-token-count"] = tokenizer
+    return relay.json_response(call, {"object": "response.input_tokens", "input_tokens": counted})
 
 
 async def forward(relay: Relay, call: Call) -> RelayResponse | None:
@@ -91,7 +124,18 @@ class _Keeper:
         if response is None or not isinstance(response.get("id"), str):
             return None
         output = [item for item in response.get("output") or () if isinstance(item, dict)]
-        return response["id"], {"conversation": [*self.items, *output], "response": response}
+        session = self.call.session
+        if session is None:  # a chain starts here: later requests in it go where this one went
+            session = response["id"]
+            self._pin(session)
+        return response["id"], {"conversation": [*self.items, *output], "response": response, "session": session}
+
+    def _pin(self, session: str) -> None:
+        call, router = self.call, self.relay.router
+        served = next((e.get("deployment") for e in reversed(call.attempt_log) if e.get("status") == 200), None)
+        target = router.by_name.get(served) if isinstance(served, str) else None
+        if target is not None and call.model is not None:
+            router.served(call.model, session, target)
 
     async def now(self, pieces: list[bytes]) -> None:
         record = self._record(pieces)

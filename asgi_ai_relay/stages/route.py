@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..affinity import session_of
 from ..breaker import CircuitOpen, Ticket
 from ..call import Once
 from ..errors import (
@@ -72,8 +73,12 @@ async def resolve(relay: Relay, call: Call) -> RelayResponse | None:
 
 
 def _check_output_limit(call: Call, alias: str, limit: int) -> None:
-    for param in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        value = call.body.get(param) if isinstance(call.body, dict) else None
+    body = call.body if isinstance(call.body, dict) else {}
+    gemini = body.get("generationConfig")
+    given = {name: body.get(name) for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")}
+    if isinstance(gemini, dict):
+        given["generationConfig.maxOutputTokens"] = gemini.get("maxOutputTokens")
+    for param, value in given.items():
         if isinstance(value, int) and value > limit:
             raise InvalidRequest(f"'{param}' is {value}, above the {limit} output tokens model '{alias}' allows.", param=param)
 
@@ -98,7 +103,7 @@ Send = Callable[["Relay", "Call", "ModelConfig"], Awaitable[RelayResponse]]
 
 
 class _Attempts:
-    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send")
+    __slots__ = ("call", "deadline", "failure", "refusal", "relay", "router", "send", "session")
 
     def __init__(self, relay: Relay, call: Call, send: Send) -> None:
         self.relay = relay
@@ -108,6 +113,8 @@ class _Attempts:
         self.deadline = self.router.clock() + self.router.policy(call.model).deadline  # type: ignore[arg-type]
         self.failure: RelayError | None = None
         self.refusal: CircuitOpen | None = None
+        #: The request's session (conversation affinity), read once a model has deployments to choose from.
+        self.session: str | None = None
 
     async def run(self, first: ModelConfig) -> RelayResponse:
         models = self.relay.config.models
@@ -153,6 +160,9 @@ class _Attempts:
         """
         policy = self.router.policy(model)
         targets = self.router.order(model)
+        if len(targets) > 1 and self.router.affinity is not None:
+            self.session = self.session or session_of(self.call, self.router.session_headers)
+            self.router.prefer_pinned(model, self.session, targets)
         attempts, index, previous = 0, 0, None
         while attempts < policy.max_attempts and targets:
             target = targets[index % len(targets)]
@@ -276,6 +286,7 @@ class _Attempts:
         else:
             self.relay.telemetry.end_attempt(call, span, None, whole=response.stream is None)
             target.observe(_ms_since(started))
+            router.served(target.model, self.session, target)
             pass_back.discard()
             await router.breakers.record(ticket, True, router.clock())
             call.headers["x-relay-attempts"] = str(call.attempts)

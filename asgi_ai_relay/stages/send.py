@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequest
+import orjson
+
+from ..tokens import prompt_tokens
 from ..types import RelayResponse
 from . import translate
 from .stream import RelayStream
@@ -65,27 +67,27 @@ def _forwarded(call: Call, names: tuple[str, ...]) -> dict[str, str]:
 
 
 async def count_tokens(relay: Relay, call: Call) -> RelayResponse | None:
-    """``POST /v1/messages/count_tokens``: asked of the provider when it can answer.
-
-    :raises InvalidRequest: when the model's provider has no token counting endpoint.
+    """``POST /v1/messages/count_tokens``: asked of an Anthropic provider; for every other one
+    counted locally (the relay's token estimate, or tiktoken when ``limits.tokenizer`` says so),
+    so a client's context meter costs no upstream call. ``x-relay-token-count`` says which
+    (``provider``, ``estimate`` or ``tiktoken``); nothing is charged to limits or budgets.
     """
     assert call.model is not None
     model = call.model
     provider = relay.providers[model.provider]
     counter = getattr(provider, "count_tokens", None)
+    call.provider = provider.name
+    call.headers["x-relay-provider"] = provider.name
+    call.headers["content-type"] = _JSON
     if counter is None:
-        raise InvalidRequest(
-            f"Token counting is not available for model '{model.alias}': its provider "
-            f"{provider.name!r} ({provider.format} format) has no token counting endpoint.",
-            param="model",
-            code="unsupported_endpoint",
-        )
+        tokenizer = relay.config.limits.tokenizer
+        call.headers["x-relay-token-count"] = tokenizer
+        counted = prompt_tokens(call.body, tokenizer)
+        return RelayResponse(200, call.headers, orjson.dumps({"input_tokens": counted}))
     body = {k: v for k, v in call.body.items() if k not in ("max_tokens", "stream")}
     body["model"] = model.upstream
-    call.provider = provider.name
     call.attempts += 1
     headers = _forwarded(call, translate.AnthropicPassThrough.forward_headers)
     upstream = await counter(model, body, headers)
-    call.headers["x-relay-provider"] = provider.name
-    call.headers["content-type"] = _JSON
+    call.headers["x-relay-token-count"] = "provider"
     return RelayResponse(upstream.status, call.headers, upstream.body)

@@ -19,17 +19,18 @@ import orjson
 
 from ..config import ModelConfig
 from ..errors import InvalidRequest
-from ..protocol import anthropic_request, anthropic_response, bedrock, gemini, openai, responses, responses_output
+from ..protocol import anthropic_request, anthropic_response, bedrock, gemini, gemini_answer, gemini_inbound, openai, responses, responses_output
 from ..protocol.anthropic_stream import AnthropicDecoder, AnthropicEncoder
 from ..protocol.bedrock_stream import ConverseStreamDecoder
-from ..protocol.gemini_stream import GeminiDecoder
+from ..protocol.gemini_stream import GeminiDecoder, GeminiEncoder
 from ..protocol.openai_stream import Decoder, Encoder, OpenAIDecoder, OpenAIEncoder
 from ..protocol.responses_stream import ResponsesEncoder
 from ..types import Usage
-from .passthrough import AnthropicPassThrough, OpenAIPassThrough, StreamTranslator, load, reading
+from .passthrough import AnthropicPassThrough, GeminiPassThrough, OpenAIPassThrough, StreamTranslator, load, reading
 
 __all__ = [
     "AnthropicPassThrough",
+    "GeminiPassThrough",
     "Inbound",
     "OpenAIPassThrough",
     "Outbound",
@@ -151,6 +152,7 @@ ANTHROPIC_IN = Inbound(
     anthropic_request.to_openai, anthropic_response.message_from_completion, lambda body: AnthropicEncoder()
 )
 RESPONSES_IN = Inbound(responses.to_chat, responses_output.from_completion, lambda body: ResponsesEncoder())
+GEMINI_IN = Inbound(gemini_inbound.to_chat, gemini_answer.from_completion, lambda body: GeminiEncoder())
 OPENAI_OUT = Outbound(_openai_from_hub, _openai_parse, OpenAIDecoder)
 ANTHROPIC_OUT = Outbound(anthropic_request.from_openai, anthropic_response.completion_from_message, AnthropicDecoder)
 GEMINI_OUT = Outbound(gemini.from_openai, gemini.completion_from_response, GeminiDecoder)
@@ -172,6 +174,10 @@ TRANSLATIONS: dict[tuple[str, str], Callable[[], Translation]] = {
     ("openai", "bedrock"): lambda: Translated(OPENAI_IN, BEDROCK_OUT, "bedrock"),
     ("anthropic", "bedrock"): lambda: Translated(ANTHROPIC_IN, BEDROCK_OUT, "bedrock"),
     ("responses", "bedrock"): lambda: Translated(RESPONSES_IN, BEDROCK_OUT, "bedrock"),
+    ("gemini", "gemini"): GeminiPassThrough,
+    ("gemini", "openai"): lambda: Translated(GEMINI_IN, OPENAI_OUT, "openai"),
+    ("gemini", "anthropic"): lambda: Translated(GEMINI_IN, ANTHROPIC_OUT, "anthropic"),
+    ("gemini", "bedrock"): lambda: Translated(GEMINI_IN, BEDROCK_OUT, "bedrock"),
 }
 _INSTANCES: dict[tuple[str, str], Translation] = {}
 
