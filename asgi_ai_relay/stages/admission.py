@@ -68,9 +68,11 @@ async def _joint(relay: Relay, call: Call, joint: RedisAdmission) -> RelayRespon
         try:
             admitted = await joint.take(buckets, costs, holds)
             if admitted.unseeded:  # a first start, a new period, a flush: seed, then ask again
+                store = joint.budgets
+                assert store is not None
                 for index in admitted.unseeded:
                     window = holds[index][0]
-                    await joint.budgets.seed(window, joint.budgets.keys(window))
+                    await store.seed(window, store.keys(window))
                 continue
         except StorageError as exc:
             if traffic.config.fail_mode == "closed":

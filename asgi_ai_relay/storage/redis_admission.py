@@ -30,13 +30,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from ..limits import Bucket, Decision, gcra
 from . import redis_budgets
 from .budget_state import Held, Window
 from .redis_client import STORE_ERRORS, GuardedRedis
+
+if TYPE_CHECKING:
+    from .redis_leases import RedisLeases
 
 __all__ = ["Admitted", "RedisAdmission", "same_server"]
 
@@ -181,18 +184,18 @@ class RedisAdmission:
         joined when they are on the same server.
     """
 
-    def __init__(self, limits: Any, leases: Any = None) -> None:
+    def __init__(self, limits: Any, leases: RedisLeases | None = None) -> None:
         self.client = limits._client
         self.key_prefix: str = limits._key_prefix
         self._admit = self.client.register_script(_ADMIT)
         self._finish = self.client.register_script(_FINISH)
         self.leases = leases if leases is not None and same_server(self.client, leases._client) else None
-        self.budgets: Any = None
+        self.budgets: redis_budgets.RedisBudgets | None = None
         self._budgets_seen = False
         self._queue: list[tuple[str, list[str], list[str], Done | None]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
-    def join_budgets(self, store: Any) -> Any:
+    def join_budgets(self, store: object) -> redis_budgets.RedisBudgets | None:
         """The budget store joined to the script (``None``: it is elsewhere); decided once."""
         if not self._budgets_seen:
             self._budgets_seen = True
@@ -215,17 +218,20 @@ class RedisAdmission:
             ops.append("g")
             keys.append(self.key_prefix + bucket.key)
             args += (repr(bucket.rate.interval), str(bucket.rate.burst), repr(float(cost)))
+        budgets, leases = self.budgets, self.leases
         for window, amount in holds:
+            assert budgets is not None
             ops.append("h")
-            keys += self.budgets.keys(window)
+            keys += budgets.keys(window)
             pico = redis_budgets.to_pico(amount)
             args.append(str(pico))
             for limit in (window.daily, window.monthly):
                 args += ("", "") if limit is None else (str(redis_budgets.to_pico(limit)), str(redis_budgets.to_pico(limit) - pico))
-        for name, limit in caps:
+        for name, cap in caps:
+            assert leases is not None
             ops.append("l")
-            keys.append(self.leases.key(name))
-            args += (holder, str(int(limit)), str(ttl_ms))
+            keys.append(leases.key(name))
+            args += (holder, str(int(cap)), str(ttl_ms))
         args[0] = "".join(ops)
         try:
             reply = await self._admit(keys=keys, args=args)
@@ -274,10 +280,12 @@ class RedisAdmission:
         day_epoch, month_epoch = held.token
         cost_pico = redis_budgets.to_pico(cost)
         args = [str(cost_pico - redis_budgets.to_pico(amount)), str(cost_pico), day_epoch, month_epoch]
+        assert self.budgets is not None
         self.later("s", self.budgets.keys(window), args, done)
 
     def release(self, held: Sequence[tuple[str, str]]) -> None:
         if held:
+            assert self.leases is not None
             self.later("r" * len(held), [self.leases.key(name) for name, _ in held], [h for _, h in held], None)
 
     def later(self, ops: str, keys: list[str], args: list[str], done: Done | None) -> None:
@@ -319,18 +327,9 @@ class RedisAdmission:
 
 def _parse(reply: Any, buckets: Sequence[Bucket], costs: Sequence[float], holds: int) -> Admitted:
     ok = int(reply[0]) == 1
-    now = float(reply[1])
     out = reply[2]
-    decision = None
-    if buckets:
-        wait, states = 0.0, []
-        for bucket, cost, raw in zip(buckets, costs, out, strict=False):
-            _, bucket_wait, state = gcra(float(raw) if raw else None, now, bucket.rate, cost)
-            wait = max(wait, bucket_wait)
-            states.append(state)
-        allowed = wait <= 0.0 or ok
-        decision = Decision(allowed, 0.0 if allowed else max(wait, 0.001), tuple(states))
-    held, unseeded = [], []
+    held: list[Held] = []
+    unseeded: list[int] = []
     for index, raw in enumerate(out[len(buckets):len(buckets) + holds]):
         status = int(raw[0])
         if status == -1:
@@ -344,4 +343,15 @@ def _parse(reply: Any, buckets: Sequence[Bucket], costs: Sequence[float], holds:
             token = (redis_budgets._text(raw[3]), redis_budgets._text(raw[4]))
             held.append(Held(True, redis_budgets.from_pico(raw[1]), redis_budgets.from_pico(raw[2]), token))
     full = any(int(raw) == 0 for raw in out[len(buckets) + holds:])
+    decision = None
+    if buckets:
+        now = float(reply[1])
+        wait, states = 0.0, []
+        for bucket, cost, raw in zip(buckets, costs, out, strict=False):
+            _, bucket_wait, state = gcra(float(raw) if raw else None, now, bucket.rate, cost)
+            wait = max(wait, bucket_wait)
+            states.append(state)
+        # Refused with nothing else to blame: a bucket, by less than this side's rounding sees.
+        allowed = ok or (wait <= 0.0 and (full or bool(unseeded) or not all(h.allowed for h in held)))
+        decision = Decision(allowed, 0.0 if allowed else max(wait, 0.001), tuple(states))
     return Admitted(ok, decision, held, unseeded, full)
