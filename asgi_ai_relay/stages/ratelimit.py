@@ -20,6 +20,10 @@ to ``queue.max_wait``), ``"reject"`` answers 429 at once. Either way the answer 
 ``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too. The
 waits themselves, the slots and the priority queue are :mod:`.waiting`'s.
 
+On Redis, an attempt's buckets and its shared leases go in one script call (all or nothing,
+:mod:`asgi_ai_relay.storage.redis_admission`; this process's slot is taken first), and the
+reconciliations join the other give-backs of their turn of the loop in one call.
+
 Everything taken is registered with :meth:`Call.hold`, so it is given back once however the
 request ends. Rate limits are as wide as their backend (Redis: all hosts); concurrency caps
 are per process unless ``storage.slots`` shares them.
