@@ -44,9 +44,8 @@ from ..config.settings import LimitConfig
 from ..limits import Bucket, Decision, Rate, format_reset
 from ..policy import limits_of
 from ..storage import RateLimitStore, limits_from_uri
-from ..slots import FIRST_POLL as _FIRST_POLL
-from ..slots import MAX_POLL as _MAX_POLL
 from ..tokens import output_allowance, prompt_tokens
+from .joint_reserve import reserve_joint
 from .waiting import QUEUE_RETRY_AFTER, Waiting
 
 if TYPE_CHECKING:
@@ -258,7 +257,7 @@ class Traffic(Waiting):
 
         try:
             if joint is not None:
-                await self._reserve_joint(call, model.provider, charge, held, leases, deadline)
+                await reserve_joint(self, call, model.provider, charge, held, leases, deadline)
                 return Once(failed)
             if buckets:
                 await self.charge(call, charge, deadline)
@@ -271,40 +270,6 @@ class Traffic(Waiting):
             failed()
             raise
         return Once(failed)
-
-    async def _reserve_joint(self, call: Call, provider: str, charge: Charge, held: list[str],
-                             leases: list[tuple[str, str]], deadline: float) -> None:
-        """:meth:`reserve` on the joint script: this process's slot first, then the buckets and
-        the shared caps in one call (all or nothing), waiting for whichever refused."""
-        joint, shared = self.joint, self.shared
-        assert joint is not None
-        if self.gated:
-            await self.enter(call, provider, deadline)
-            held.append(provider)
-        caps = shared.caps(provider) if shared is not None and joint.leases is not None else []
-        if charge.buckets or caps:
-            holder = shared.holder() if shared is not None and caps else ""
-            ttl = shared.ttl_ms if shared is not None else 0
-            costs, poll = costs_of(charge), _FIRST_POLL
-            while True:
-                try:
-                    admitted = await joint.take(charge.buckets, costs, (), caps, holder, ttl)
-                except StorageError as exc:
-                    self._storage_failed(exc)
-                    return
-                if admitted.decision is not None:
-                    self._headers(call, charge.buckets, admitted.decision)
-                if admitted.ok:
-                    charge.charged = bool(charge.buckets)
-                    leases.extend((name, holder) for name, _ in caps)
-                    break
-                if admitted.decision is not None and not admitted.decision.allowed:
-                    await self.refused(call, admitted.decision, deadline)
-                    continue
-                await self.wait(call, asyncio.sleep(poll), deadline)  # a cap is full: poll again
-                poll = min(poll * 2, _MAX_POLL)
-        if shared is not None and joint.leases is None:
-            await self.wait(call, shared.take(provider, leases), deadline)
 
     # -- after the answer ----------------------------------------------------------------
 
