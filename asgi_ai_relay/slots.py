@@ -119,4 +119,5 @@ def shared_slots(config: RelayConfig) -> SharedSlots | None:
     def make(uri: str) -> SharedSlots:
         return SharedSlots(RedisLeases(uri), config)
 
-    return pick_backend("storage.slots", {"redis": make, "rediss": make}, uri)
+    schemes = ("redis", "rediss", "redis+cluster", "rediss+cluster")  # one key per lease script
+    return pick_backend("storage.slots", dict.fromkeys(schemes, make), uri)

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import os
 import signal
+import subprocess
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,7 @@ from tests.relay_calls import chat, relays  # noqa: F401 - relays: the fixture
 from tests.resilience_helpers import MESSAGES, _shutdown_relays, build_relay  # noqa: F401 - fixture
 from tests.test_every_exit import _drive, _settle, _stepped
 from tests.test_ratelimit_live import own_redis  # noqa: F401 - the fixture
+from tests.test_redis_cluster import cluster, slot  # noqa: F401 - the fixture
 from tests.workers.fixtures import private_redis  # noqa: F401 - the fixture
 from tests.workers.servers import RedisServer
 
@@ -39,11 +41,14 @@ KEY = "rt-key"
 BODY = {"model": "test-model", "messages": MESSAGES}
 
 
-def script_calls(redis: RedisServer) -> int:
-    """Top-level script calls the server has answered (each one a round trip; what a script
-    runs inside Redis counts under its own command, never as ``evalsha``)."""
+def script_calls(redis: RedisServer | int) -> int:
+    """Top-level script calls the server (or the one on that port) has answered: each one a
+    round trip; what a script runs inside Redis counts under its own command, never as ``evalsha``."""
+    port = redis if isinstance(redis, int) else redis.port
+    stats = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"], capture_output=True, text=True,
+                           timeout=10, check=True).stdout
     calls = 0
-    for line in redis.cli("info", "commandstats").splitlines():
+    for line in stats.splitlines():
         name, _, stats = line.partition(":")
         if name in ("cmdstat_evalsha", "cmdstat_eval"):
             calls += int(stats.split(",")[0].split("=")[1])
@@ -237,3 +242,40 @@ async def test_a_frozen_redis_keeps_fail_mode_on_the_joint_path(upstream, own_re
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
     assert statuses == [200 if fail_mode == "open" else 503] * 3
+
+
+async def test_on_a_cluster_the_buckets_and_leases_share_a_slot_and_the_budget_keeps_its_own(upstream, cluster, relays):  # noqa: F811
+    tag = uuid.uuid4().hex[:8]
+    shared = f"{cluster}/?prefix=j-{tag}&timeout=1"
+    relay = relays(make_config(
+        upstream, api_keys=[{"key": KEY, "caller": "rt"}, {"key": "rt-key-2", "caller": "rt2"}],
+        storage={"ledger": "memory://", "limits": shared, "slots": shared, "budgets": f"{cluster}/?prefix=b-{tag}&timeout=1"},
+        limits={"caller": {"rpm": 3}, "model": {"rpm": 100, "tpm": 100_000}},
+        queue={"on_limit": "reject", "max_in_flight": 4, "per_provider": 2}, budgets={"default": {"daily": "1000"}},
+    ))
+    joint = relay.traffic.joint
+    assert joint is not None and joint.cluster and joint.leases is not None
+    statuses = [(await chat(relay, BODY, key=KEY)).status for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    await settled(relay)
+    assert joint.budgets is None  # another slot per caller: its own hold and settle
+    leases = joint.leases
+    assert await leases.holders("all") == 0 and await leases.holders("provider:up") == 0
+    assert slot(cluster, leases.key("all")) == slot(cluster, joint.key_prefix + "caller:rt:r")
+    before = cluster_script_calls(cluster)
+    for _ in range(2):
+        assert (await chat(relay, BODY, key="rt-key-2")).status == 200
+        await settled(relay)
+    # Each request: 3 joint calls, the hold and the settle; once, rt2's counters missing: the
+    # hold says so, the seed, the hold again.
+    assert cluster_script_calls(cluster) - before == 2 * 5 + 2
+
+
+def cluster_script_calls(cluster: str) -> int:
+    port = cluster.rsplit(":", 1)[1]
+    nodes = subprocess.run(["redis-cli", "-p", port, "cluster", "nodes"], capture_output=True, text=True, timeout=5).stdout
+    total = 0
+    for line in nodes.splitlines():
+        address = line.split()[1].split("@")[0]
+        total += script_calls(int(address.rsplit(":", 1)[1]))
+    return total

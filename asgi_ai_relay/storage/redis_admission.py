@@ -17,8 +17,10 @@ call instead of one per store:
 
 The keys are the stores' own (``{prefix}:...`` of the limits and the leases, the budgets'
 ``{prefix:budget:<caller>}:<period>``), so a request admitted this way and one admitted store
-by store see the same counters. On a Redis Cluster those keys live in different slots, and
-every store keeps its own one-slot scripts: no joint script is made there.
+by store see the same counters. On a Redis Cluster every script keeps to one hash slot: the
+limits' buckets and the leases share the tag ``{prefix}`` when both stores have the same
+``prefix``, and join there too; a caller's budget counters live in a slot of their own, so on a
+Cluster the budgets keep their own hold and settle.
 
 The calls go through the limits' client, with its timeout and its server's circuit
 (:mod:`.redis_client`); a failure is a :class:`StorageError` for the caller's ``fail_mode``.
@@ -158,9 +160,8 @@ Done = Callable[[Any], None]
 
 
 def same_server(a: Any, b: Any) -> bool:
-    """Whether two clients of :mod:`.redis_client` talk to one server and database (no Cluster)."""
-    return (isinstance(a, GuardedRedis) and isinstance(b, GuardedRedis)
-            and a.relay_guard.where == b.relay_guard.where)
+    """Whether two clients of :mod:`.redis_client` talk to one server and database (or one Cluster)."""
+    return type(a) is type(b) and a.relay_guard.where == b.relay_guard.where
 
 
 class Admitted:
@@ -189,7 +190,11 @@ class RedisAdmission:
         self.key_prefix: str = limits._key_prefix
         self._admit = self.client.register_script(_ADMIT)
         self._finish = self.client.register_script(_FINISH)
-        self.leases = leases if leases is not None and same_server(self.client, leases._client) else None
+        #: On a Cluster only keys of one hash tag may share a script.
+        self.cluster = not isinstance(self.client, GuardedRedis)
+        joins = leases is not None and same_server(self.client, leases._client) and (
+            not self.cluster or leases.prefix == limits.prefix)
+        self.leases = leases if joins else None
         self.budgets: redis_budgets.RedisBudgets | None = None
         self._budgets_seen = False
         self._queue: list[tuple[str, list[str], list[str], Done | None]] = []
@@ -199,7 +204,7 @@ class RedisAdmission:
         """The budget store joined to the script (``None``: it is elsewhere); decided once."""
         if not self._budgets_seen:
             self._budgets_seen = True
-            if isinstance(store, redis_budgets.RedisBudgets) and same_server(self.client, store.redis):
+            if not self.cluster and isinstance(store, redis_budgets.RedisBudgets) and same_server(self.client, store.redis):
                 self.budgets = store
         return self.budgets
 
