@@ -61,7 +61,8 @@ def start_slow_upstream(args, tmp: Path) -> tuple[subprocess.Popen, int]:
 
 def start_relay(args, up_port: int, up_proc, tmp: Path) -> R.Server:
     sc = R.relay_scenario("relay", "example_projects/fastapi_service, production defaults", extra_toml=args.relay_toml_extra,
-                          app="agents_host:app", app_dir="benchmarks")  # the service plus GET /__meters
+                          app="agents_host:app", app_dir="benchmarks",  # the service plus GET /__meters
+                          env={"BENCH_GC_THRESHOLD": args.gc_threshold} if args.gc_threshold else {})
     ns = SimpleNamespace(server_loop=args.server_loop, server_cpus=args.server_cpus)
     return R.start_server(sc, ns, up_port, up_proc, tmp)
 
@@ -90,7 +91,7 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
         spy_out = Path(args.profile) / f"{target}-c{c}.txt"
         spy_out.parent.mkdir(parents=True, exist_ok=True)
         spy = R.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(int(args.ramp + args.duration + 1)), "-r", "200",
-                       "-f", "raw", "-o", str(spy_out), "--nonblocking", "--idle", "--threads"], None,
+                       "-f", "raw", "-o", str(spy_out), "--nonblocking"], None,
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     rss_peak, t_end = rss0, time.monotonic() + args.ramp + args.duration + 90
     try:
@@ -193,12 +194,14 @@ def parse_args(argv=None):
     ap.add_argument("--scenario", default="slow-streams", help="comma list: slow-streams, big-prompts")
     ap.add_argument("--streams", default="100,500,1000,2000", help="concurrent streams per window")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--prompt-duration", type=float, default=3.0, help="big prompts: measured seconds per window")
     ap.add_argument("--ttft-ms", type=float, default=300.0)
     ap.add_argument("--chunks", type=int, default=60)
     ap.add_argument("--pace-ms", type=float, default=20.0)
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which the C connections open")
     ap.add_argument("--duration", type=float, default=4.0, help="seconds after the ramp in which streams start")
     ap.add_argument("--relay-toml", dest="relay_toml_extra", default="", help="TOML appended to the relay's config")
+    ap.add_argument("--gc-threshold", default="", help="gc.set_threshold for the relay's host, e.g. 50000,20,10")
     ap.add_argument("--server-loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the relay (default: unpinned)")
     ap.add_argument("--client-cpus", default=None)

@@ -4,7 +4,8 @@
 
 * event-loop lag: a task sleeps 5 ms again and again and records how late it wakes (the time
   every callback on the loop waits behind the others), p50 / p99 / max in ms;
-* garbage collections: count, total and longest pause per generation, in ms.
+* garbage collections: count, total and longest pause per generation, in ms, and the objects
+  the collector tracks (frozen ones apart).
 
 Every other request goes to ``example_projects/fastapi_service/main.py``'s app.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,8 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
 
 
 gc.callbacks.append(_on_gc)
+if os.environ.get("BENCH_GC_THRESHOLD"):  # e.g. "50000,20,10": the collector's thresholds for this run
+    gc.set_threshold(*(int(x) for x in os.environ["BENCH_GC_THRESHOLD"].split(",")))
 
 
 async def _ticker() -> None:
@@ -58,6 +62,8 @@ def _meters() -> bytes:
         "loop_lag_ms": {"p50": _pct(_lags, 50), "p99": _pct(_lags, 99), "max": _pct(_lags, 100), "samples": len(_lags)},
         "gc": {str(g): {"count": len(v), "total_ms": round(sum(v), 1), "max_ms": round(max(v), 2) if v else 0.0}
                for g, v in _gc.items()},
+        "gc_tracked_objects": len(gc.get_objects()),
+        "gc_frozen_objects": gc.get_freeze_count(),
     }  # fmt: skip
     _lags.clear()
     for v in _gc.values():
