@@ -74,11 +74,21 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / R.CLK_TCK, int(fields[12]) / R.CLK_TCK
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's main thread spent runnable but not running (other processes had
+    the CPU): /proc/PID/schedstat, second field."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except OSError:
+        return 0.0
+
+
 def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up_pid: int, c: int) -> dict:
     """C streams against one target; server CPU and RSS sampled around and during the window."""
     load0 = os.getloadavg()
     rss0 = R.proc_rss_mb(pid)
-    cpu0, up0, split0 = R.proc_cpu_s(pid), R.proc_cpu_s(up_pid), cpu_split(pid)
+    cpu0, up0, split0, wait0 = R.proc_cpu_s(pid), R.proc_cpu_s(up_pid), cpu_split(pid), runqueue_wait_s(pid)
     busy0 = R.cpu_busy_snapshot()
     if target == "relay":
         R.http(port, "GET", "/__meters")  # starts the loop-lag ticker; resets both meters
@@ -122,6 +132,7 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
     r["server_cpu_pct"] = round(100 * cpu / r["elapsed_s"], 1)
     r["upstream_cpu_pct"] = round(100 * up / r["elapsed_s"], 1)
     r["server_cpu_us_per_chunk"] = round(cpu / r["chunks"] * 1e6, 2) if r["chunks"] else None
+    r["server_runqueue_wait_pct"] = round(100 * (runqueue_wait_s(pid) - wait0) / r["elapsed_s"], 1)
     user, system = (b - a for a, b in zip(split0, cpu_split(pid)))
     r["server_sys_share_pct"] = round(100 * system / (user + system), 1) if user + system else None
     r["rss_before_mb"], r["rss_peak_mb"] = round(rss0, 1), round(rss_peak, 1)
@@ -160,7 +171,7 @@ def slow_streams(args, tmp: Path) -> dict:
                       f"  probe p99 {r['probe_ms']['p99'] or 0:.1f} ms"
                       + (f"  lag p99 {r['meters']['loop_lag_ms']['p99']} ms gc2 {r['meters']['gc']['2']['count']}x max {r['meters']['gc']['2']['max_ms']} ms" if 'meters' in r else '')
                       + f"  cpu/chunk {r['server_cpu_us_per_chunk']} us"
-                      f" (sys {r['server_sys_share_pct']}%)  server {r['server_cpu_pct']}%  client {r['client_cpu_pct']}%  RSS {r['rss_peak_mb']} MB"
+                      f" (sys {r['server_sys_share_pct']}%)  server {r['server_cpu_pct']}% (waited {r['server_runqueue_wait_pct']}%)  client {r['client_cpu_pct']}%  RSS {r['rss_peak_mb']} MB"
                       f"  load {r['loadavg'][0]}", flush=True)  # fmt: skip
             d, x = pair["direct"], pair["relay"]
             raw.append({
