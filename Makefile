@@ -27,6 +27,7 @@ bench: $(BIN)/.installed
 bench-agents: $(BIN)/.installed
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/agents.py --scenario big-prompts --output benchmarks/results/agents-prompts.json
+	$(BIN)/python benchmarks/agents.py --scenario hosts --output benchmarks/results/agents-hosts.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache relay-usage.db*

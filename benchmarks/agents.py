@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The agent regime: many slow streams held open at once (and, opt-in, big prompts).
+"""The agent regime: many slow streams held open at once (and, opt-in, big prompts and hosts).
 
     .venv/bin/python benchmarks/agents.py                                  # slow streams, C = 100,500,1000,2000
     .venv/bin/python benchmarks/agents.py --streams 100,1000 --rounds 2
-    .venv/bin/python benchmarks/agents.py --scenario slow-streams,big-prompts
+    .venv/bin/python benchmarks/agents.py --scenario slow-streams,big-prompts,hosts
 
 slow-streams: ``slow_upstream.py`` answers after ``--ttft-ms`` and then sends ``--chunks`` chunks
 ``--pace-ms`` apart, each stamped with its departure time; ``stream_clients.py`` holds C streams
@@ -202,9 +202,11 @@ def print_slow_table(res: dict) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="slow-streams", help="comma list: slow-streams, big-prompts")
+    ap.add_argument("--scenario", default="slow-streams", help="comma list: slow-streams, big-prompts, hosts")
     ap.add_argument("--streams", default="100,500,1000,2000", help="concurrent streams per window")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--hosts", default="", help="hosts: comma list (default all): uvicorn-fastapi, gunicorn-flask, gunicorn-django, uvicorn-django")
+    ap.add_argument("--host-duration", type=float, default=2.0, help="hosts: measured seconds per window")
     ap.add_argument("--prompt-duration", type=float, default=3.0, help="big prompts: measured seconds per window")
     ap.add_argument("--ttft-ms", type=float, default=300.0)
     ap.add_argument("--chunks", type=int, default=60)
@@ -251,6 +253,11 @@ def main(argv=None) -> int:
             import big_prompts
 
             doc["big_prompts"] = big_prompts.run(args, tmp)
+            R.cleanup()
+        if "hosts" in args.scenarios:
+            import hosts
+
+            doc["hosts"] = hosts.run(args, tmp)
             R.cleanup()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
