@@ -28,6 +28,7 @@ bench-agents: $(BIN)/.installed
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/agents.py --scenario big-prompts --output benchmarks/results/agents-prompts.json
 	$(BIN)/python benchmarks/agents.py --scenario hosts --output benchmarks/results/agents-hosts.json
+	$(BIN)/python benchmarks/agents.py --scenario scale-out --output benchmarks/results/agents-scaleout.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache relay-usage.db*

@@ -202,7 +202,7 @@ def print_slow_table(res: dict) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="slow-streams", help="comma list: slow-streams, big-prompts, hosts")
+    ap.add_argument("--scenario", default="slow-streams", help="comma list: slow-streams, big-prompts, hosts, scale-out")
     ap.add_argument("--streams", default="100,500,1000,2000", help="concurrent streams per window")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--hosts", default="", help="hosts: comma list (default all): uvicorn-fastapi, gunicorn-flask, gunicorn-django, uvicorn-django")
@@ -253,6 +253,11 @@ def main(argv=None) -> int:
             import big_prompts
 
             doc["big_prompts"] = big_prompts.run(args, tmp)
+            R.cleanup()
+        if "scale-out" in args.scenarios:
+            import scaleout
+
+            doc["scale_out"] = scaleout.run(args, tmp)
             R.cleanup()
         if "hosts" in args.scenarios:
             import hosts
