@@ -84,11 +84,26 @@ def runqueue_wait_s(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's main thread (the event loop) and of its other threads together
+    (the ledger's writer, executors)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = "main" if task.name == str(pid) else "others"
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / R.CLK_TCK
+    return out
+
+
 def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up_pid: int, c: int) -> dict:
     """C streams against one target; server CPU and RSS sampled around and during the window."""
     load0 = os.getloadavg()
     rss0 = R.proc_rss_mb(pid)
     cpu0, up0, split0, wait0 = R.proc_cpu_s(pid), R.proc_cpu_s(up_pid), cpu_split(pid), runqueue_wait_s(pid)
+    threads0 = thread_cpu_s(pid)
     busy0 = R.cpu_busy_snapshot()
     if target == "relay":
         R.http(port, "GET", "/__meters")  # starts the loop-lag ticker; resets both meters
@@ -132,6 +147,8 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
     r["server_cpu_pct"] = round(100 * cpu / r["elapsed_s"], 1)
     r["upstream_cpu_pct"] = round(100 * up / r["elapsed_s"], 1)
     r["server_cpu_us_per_chunk"] = round(cpu / r["chunks"] * 1e6, 2) if r["chunks"] else None
+    r["server_thread_cpu_pct"] = {name: round(100 * (t - threads0.get(name, 0.0)) / r["elapsed_s"], 1)
+                                  for name, t in thread_cpu_s(pid).items() if t - threads0.get(name, 0.0) > 0}  # fmt: skip
     r["server_runqueue_wait_pct"] = round(100 * (runqueue_wait_s(pid) - wait0) / r["elapsed_s"], 1)
     user, system = (b - a for a, b in zip(split0, cpu_split(pid)))
     r["server_sys_share_pct"] = round(100 * system / (user + system), 1) if user + system else None
