@@ -112,10 +112,13 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
            "--ttft-ms", str(args.ttft_ms), "--chunks", str(args.chunks)]  # fmt: skip
     p = R.spawn(cmd, args.client_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     spy = None
-    if args.profile and target != "direct":  # py-spy samples the server for the window (collapsed stacks)
+    spy_exe = Path(sys.executable).parent / "py-spy"
+    if args.profile and target != "direct" and not spy_exe.exists():
+        print(f"  --profile: {spy_exe} not found (pip install '.[bench]'); not profiling")
+    elif args.profile and target != "direct":  # py-spy samples the server for the window (collapsed stacks)
         spy_out = Path(args.profile) / f"{target}-c{c}.txt"
         spy_out.parent.mkdir(parents=True, exist_ok=True)
-        spy = R.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(int(args.ramp + args.duration + 1)), "-r", "200",
+        spy = R.spawn([str(spy_exe), "record", "-p", str(pid), "-d", str(int(args.ramp + args.duration + 1)), "-r", "200",
                        "-f", "raw", "-o", str(spy_out), "--nonblocking"], None,
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     rss_peak, t_end = rss0, time.monotonic() + args.ramp + args.duration + 90
