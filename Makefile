@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-agents clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ test: $(BIN)/.installed
 ## Run the benchmark (see benchmarks/README.md).
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run.py
+
+## The agent regime: thousands of slow streams, then big prompts (see benchmarks/README.md).
+bench-agents: $(BIN)/.installed
+	$(BIN)/python benchmarks/agents.py
+	$(BIN)/python benchmarks/agents.py --scenario big-prompts --output benchmarks/results/agents-prompts.json
+	$(BIN)/python benchmarks/agents.py --scenario hosts --output benchmarks/results/agents-hosts.json
+	$(BIN)/python benchmarks/agents.py --scenario scale-out --output benchmarks/results/agents-scaleout.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache relay-usage.db*

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import resource
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -102,6 +103,22 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
 
 
 
+def make_room_for(connections: int) -> None:
+    """Raise this process's soft limit on open files, up to its hard limit, so ``connections``
+    upstream connections and as many callers' fit (as Go's runtime does for every program).
+
+    A relayed stream holds two descriptors; the common soft limit of 1,024 would otherwise turn
+    the 513th concurrent stream into an error accepting or connecting instead of a stream.
+    """
+    want = 2 * connections + 256
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    except (OSError, ValueError):  # not allowed here: the host's limit stands
+        pass
+
+
 class H1Client:
     """The pooled client behind :class:`~asgi_ai_relay.transport.UpstreamHttp`.
 
@@ -114,6 +131,7 @@ class H1Client:
         ssl_context: ssl.SSLContext | None = None, egress: EgressPolicy | None = None,
     ) -> None:
         self.max_connections = settings.max_connections
+        make_room_for(self.max_connections)
         self.max_idle = settings.max_keepalive
         self.keepalive = settings.keepalive_expiry
         self.timeouts = timeouts

@@ -231,6 +231,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes, stream: bool, provider: str, deadline: float) -> None:
         """Write one request; ``deadline`` (``time.monotonic()``) is when its answer must be complete."""
         self._begin()
+        self._stop_timer()  # one left from the exchange before (it ended without a last wait)
         self.stream = stream
         self.provider = provider
         self.active = True
@@ -254,32 +255,38 @@ class Connection(asyncio.Protocol):
         if self.error is None and not self.complete and not (chunks and self.body):
             loop = self.loop
             self.waiter = waiter = loop.create_future()
-            due = min(self.last_data + timeout, self.deadline)
-            self.timer = loop.call_at(due, self._check_idle, waiter, timeout)
+            if self.timer is None:
+                # One timer per exchange, not one per wait: it re-arms itself from the last byte's
+                # time while bytes keep coming, so a stream's chunks set and cancel no timers.
+                self.timer = loop.call_at(min(self.last_data + timeout, self.deadline), self._check_idle, timeout)
             try:
                 await waiter
             finally:
                 self.waiter = None
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
+                if self.complete or self.error is not None:
+                    self._stop_timer()
         if self.error is not None:
             raise self.error
 
-    def _check_idle(self, waiter: asyncio.Future[None], timeout: float) -> None:
-        if waiter.done():
-            return
+    def _check_idle(self, timeout: float) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # no one is waiting: the next wait arms the timer again
         now = self.loop.time()
         if now >= self.deadline:
-            self.timer = None
             waiter.set_exception(Late())
             return
         due = min(self.last_data + timeout, self.deadline)
         if now < due:
-            self.timer = self.loop.call_at(due, self._check_idle, waiter, timeout)
+            self.timer = self.loop.call_at(due, self._check_idle, timeout)
         else:
-            self.timer = None
             waiter.set_exception(Idle())
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def take(self) -> bytes:
         """Everything buffered so far, as one piece; reading resumes if it was paused."""
@@ -294,5 +301,6 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.active = False
+        self._stop_timer()
         if self.transport is not None and not self.closed:
             self.transport.abort()

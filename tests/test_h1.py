@@ -1163,3 +1163,37 @@ async def test_big_whole_answer(make_client, framing):
     assert reply.body == BIG
     assert again.body == BIG
     assert server.connections == 1
+
+
+async def test_a_stream_arms_one_idle_timer_not_one_per_chunk(make_client):
+    """Forty chunks, each waited for: the idle timer is armed once for the exchange (it re-arms
+    itself from the last byte's time), not set and cancelled around every wait."""
+    sent = [b"data: %d\n\n" % i for i in range(40)]
+    received = [asyncio.Event() for _ in sent]
+    loop = asyncio.get_running_loop()
+    armed = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__name__", "") == "_check_idle":
+            armed.append(when)
+        return call_at(when, callback, *args, **kwargs)
+
+    async def respond(peer: Peer, request: Request) -> None:
+        peer.send(chunked_head())
+        for piece, got in zip(sent, received):
+            peer.send(chunk(piece))
+            await within(got.wait())
+        peer.send(LAST_CHUNK)
+
+    async with Upstream(serve(respond)) as server:
+        client = make_client(stream_idle=30)
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        try:
+            reply = await post(client, server, stream=True)
+            got = await read_in_lockstep(reply, received)
+        finally:
+            del loop.call_at  # type: ignore[misc]
+
+    assert got == sent
+    assert len(armed) == 1

@@ -232,8 +232,13 @@ class HttpSettings:
     #: "h1" (default: the relay's own lean HTTP/1.1 client, see ``asgi_ai_relay.h1``),
     #: "aiohttp" (needs the ``aiohttp`` extra) or "httpx".
     client: str = "h1"
-    max_connections: int = 512
-    max_keepalive: int = 256
+    #: Open upstream connections in all. Each stream holds one for its whole length, so this is
+    #: the most streams a worker relays at once; past it a request waits up to ``timeouts.pool``.
+    #: (Bound concurrency with ``queue.max_in_flight``, which queues fairly and answers 429.)
+    max_connections: int = 4096
+    #: Idle connections kept for reuse: as many as may be open, so the end of a burst of streams
+    #: does not close connections the next burst opens again (a TLS handshake each).
+    max_keepalive: int = 4096
     keepalive_expiry: float = 30.0
     #: The most bytes (after decompression) one successful answer, whole or streamed, may have.
     max_response_bytes: int = 64 * 1024 * 1024

@@ -87,6 +87,10 @@ class SSESplitter:
                 raise UpstreamTooLarge(f"The provider sent a stream event longer than {self._limit} bytes.")
             parts.append(rest)
 
+    def at_boundary(self) -> bool:
+        """Nothing of an unfinished event is held: the next chunk starts a new event."""
+        return not self._parts and not self._cr
+
     def _event(self, last: bytes) -> Iterator[SSEEvent]:
         if self._parts:
             raw = b"".join((*self._parts, last))
