@@ -75,6 +75,8 @@ def validate_responses_request(body: Any) -> None:
     if not all(isinstance(t, dict) for t in tools):
         raise InvalidRequest("'tools' must be an array of objects.", param="tools")
     for i, tool in enumerate(function_tools(tools)):
+        if tool.get("type") == "non-object":
+            raise InvalidRequest("'tools' of a namespace must be objects.", param=f"tools[{i}]")
         if tool.get("type") == "function" and (not isinstance(tool.get("name"), str) or not tool["name"]):
             raise InvalidRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
 
