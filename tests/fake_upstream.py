@@ -19,8 +19,10 @@ Replies are deterministic so tests can compute what to expect: the text is
 ``"Echo: " + <text of the last user message>`` and the token counts come from
 :func:`prompt_token_count` / :func:`completion_token_count` (or, all at once,
 :func:`plan_reply`).  When the request offers tools, the last message is a user
-turn and the tool choice is not "none", the reply is a call of the first (or
-the forced) tool with arguments built by :func:`fake_tool_arguments`.
+turn and the tool choice is not "none", the reply is a call of the forced tool,
+or else of the first one that takes arguments (the first of all when none does, so a
+placeholder such as Claude Code's ``DeferredToolPlaceholder`` is not called), with
+arguments built by :func:`fake_tool_arguments`.
 
 Usage::
 
@@ -297,7 +299,11 @@ def _forced_tool(body: Mapping[str, Any], api: Api) -> str | None:
 
 
 def _last_turn_is_user_text(body: Mapping[str, Any], api: Api) -> bool:
+    """Whether the conversation ends in a user's text (system turns after it do not count:
+    Claude Code puts one after the user's prompt)."""
     messages = _list(body.get("messages") or body.get("contents"))
+    while messages and isinstance(messages[-1], dict) and messages[-1].get("role") in ("system", "developer"):
+        messages = messages[:-1]
     if not messages or not isinstance(messages[-1], dict) or not _is_user(messages[-1], api):
         return False
     last = messages[-1]
@@ -313,7 +319,8 @@ def _choose_tool_call(body: Mapping[str, Any], api: Api) -> ToolCall | None:
     forced = _forced_tool(body, api)
     if not specs or forced == "none" or not _last_turn_is_user_text(body, api):
         return None
-    name, schema = next(((n, s) for n, s in specs if n == forced), specs[0])
+    takes_arguments = [(n, s) for n, s in specs if isinstance(s, dict) and s.get("properties")]
+    name, schema = next(((n, s) for n, s in specs if n == forced), (takes_arguments or specs)[0])
     return ToolCall(name=name, arguments=fake_tool_arguments(schema, last_user_text(body, api)))
 
 
