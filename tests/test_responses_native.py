@@ -15,6 +15,7 @@ from tests.fake_responses import chat_view
 from tests.fake_upstream import Fault, echo_reply, fake_tool_arguments, plan_reply
 from tests.live import LiveServer
 from tests.test_formats_e2e import PRICE, SCHEMA, cost
+from tests.test_responses_clients import _codex, _codex_binary
 
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather", "parameters": SCHEMA}]
 QUESTION = "Weather in Paris please"
@@ -234,3 +235,18 @@ def test_azure_routes_to_its_responses_api(upstream):
         urls[name] = provider.responses_url(model)
     assert urls == {"v1": "https://r.openai.azure.com/openai/v1/responses",
                     "classic": "https://r.openai.azure.com/openai/responses?api-version=2025-04-01-preview"}
+
+
+@pytest.mark.skipif(_codex_binary() is None, reason="the Codex CLI is not installed (set CODEX_BIN)")
+def test_codex_exec_through_native_pass_through(server, upstream, relay, tmp_path):
+    done = _codex(server, tmp_path, "m-nat", "Say hello to the relay")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Echo: " in done.stdout and "Say hello to the relay" in done.stdout
+    rows = [r for r in relay.ledger.rows() if r.endpoint == "responses"]
+    assert len(rows) >= 2 and all(r.status == 200 and r.stream and r.provider == "nat" and r.completion_tokens > 0 for r in rows)
+    first, last = upstream.requests[0], upstream.requests[-1]
+    assert first.path == last.path == "/v1/responses" and first.json["model"] == "gpt-4o-mini"
+    assert any(t.get("type") == "namespace" for t in first.json["tools"])  # Codex's own tool shapes, as it sent them
+    (output,) = [item for item in last.json["input"] if item.get("type") == "function_call_output"]
+    (call,) = [item for item in last.json["input"] if item.get("type") == "function_call"]
+    assert output["call_id"] == call["call_id"]
