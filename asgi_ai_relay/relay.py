@@ -54,7 +54,7 @@ from .keys import api as keys_api
 from .keys.store import KeyStore
 from .stages import access
 from .stages import auth as auth_stage
-from .stages import budget, embed, embed_cache, gemini, parse, ratelimit, responses, route, usage
+from .stages import admission, budget, embed, embed_cache, gemini, parse, ratelimit, responses, route, usage
 from .stages import cache as cache_stage
 from .stages.auth import AuthHook
 from .telemetry import Telemetry
@@ -72,11 +72,11 @@ Stage = Callable[["Relay", Call], Awaitable[RelayResponse | None]]
 FinishStep = Callable[["Relay", Call], None]
 
 MODEL_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, admission.admit,
     cache_stage.lookup, route.forward,
 )
 EMBEDDING_STAGES: tuple[Stage, ...] = (
-    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, embed.prepare, budget.check, ratelimit.admit,
+    auth_stage.authenticate, parse.parse, route.resolve, access.authorize, embed.prepare, admission.admit,
     embed_cache.lookup, embed.forward,
 )
 #: The Responses API: the model stages, its stored conversation restored after parsing and

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 from typing import TYPE_CHECKING
 
@@ -27,13 +28,14 @@ if TYPE_CHECKING:
     from .config import RelayConfig
     from .storage.redis_leases import RedisLeases
 
-__all__ = ["SharedSlots", "shared_slots"]
+__all__ = ["FIRST_POLL", "MAX_POLL", "SharedSlots", "shared_slots"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
 _HOLDER = itertools.count(1)
-_FIRST_POLL = 0.01
-_MAX_POLL = 0.25
+#: The first and the longest pause between two tries of a full cap (seconds).
+FIRST_POLL = 0.01
+MAX_POLL = 0.25
 
 
 class SharedSlots:
@@ -41,6 +43,7 @@ class SharedSlots:
         self.leases = leases
         self.queue = config.queue
         self.ttl = config.timeouts.total + 30.0
+        self.ttl_ms = max(1, math.ceil(self.ttl * 1000))
         self._holder_prefix = secrets.token_hex(6)
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -52,6 +55,10 @@ class SharedSlots:
             caps.append((f"provider:{provider}", self.queue.per_provider))
         return caps
 
+    def holder(self) -> str:
+        """A new holder id: one per attempt, unique across processes."""
+        return f"{self._holder_prefix}:{next(_HOLDER)}"
+
     async def take(self, provider: str, held: list[tuple[str, str]]) -> None:
         """Take every shared cap ``provider`` needs, polling while one is full; each lease taken
         goes into ``held`` at once, so whoever gives ``held`` back gives back all of them.
@@ -59,16 +66,16 @@ class SharedSlots:
 
         :raises ServiceUnavailable: when Redis is down and ``fail_mode`` is closed.
         """
-        holder = f"{self._holder_prefix}:{next(_HOLDER)}"
+        holder = self.holder()
         try:
             for name, limit in self.caps(provider):
-                poll = _FIRST_POLL
+                poll = FIRST_POLL
                 # In ``held`` before the call: cancelled while Redis grants it, it is still
                 # given back (a release of a lease not held changes nothing).
                 held.append((name, holder))
                 while not await self.leases.acquire(name, limit, holder, self.ttl):
                     await asyncio.sleep(poll)
-                    poll = min(poll * 2, _MAX_POLL)
+                    poll = min(poll * 2, MAX_POLL)
         except StorageError as exc:
             self.give_back(held)
             if self.queue.fail_mode == "closed":
@@ -112,4 +119,5 @@ def shared_slots(config: RelayConfig) -> SharedSlots | None:
     def make(uri: str) -> SharedSlots:
         return SharedSlots(RedisLeases(uri), config)
 
-    return pick_backend("storage.slots", {"redis": make, "rediss": make}, uri)
+    schemes = ("redis", "rediss", "redis+cluster", "rediss+cluster")  # one key per lease script
+    return pick_backend("storage.slots", dict.fromkeys(schemes, make), uri)

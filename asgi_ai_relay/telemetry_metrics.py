@@ -70,8 +70,12 @@ def ledger_health(relay: Relay) -> Mapping[str, Any] | None:
     """The ledger's ``health()`` once the relay has started (``None`` before, or without one)."""
     if not relay.started:
         return None
-    health = getattr(relay.ledger, "health", None)
-    return health() if health is not None else None
+    try:  # a ledger that cannot even be opened is one that does not write (and must not stop
+        # the readings of every other relay of the process, which one callback reports)
+        health = getattr(relay.ledger, "health", None)
+        return health() if health is not None else None
+    except Exception as error:
+        return {"ok": False, "behind": 0, "dropped": 0, "last_error": f"{type(error).__name__}: {error}"}
 
 
 class _Instruments:

@@ -163,3 +163,15 @@ async def test_a_postgres_ledger_stopped_is_not_ready_until_it_returns(upstream,
     await asyncio.to_thread(private_pg.start)
     await asyncio.to_thread(until, lambda: relay.ledger.health()["ok"] and relay.ledger.health()["behind"] == 0, "the spool to drain")
     assert (await probe(relay))[0] == 200
+
+
+async def test_a_ledger_that_cannot_open_is_not_ready_and_spoils_no_other_reading(upstream, relays, otel):  # noqa: F811
+    """One relay of the process whose ledger cannot be opened: it answers 503 ``ledger``, and
+    the ledger gauges of the process still report every other relay."""
+    broken = relays(make_config(upstream, storage={"ledger": "sqlite:////proc/no-such-dir/usage.db"}))
+    healthy = relays(make_config(upstream))
+    assert (await chat(healthy, BODY)).status == 200
+    broken.started = True  # started, as a host whose start-up logged the ledger's failure
+    status, short, _, _ = await probe(broken)
+    assert (status, short["failing"]) == (503, ["ledger"])
+    assert otel.collect()["relay.ledger.behind"], "the healthy relay's reading is missing"

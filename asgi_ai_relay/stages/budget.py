@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from ..storage import Ledger
     from ..types import RelayResponse
 
-__all__ = ["Spend", "budgets_of", "check", "guard", "estimate_request_usage", "ledger_spend", "month_start", "seconds_to_reset"]
+__all__ = ["Spend", "budgets_of", "check", "guard", "estimate_request_usage", "hold_each", "ledger_spend", "month_start", "plan",
+           "seconds_to_reset"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -170,7 +171,7 @@ class Spend:
             return
         if not held.allowed:
             relay.alerts.crossed(relay, window, held.day, held.month)
-            self._refuse(window, held, estimate)
+            self.refuse(window, held, estimate)
         call.budget_hold = estimate
         call.hold(lambda: self._settle(relay, call, window, held, estimate))
 
@@ -191,7 +192,8 @@ class Spend:
         if held.allowed:
             relay.spawn(self._settle_shared(relay, window, held, estimate, _ZERO))
 
-    def _refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
+    def refuse(self, window: Window, held: Held, estimate: Decimal) -> None:
+        """:raises BudgetExceeded: for the period ``held`` says is spent."""
         for name, limit, spent, left in (("daily", window.daily, held.day, window.day_left),
                                          ("monthly", window.monthly, held.month, window.month_left)):
             if limit is not None and (spent >= limit or spent + estimate > limit):
@@ -260,7 +262,9 @@ def budgets_of(relay: Relay, call: Call) -> dict[str, Budget]:
 _unbudgeted: set[int] = set()
 
 
-async def _hold_all(relay: Relay, call: Call, estimate: Decimal | None) -> None:
+def plan(relay: Relay, call: Call, estimate: Decimal | None) -> tuple[dict[str, Budget], Decimal] | None:
+    """The holds the request needs: its budgets (:func:`budgets_of`) and the estimate held on
+    each (by default its estimated cost); ``None`` when nothing is held."""
     spend = relay.spend
     if spend is None or call.model is None:
         limits = limits_of(call.caller)
@@ -269,15 +273,27 @@ async def _hold_all(relay: Relay, call: Call, estimate: Decimal | None) -> None:
             _unbudgeted.add(id(relay))
             logger.warning("budget: caller %s carries budgets of its own, but this relay counts no budgets; "
                            "set keys.caller_limits = true", call.caller.id)
-        return
+        return None
     budgets = budgets_of(relay, call)
     if not budgets:
-        return
+        return None
     if estimate is None:
         usage = estimate_request_usage(call.body, relay.config.limits.tokenizer)
         estimate = model_cost(relay.config, call.model, usage)
-    for name, budget in budgets.items():  # each hold is registered as it is taken
-        await spend.hold(relay, call, estimate, name, budget)
+    return budgets, estimate
+
+
+async def hold_each(relay: Relay, call: Call, budgets: dict[str, Budget], estimate: Decimal) -> None:
+    """Hold ``estimate`` on every budget in turn, each registered as it is taken."""
+    assert relay.spend is not None
+    for name, budget in budgets.items():
+        await relay.spend.hold(relay, call, estimate, name, budget)
+
+
+async def _hold_all(relay: Relay, call: Call, estimate: Decimal | None) -> None:
+    planned = plan(relay, call, estimate)
+    if planned is not None:
+        await hold_each(relay, call, *planned)
 
 
 async def check(relay: Relay, call: Call) -> RelayResponse | None:

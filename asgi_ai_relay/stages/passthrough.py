@@ -11,7 +11,7 @@ retry policy judges, never a 500.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -192,33 +192,47 @@ class OpenAIPassThrough:
         return _OpenAIStream(openai.include_usage(body))
 
 
-class _AnthropicStream(StreamTranslator):
-    """Forwards Anthropic events untouched, reading usage from ``message_start`` and
-    ``message_delta``; an ``error`` event becomes the relay's own (recorded) error."""
+class _DecodedStream(StreamTranslator):
+    """Forwards a provider's events untouched, each of those named in ``READ`` (every event
+    when ``None``) read by the format's decoder for its usage and its finish; an error event
+    becomes the relay's own (recorded) error."""
 
     __slots__ = ("decoder",)
+    READ: ClassVar[frozenset[str] | None] = None
 
-    def __init__(self) -> None:
-        self.decoder = AnthropicDecoder()
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
 
     @property
     def usage(self) -> Usage | None:
-        return self.decoder.usage
+        usage: Usage | None = self.decoder.usage
+        return usage
 
     @property
     def done(self) -> bool:
-        return self.decoder.done
+        return bool(self.decoder.done)
 
     def _feed(self, chunk: bytes) -> bytes:
         out = []
-        for event in self.decoder.splitter.feed(chunk):
-            if event.event in ("message_start", "message_delta", "message_stop", "error"):
-                self.decoder.read(event)
+        decoder, read = self.decoder, self.READ
+        for event in decoder.splitter.feed(chunk):
+            if read is None or event.event in read:
+                decoder.read(event)
             out.append(event.raw)
         return b"".join(out)
 
     def _close(self) -> bytes:
         return b"".join(event.raw for event in self.decoder.splitter.flush())
+
+
+class _AnthropicStream(_DecodedStream):
+    """Anthropic's events, read from ``message_start`` and ``message_delta`` for the usage."""
+
+    __slots__ = ()
+    READ = frozenset({"message_start", "message_delta", "message_stop", "error"})
+
+    def __init__(self) -> None:
+        super().__init__(AnthropicDecoder())
 
 
 class AnthropicPassThrough:
@@ -243,32 +257,13 @@ class AnthropicPassThrough:
         return _AnthropicStream()
 
 
-class _GeminiStream(StreamTranslator):
-    """Forwards Gemini events untouched, reading each for its usage and its finish; an error
-    event becomes the relay's own (recorded) error."""
+class _GeminiStream(_DecodedStream):
+    """Gemini's events, each read for its usage and its finish."""
 
-    __slots__ = ("decoder",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.decoder = GeminiDecoder()
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.decoder.usage
-
-    @property
-    def done(self) -> bool:
-        return self.decoder.done
-
-    def _feed(self, chunk: bytes) -> bytes:
-        out = []
-        for event in self.decoder.splitter.feed(chunk):
-            self.decoder.read(event)
-            out.append(event.raw)
-        return b"".join(out)
-
-    def _close(self) -> bytes:
-        return b"".join(event.raw for event in self.decoder.splitter.flush())
+        super().__init__(GeminiDecoder())
 
 
 class GeminiPassThrough:

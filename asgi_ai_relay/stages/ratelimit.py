@@ -20,6 +20,10 @@ to ``queue.max_wait``), ``"reject"`` answers 429 at once. Either way the answer 
 ``Retry-After`` and the ``x-ratelimit-*`` headers, which successful answers carry too. The
 waits themselves, the slots and the priority queue are :mod:`.waiting`'s.
 
+On Redis, an attempt's buckets and its shared leases go in one script call (all or nothing,
+:mod:`asgi_ai_relay.storage.redis_admission`; this process's slot is taken first), and the
+reconciliations join the other give-backs of their turn of the loop in one call.
+
 Everything taken is registered with :meth:`Call.hold`, so it is given back once however the
 request ends. Rate limits are as wide as their backend (Redis: all hosts); concurrency caps
 are per process unless ``storage.slots`` shares them.
@@ -41,15 +45,17 @@ from ..limits import Bucket, Decision, Rate, format_reset
 from ..policy import limits_of
 from ..storage import RateLimitStore, limits_from_uri
 from ..tokens import output_allowance, prompt_tokens
+from .joint_reserve import reserve_joint
 from .waiting import QUEUE_RETRY_AFTER, Waiting
 
 if TYPE_CHECKING:
     from ..call import Call
     from ..config import ModelConfig, RelayConfig
     from ..relay import Relay
+    from ..storage.redis_admission import RedisAdmission
     from ..types import RelayResponse
 
-__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit", "subject_buckets"]
+__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit", "costs_of", "subject_buckets"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -65,6 +71,11 @@ class Charge:
         self.buckets = buckets
         self.estimate = estimate
         self.charged = False
+
+
+def costs_of(charge: Charge) -> list[int]:
+    """What each bucket of ``charge`` is charged: one request, or the token estimate."""
+    return [1 if b.kind == "requests" else charge.estimate for b in charge.buckets]
 
 
 def _buckets(scope: str, name: str, limit: LimitConfig | None) -> tuple[Bucket, ...]:
@@ -99,6 +110,9 @@ class Traffic(Waiting):
         self._adjust_now = getattr(self.store, "adjust_now", None)
         self._acquire_now = getattr(self.store, "acquire_now", None)
         self._pending: set[asyncio.Task[None]] = set()
+        #: The store's joint script (Redis): buckets, holds and leases of a request in one call.
+        joint = getattr(self.store, "admission", None)
+        self.joint: RedisAdmission | None = joint(self.shared.leases if self.shared is not None else None) if joint else None
 
     def caller_buckets(self, call: Call) -> tuple[Bucket, ...]:
         caller = call.caller.id
@@ -131,8 +145,7 @@ class Traffic(Waiting):
         :raises RateLimited: refused (with ``Retry-After`` and the ``x-ratelimit-*`` headers).
         :raises ServiceUnavailable: the queue is full, or the store is down and fails closed.
         """
-        costs = [1 if b.kind == "requests" else ticket.estimate for b in ticket.buckets]
-        loop = asyncio.get_running_loop()
+        costs = costs_of(ticket)
         while True:
             try:
                 decision = await self._acquire(ticket.buckets, costs)
@@ -143,18 +156,25 @@ class Traffic(Waiting):
             if decision.allowed:
                 ticket.charged = True
                 return
-            wait = decision.retry_after
-            if math.isinf(wait):
-                raise RateLimited("This request needs more tokens than the token limit allows at once.",
-                                  code="request_too_large_for_limit")
-            if self.config.on_limit == "reject" or loop.time() + wait > deadline:
-                raise RateLimited(f"Rate limit reached; retry in {wait:.2f}s.", retry_after=wait)
-            self.check_room()
-            self.sleeping += 1
-            try:
-                await self.wait(call, asyncio.sleep(wait), deadline)
-            finally:
-                self.sleeping -= 1
+            await self.refused(call, decision, deadline)
+
+    async def refused(self, call: Call, decision: Decision, deadline: float) -> None:
+        """Sleep until a refused ``decision``'s capacity returns, while ``on_limit`` is "queue".
+
+        :raises RateLimited, ServiceUnavailable: see :meth:`charge`.
+        """
+        wait = decision.retry_after
+        if math.isinf(wait):
+            raise RateLimited("This request needs more tokens than the token limit allows at once.",
+                              code="request_too_large_for_limit")
+        if self.config.on_limit == "reject" or asyncio.get_running_loop().time() + wait > deadline:
+            raise RateLimited(f"Rate limit reached; retry in {wait:.2f}s.", retry_after=wait)
+        self.check_room()
+        self.sleeping += 1
+        try:
+            await self.wait(call, asyncio.sleep(wait), deadline)
+        finally:
+            self.sleeping -= 1
 
     async def _acquire(self, buckets: Sequence[Bucket], costs: list[int]) -> Decision:
         """One decision of the store. An in-process store decides without awaiting; a remote
@@ -215,11 +235,17 @@ class Traffic(Waiting):
         held: list[str] = []
         leases: list[tuple[str, str]] = []
 
+        joint = self.joint
+
         def release(failed: bool = False) -> None:
             if held:
                 self.gate.leave(held.pop())
             if self.shared is not None:
-                self.shared.give_back(leases)
+                if joint is not None and joint.leases is not None:
+                    joint.release(leases)
+                    leases.clear()
+                else:
+                    self.shared.give_back(leases)
             self.reconcile(call, charge, failed)
 
         give_back = Once(release)
@@ -230,6 +256,9 @@ class Traffic(Waiting):
             release(True)
 
         try:
+            if joint is not None:
+                await reserve_joint(self, call, model.provider, charge, held, leases, deadline)
+                return Once(failed)
             if buckets:
                 await self.charge(call, charge, deadline)
             if self.gated:
@@ -263,6 +292,9 @@ class Traffic(Waiting):
         if self._adjust_now is not None:
             self._adjust_now(buckets, deltas)
             return
+        if self.joint is not None:  # with the other give-backs of this turn, in one call
+            self.joint.adjust(buckets, deltas)
+            return
         task = asyncio.get_running_loop().create_task(self._adjust_later(buckets, deltas))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -277,6 +309,8 @@ class Traffic(Waiting):
         """Wait for the reconciliations still on their way to the store."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if self.joint is not None:
+            await self.joint.settled()
 
     async def aclose(self) -> None:
         await self.settle()

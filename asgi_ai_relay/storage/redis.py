@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import StorageError
 from ..limits import Bucket, Decision, gcra
+from .redis_admission import RedisAdmission
 from .redis_client import STORE_ERRORS, close_client, prefixed_client
 
 __all__ = ["RedisRateLimits"]
@@ -101,6 +102,10 @@ class RedisRateLimits:
         for bucket, delta in zip(buckets, deltas, strict=True):
             args += (repr(bucket.rate.interval), repr(float(delta)))
         await self._run(1, [self._key_prefix + b.key for b in buckets], args)
+
+    def admission(self, leases: Any = None) -> RedisAdmission:
+        """The joint script of this store (:mod:`.redis_admission`)."""
+        return RedisAdmission(self, leases)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

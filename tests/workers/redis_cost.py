@@ -30,7 +30,8 @@ _LINE = re.compile(r'^\d+\.\d+ \[\d+ (\S+)\] "([^"]+)"(?: "([0-9a-f]{40})")?')
 
 def script_names() -> dict[str, str]:
     """SHA1 -> which script it is, for the relay's Lua scripts."""
-    from asgi_ai_relay.storage import redis as limits, redis_breakers as breakers, redis_leases as leases
+    from asgi_ai_relay.storage import redis as limits, redis_admission as admission, redis_breakers as breakers
+    from asgi_ai_relay.storage import redis_cache as cache, redis_leases as leases
 
     try:
         from asgi_ai_relay.storage import redis_budgets as budgets
@@ -41,6 +42,8 @@ def script_names() -> dict[str, str]:
     sources = {**budget_sources,
         "limits.acquire": limits._ACQUIRE, "limits.adjust": limits._ADJUST, "breakers.allow": breakers._ALLOW,
         "breakers.record": breakers._RECORD, "breakers.release": breakers._RELEASE, "leases.acquire": leases._ACQUIRE,
+        "leases.release": leases._RELEASE, "admission.admit": admission._ADMIT, "admission.finish": admission._FINISH,
+        "cache.claim": cache._CLAIM, "cache.unclaim": cache._UNCLAIM, "cache.publish": cache._PUBLISH,
     }
     return {hashlib.sha1(source.encode()).hexdigest(): name for name, source in sources.items()}
 
@@ -62,6 +65,17 @@ def scenarios(redis: str) -> dict[str, dict]:
         "limits + breakers + cache + budgets (misses)": {
             "storage": {"limits": f"{redis}?prefix=f", "breakers": f"{redis}?prefix=f:", "cache": f"{redis}?prefix=f:cache:"},
             "limits": limits, "budgets": {"default": {"daily": "1000"}},
+        },
+        "limits (rpm, tpm; caller, model) + budgets + slots": {
+            "storage": {"limits": f"{redis}?prefix=g", "slots": f"{redis}?prefix=g"},
+            "limits": {"caller": {"rpm": 100000, "tpm": 10**8}, "model": {"rpm": 100000, "tpm": 10**8}},
+            "budgets": {"default": {"daily": "1000"}}, "queue": {"max_in_flight": 64, "per_provider": 32},
+        },
+        "everything: + breakers + cache (misses)": {
+            "storage": {"limits": f"{redis}?prefix=h", "slots": f"{redis}?prefix=h", "breakers": f"{redis}?prefix=h:",
+                        "cache": f"{redis}?prefix=h:cache:"},
+            "limits": {"caller": {"rpm": 100000, "tpm": 10**8}, "model": {"rpm": 100000, "tpm": 10**8}},
+            "budgets": {"default": {"daily": "1000"}}, "queue": {"max_in_flight": 64, "per_provider": 32},
         },
     }
 
