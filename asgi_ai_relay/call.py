@@ -129,6 +129,9 @@ class Call:
     embedding: Any = None
     #: The request's OpenTelemetry spans (:mod:`asgi_ai_relay.telemetry`), once tracing started.
     trace: Any = None
+    #: Work a stream's last piece waits for once the request is recorded (a Responses
+    #: conversation being stored, so the next request in the chain finds it, on any worker).
+    settle: asyncio.Task[None] | None = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
     releases: list[Release] = field(default_factory=list)
 

@@ -174,6 +174,11 @@ class Lifecycle:
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, awaited on shutdown: for a release that needs I/O
         (a Redis refund), scheduled from the synchronous :meth:`finish`."""
+        self.spawn_task(work)
+
+    def spawn_task(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """:meth:`spawn`, returning the task (for work something else may wait for)."""
         task = asyncio.get_running_loop().create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task

@@ -6,6 +6,8 @@ the three provider families the relay talks to:
 
 * OpenAI Chat Completions: ``POST /v1/chat/completions`` (JSON or SSE with
   ``stream_options.include_usage``) and ``GET /v1/models``;
+* OpenAI Responses: ``POST /v1/responses`` (JSON or its SSE event grammar; see
+  :mod:`tests.fake_responses`);
 * Anthropic Messages: ``POST /v1/messages`` (JSON or the exact SSE event
   sequence) and ``POST /v1/messages/count_tokens``;
 * Gemini: ``POST /{v1,v1beta}/models/{model}:generateContent`` and
@@ -17,8 +19,10 @@ Replies are deterministic so tests can compute what to expect: the text is
 ``"Echo: " + <text of the last user message>`` and the token counts come from
 :func:`prompt_token_count` / :func:`completion_token_count` (or, all at once,
 :func:`plan_reply`).  When the request offers tools, the last message is a user
-turn and the tool choice is not "none", the reply is a call of the first (or
-the forced) tool with arguments built by :func:`fake_tool_arguments`.
+turn and the tool choice is not "none", the reply is a call of the forced tool,
+or else of the first one that takes arguments (the first of all when none does, so a
+placeholder such as Claude Code's ``DeferredToolPlaceholder`` is not called), with
+arguments built by :func:`fake_tool_arguments`.
 
 Usage::
 
@@ -62,6 +66,7 @@ from urllib.parse import parse_qsl
 import orjson
 import uvicorn
 
+from tests import fake_responses
 from tests.fake_embeddings import gemini_embeddings, openai_embeddings
 
 __all__ = [
@@ -294,7 +299,11 @@ def _forced_tool(body: Mapping[str, Any], api: Api) -> str | None:
 
 
 def _last_turn_is_user_text(body: Mapping[str, Any], api: Api) -> bool:
+    """Whether the conversation ends in a user's text (system turns after it do not count:
+    Claude Code puts one after the user's prompt)."""
     messages = _list(body.get("messages") or body.get("contents"))
+    while messages and isinstance(messages[-1], dict) and messages[-1].get("role") in ("system", "developer"):
+        messages = messages[:-1]
     if not messages or not isinstance(messages[-1], dict) or not _is_user(messages[-1], api):
         return False
     last = messages[-1]
@@ -310,7 +319,8 @@ def _choose_tool_call(body: Mapping[str, Any], api: Api) -> ToolCall | None:
     forced = _forced_tool(body, api)
     if not specs or forced == "none" or not _last_turn_is_user_text(body, api):
         return None
-    name, schema = next(((n, s) for n, s in specs if n == forced), specs[0])
+    takes_arguments = [(n, s) for n, s in specs if isinstance(s, dict) and s.get("properties")]
+    name, schema = next(((n, s) for n, s in specs if n == forced), (takes_arguments or specs)[0])
     return ToolCall(name=name, arguments=fake_tool_arguments(schema, last_user_text(body, api)))
 
 
@@ -1022,7 +1032,7 @@ _QUIET_ABORTS = _QuietAbortFilter()
 @dataclass
 class _Route:
     api: Api
-    kind: Literal["chat", "models", "messages", "count_tokens", "generate", "embeddings"]
+    kind: Literal["chat", "models", "messages", "count_tokens", "generate", "embeddings", "responses"]
     model: str = ""
     stream: bool = False
     sse: bool = True
@@ -1035,6 +1045,8 @@ def _route(request: RecordedRequest) -> _Route | _Reply:
         return _error_reply(api, 405, f"Method {method} not allowed for {path}")
     if path == "/v1/chat/completions":
         return _Route("openai", "chat", stream=request.stream)
+    if path == "/v1/responses" and method == "POST":
+        return _Route("openai", "responses", stream=request.stream)
     if path == "/v1/embeddings" and method == "POST":
         return _Route("openai", "embeddings")
     if path == "/v1/messages":
@@ -1370,7 +1382,8 @@ class FakeUpstream:
             _patch_usage(reply, dict(behaviour.usage_fields))
         if behaviour.stream_error_after is not None:
             status = behaviour.stream_error_status
-            reply.stream_error = _stream_error_event(route.api, status, route.sse, self.gemini_sse_separator)
+            reply.stream_error = (fake_responses.error_event(status) if route.kind == "responses"
+                                  else _stream_error_event(route.api, status, route.sse, self.gemini_sse_separator))
         return reply
 
     def _auth_error(self, request: RecordedRequest, api: Api) -> _Reply | None:
@@ -1393,6 +1406,8 @@ class FakeUpstream:
             return _error_reply(route.api, 400, "We could not parse the JSON body of your request.")
         if route.kind == "embeddings":
             required = ("model", "input") if route.api == "openai" else ("requests",)
+        elif route.kind == "responses":
+            required = ("model", "input")
         elif route.api == "openai":
             required = ("model", "messages")
         elif route.api == "anthropic":
@@ -1416,13 +1431,17 @@ class FakeUpstream:
             return _json_reply(200, {"input_tokens": prompt_token_count(body, "anthropic")})
         if route.kind == "embeddings":
             return _json_reply(200, (openai_embeddings if route.api == "openai" else gemini_embeddings)(body))
-        plan = plan_reply(body, route.api, behaviour)
+        plan = plan_reply(fake_responses.chat_view(body) if route.kind == "responses" else body, route.api, behaviour)
         model = route.model or str(body.get("model"))
         reply = self._render_plan(plan, route, model, body)
         reply.headers["x-request-id" if route.api == "openai" else "request-id"] = _new_id("req_")
         return reply
 
     def _render_plan(self, plan: ReplyPlan, route: _Route, model: str, body: Mapping[str, Any]) -> _Reply:
+        if route.kind == "responses":
+            if route.stream:
+                return _stream_reply(fake_responses.response_events(plan, dict(body), plan.pieces, TOOL_ARGUMENT_PIECE))
+            return _json_reply(200, fake_responses.response_object(plan, dict(body)))
         if route.api == "openai":
             if route.stream:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -21,9 +21,9 @@ from tests.test_cost_truth import AN_DELTA, AN_START, GE_AUDIO, OA_REASONING, po
 
 D = Decimal
 RATE = D("7.3")
-#: The columns an older version wrote (before the token classes, tier, rule and usage check).
+#: The columns an older version wrote (before the token classes, tier, rule, usage check and route).
 NEW = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "image_input_tokens",
-       "web_search_requests", "service_tier", "price_rule", "counted_prompt_tokens", "usage_flag")
+       "web_search_requests", "service_tier", "price_rule", "counted_prompt_tokens", "usage_flag", "route")
 OLD = tuple(c for c in LEDGER_COLUMNS if c not in NEW)
 
 
@@ -138,13 +138,15 @@ def _old_sqlite(path):
 NEWER = LedgerRow(ts=7300.0, request_id="new", caller="a", endpoint="chat.completions", model="m", prompt_tokens=100,
                   completion_tokens=50, cached_tokens=10, cost_usd=D("0.0011"), cache_write_5m_tokens=20,
                   cache_write_1h_tokens=30, reasoning_tokens=40, audio_input_tokens=5, web_search_requests=2,
-                  service_tier="flex", price_rule="tier:flex", counted_prompt_tokens=99, usage_flag="prompt")
+                  service_tier="flex", price_rule="tier:flex", counted_prompt_tokens=99, usage_flag="prompt",
+                  route="POST /ai/v9/unknown")
 
 
 def _check_migrated(ledger):
     ledger.record(NEWER)
     old, new = ledger.rows()
-    assert (old.request_id, old.prompt_tokens, old.cost_usd, old.reasoning_tokens, old.usage_flag) == ("old", 10, D("0.000125"), 0, None)
+    assert (old.request_id, old.prompt_tokens, old.cost_usd, old.reasoning_tokens, old.usage_flag, old.route) == (
+        "old", 10, D("0.000125"), 0, None, None)
     assert new == NEWER
     for query in (LedgerQuery(), LedgerQuery(since=0, until=86400)):  # rows, and (SQLite) the per-hour sums
         (totals,) = aggregate(ledger, query, latencies=False).values()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import anthropic
@@ -16,6 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 from asgi_ai_relay import Relay, RelayMiddleware
+from tests.claude_code import RELEASES, claude_binary
 from tests.live import LiveServer
 from tests.test_formats_e2e import config
 
@@ -47,12 +47,8 @@ def test_openai_shape_without_anthropic_version(server, upstream):
     assert any(m.id == "text-embedding-3-small" for m in listed.data)  # OpenAI's shape lists every kind
 
 
-def _claude_binary() -> str | None:
-    return os.environ.get("CLAUDE_CODE_BIN") or shutil.which("claude")
-
-
-@pytest.mark.skipif(_claude_binary() is None, reason="Claude Code is not installed (set CLAUDE_CODE_BIN)")
-def test_claude_code_gateway_model_discovery(upstream, tmp_path):
+@pytest.mark.parametrize("release", RELEASES)
+def test_claude_code_gateway_model_discovery(upstream, release, tmp_path):
     relay = Relay(config(upstream))
     with LiveServer(RelayMiddleware(Starlette(), relay=relay)) as live:
         env = {
@@ -60,7 +56,7 @@ def test_claude_code_gateway_model_discovery(upstream, tmp_path):
             "ANTHROPIC_API_KEY": "client-key", "ANTHROPIC_MODEL": "m-oa", "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
             "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
         }
-        done = subprocess.run([_claude_binary(), "-p", "hello", "--output-format", "json"], env=env, cwd=tmp_path,
+        done = subprocess.run([claude_binary(release), "-p", "hello", "--output-format", "json"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     (cached,) = tmp_path.rglob("gateway-models.json")

@@ -13,11 +13,11 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from .table import _Table
 
-__all__ = ["CLOUD_KEYS", "CLOUD_KINDS", "PRESETS", "CloudSettings", "Quirks", "default_base_url", "read_cloud"]
+__all__ = ["CLOUD_KEYS", "CLOUD_KINDS", "PRESETS", "RESPONSES_KINDS", "CloudSettings", "Quirks", "default_base_url", "read_cloud"]
 
 #: Provider kinds this module adds to the plain ones.
 CLOUD_KINDS = ("azure_openai", "bedrock", "bedrock_anthropic", "vertex", "vertex_anthropic")
-CLOUD_KEYS = ("preset", "region", "project", "api_version", "auth", "credential", "scope", "quirks")
+CLOUD_KEYS = ("preset", "region", "project", "api_version", "auth", "credential", "scope", "quirks", "responses")
 AUTHS = ("key", "entra", "google", "aws")
 
 
@@ -58,7 +58,14 @@ class CloudSettings:
     #: The OAuth scope asked for (defaults per auth).
     scope: str | None = None
     quirks: Quirks = field(default_factory=Quirks)
+    #: Whether the service serves ``POST {base_url}/responses`` itself (OpenAI's Responses API):
+    #: Responses requests then go to it as sent, with only the model rewritten. ``None``: only
+    #: kind ``openai`` does.
+    responses: bool | None = None
 
+
+#: Kinds whose services may serve the Responses API themselves (``responses = true``).
+RESPONSES_KINDS = ("openai", "openai_compatible", "azure_openai")
 
 _DEEPSEEK = Quirks(reasoning_content="strip")
 
@@ -114,6 +121,7 @@ def read_cloud(table: _Table, name: str, kind: str | None) -> tuple[str | None, 
         credential=table.get("credential", str, None),
         scope=table.get("scope", str, None),
         quirks=_quirks(table, quirks),
+        responses=table.get("responses", bool, None),
     )
     return preset_kind, url, settings
 
@@ -159,6 +167,8 @@ def default_base_url(table: _Table, kind: str, base_url: str, cloud: CloudSettin
         base_url = base_url.rstrip("/") + "/v1"
     if cloud.auth == "aws" and kind not in ("bedrock", "bedrock_anthropic"):
         raise ConfigurationError(f"{table.key('auth')}: \"aws\" (SigV4) is for kind 'bedrock', not {kind!r}")
+    if cloud.responses and kind not in RESPONSES_KINDS:
+        raise ConfigurationError(f"{table.key('responses')}: only kinds {', '.join(RESPONSES_KINDS)} serve the Responses API")
     if kind in ("bedrock", "bedrock_anthropic") and not base_url:
         raise ConfigurationError(f"{table.key('region')}: required for kind {kind!r} (or a base_url)")
     return base_url

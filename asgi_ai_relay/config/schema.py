@@ -265,7 +265,8 @@ class StorageConfig:
     #: Budget spend: ``limits`` (the store ``limits`` names), ``memory://`` or ``redis://...``.
     budgets: str = "limits"
     #: Stored Responses API responses (``previous_response_id``): ``memory://`` (per process)
-    #: or ``redis://host:6379/0?ttl=2592000&prefix=relay:responses:`` (shared by every worker).
+    #: or ``redis://host:6379/0?ttl=2592000&prefix=relay:responses:``, ``sqlite:///responses.db``,
+    #: ``postgresql://...?ttl=2592000&table=relay_responses`` (shared by every worker).
     responses: str = "memory://"
     #: Managed API keys (:mod:`asgi_ai_relay.keys`): ``""`` (none), ``memory://``,
     #: ``sqlite:///relay-keys.db``, ``postgresql://...`` or ``redis://...``.

@@ -19,8 +19,10 @@ another), ``metadata`` and ``store`` (the relay keeps the response, see
 ``prompt_cache_key``, ``safety_identifier``, ``service_tier``.
 
 Refused with a 400 naming them: built-in tool types (``web_search``, ``file_search``,
-``computer_use_preview``, ``code_interpreter``, ``mcp``, ...), a ``tool_choice`` that names
-one, ``item_reference`` items, ``background: true``, and ``conversation``.
+``computer_use_preview``, ``code_interpreter``, ``mcp``, ...) and a ``tool_choice`` that names
+one (a provider that serves the Responses API itself takes them: see
+:mod:`asgi_ai_relay.stages.responses_passthrough`), ``item_reference`` items, ``background:
+true``, and ``conversation``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from ..errors import InvalidRequest
 from .openai import _check_number, _type_name, require_model
 
-__all__ = ["function_tools", "to_chat", "validate_responses_request"]
+__all__ = ["function_tools", "refuse_hosted", "to_chat", "validate_responses_request"]
 
 _NUMBERS: dict[str, tuple[tuple[type[int | float], ...], float | None, float | None]] = {
     "temperature": ((int, float), 0, 2),
@@ -72,16 +74,26 @@ def validate_responses_request(body: Any) -> None:
     tools = body.get("tools") or ()
     if not all(isinstance(t, dict) for t in tools):
         raise InvalidRequest("'tools' must be an array of objects.", param="tools")
-    flat = function_tools(tools)
+    for i, tool in enumerate(function_tools(tools)):
+        if tool.get("type") == "non-object":
+            raise InvalidRequest("'tools' of a namespace must be objects.", param=f"tools[{i}]")
+        if tool.get("type") == "function" and (not isinstance(tool.get("name"), str) or not tool["name"]):
+            raise InvalidRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
+
+
+def refuse_hosted(body: dict[str, Any]) -> None:
+    """Refuse what only a provider that serves the Responses API itself can run: built-in
+    tools, and a ``tool_choice`` that names one (checked per provider: a native one takes them).
+
+    :raises InvalidRequest: naming the tool types.
+    """
+    flat = function_tools(body.get("tools") or ())
     refused = sorted({str(t.get("type"))[:40] for t in flat if t.get("type") != "function"})
     if refused:
         raise InvalidRequest(
             f"Only function tools can go through this relay; refused tool types: {', '.join(refused)}.", param="tools",
             code="unsupported_tool_type",
         )
-    for i, tool in enumerate(flat):
-        if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise InvalidRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         raise InvalidRequest(f"'tool_choice' of type {str(choice.get('type'))[:40]!r} cannot go through this relay.", param="tool_choice")
@@ -101,8 +113,9 @@ def function_tools(tools: Any) -> list[dict[str, Any]]:
 def to_chat(body: dict[str, Any], provider: str = "", fmt: str = "") -> dict[str, Any]:
     """A validated Responses body as a Chat Completions body.
 
-    :raises InvalidRequest: for an input item the hub cannot express.
+    :raises InvalidRequest: for an input item the hub cannot express, or a built-in tool.
     """
+    refuse_hosted(body)
     messages: list[dict[str, Any]] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})

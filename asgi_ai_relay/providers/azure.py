@@ -5,6 +5,10 @@
 * classic deployments (``api_version`` set): ``{resource}/openai/deployments/{deployment}/
   chat/completions?api-version=...`` (and ``/embeddings``), the deployment being ``upstream``.
 
+With ``responses = true`` Responses requests go to Azure's own Responses API: ``{base_url}/
+responses`` (v1), or ``{resource}/openai/responses?api-version=...`` (classic), the deployment
+named by the body's ``model``.
+
 The key goes in the ``api-key`` header; with ``auth = "entra"`` a Microsoft Entra ID token
 (azure-identity, refreshed off the request path) goes as ``Authorization: Bearer`` instead.
 """
@@ -33,6 +37,12 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def url(self, model: ModelConfig, stream: bool) -> str:
         return self._deployment_url(model, "chat/completions") or super().url(model, stream)
+
+    def responses_url(self, model: ModelConfig) -> str:
+        version = self.config.cloud.api_version
+        if version is None:
+            return super().responses_url(model)
+        return f"{self.config.base_url}/openai/responses?api-version={quote(version, safe='-._')}"
 
     def embeddings_url(self, model: ModelConfig) -> str:
         return self._deployment_url(model, "embeddings") or super().embeddings_url(model)

@@ -38,6 +38,8 @@ class Provider:
     format: str = "openai"
     #: Whether :meth:`embed` is available (``POST /v1/embeddings``).
     embeds: bool = False
+    #: Whether the provider serves the Responses API itself (:meth:`send_responses`).
+    native_responses: bool = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -53,6 +55,16 @@ class Provider:
         :param headers: inbound headers the translation forwards (``anthropic-beta``...);
             they override the provider's defaults but never its credentials.
         :raises UpstreamError: on any failure; a non-2xx answer is :class:`UpstreamStatusError`.
+        """
+        raise NotImplementedError
+
+    async def send_responses(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """Send a Responses ``body`` (model already rewritten) to the provider's own Responses
+        API; only where :attr:`native_responses` is set.
+
+        :raises UpstreamError: as :meth:`send` does.
         """
         raise NotImplementedError
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ModelConfig
+from ..config import ModelConfig, ProviderConfig, Timeouts
+from ..reply import UpstreamHttp
 from .base import HttpProvider, UpstreamResponse
 from .quirks import adapt_stream, prepare_body, touches_stream
 
@@ -18,11 +19,26 @@ class OpenAIProvider(HttpProvider):
 
     Extra headers come from the provider's and the model's ``headers`` (HolySheep routes on
     ``X-Provider``; OpenRouter reads ``HTTP-Referer`` and ``X-Title``). A preset's quirks
-    (``providers.NAME.quirks``) shape the body and the stream.
+    (``providers.NAME.quirks``) shape the body and the stream. Where the service serves the
+    Responses API itself (``responses = true``; kind ``openai`` by default), Responses requests
+    go to ``{base_url}/responses`` as the caller sent them, quirks not applied.
     """
 
     format = "openai"
     embeds = True
+
+    def __init__(self, config: ProviderConfig, client: UpstreamHttp, timeouts: Timeouts) -> None:
+        super().__init__(config, client, timeouts)
+        declared = config.cloud.responses
+        self.native_responses = declared if declared is not None else config.kind == "openai"
+
+    def responses_url(self, model: ModelConfig) -> str:
+        return f"{self.config.base_url}/responses"
+
+    async def send_responses(
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        return await self.post(self.responses_url(model), model, body, stream=stream, headers=headers)
 
     def url(self, model: ModelConfig, stream: bool) -> str:
         return f"{self.config.base_url}/chat/completions"

@@ -16,6 +16,8 @@ import orjson
 __all__ = ["carries_content"]
 
 _ANTHROPIC_CONTENT = frozenset({"content_block_delta", "message_delta", "message_stop", "error"})
+#: Responses events that only open the answer (an opened item or part with nothing in it yet).
+_RESPONSES_OPENING = frozenset({"response.created", "response.in_progress", "response.queued", "response.content_part.added"})
 
 
 def carries_content(wire: str, piece: bytes) -> bool:
@@ -57,4 +59,10 @@ def _content(wire: str, event: dict[str, Any]) -> bool:
             if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
                 return True
         return False
+    if wire == "responses":
+        kind = event.get("type")
+        if kind == "response.output_item.added":
+            item = event.get("item")
+            return not (isinstance(item, dict) and item.get("type") in ("message", "function_call", "reasoning"))
+        return kind not in _RESPONSES_OPENING
     return True

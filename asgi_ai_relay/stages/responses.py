@@ -8,8 +8,9 @@ stored it. Unless the request says ``store: false``, its own conversation is kep
 of the response it was answered with, once, only for an answer that completed (status 200, with
 a ``response`` object in the whole body or in the stream's final event): a whole answer before
 it goes out (:func:`forward`, which wraps the route's), a stream or a cache hit when the
-request finishes (a release registered with :meth:`Call.hold`), the write starting as the
-final event goes out. A stream
+request finishes (a release registered with :meth:`Call.hold`): a stream's final event
+waits for that write (``call.settle``, up to :data:`~.stream.SETTLE_WAIT` seconds), so the
+caller can name the id in its next request, to any worker. A stream
 larger than ``cache.max_entry_bytes`` is not kept in full by the stream stage, so it is not
 stored either (a later ``previous_response_id`` to it is a 404).
 
@@ -146,7 +147,7 @@ class _Keeper:
         if self.call.status == 200 and self.call.output:
             record = self._record(self.call.output)
             if record is not None:
-                self.relay.spawn(_put(self.relay, self.call, *record))
+                self.call.settle = self.relay.spawn_task(_put(self.relay, self.call, *record))
 
 
 async def _put(relay: Relay, call: Call, response_id: str, record: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import orjson
 from ..tokens import prompt_tokens
 from ..types import RelayResponse
 from . import translate
+from .responses_passthrough import ResponsesPassThrough
 from .stream import RelayStream
 from .usage import cost_of
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["count_tokens", "send_to"]
 
 _JSON = "application/json"
+#: Responses requests to a provider that serves the Responses API itself.
+_NATIVE: translate.Translation = ResponsesPassThrough()
 
 
 async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse:
@@ -33,7 +36,8 @@ async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse
     :raises UpstreamError: when the provider fails; nothing has reached the caller then.
     """
     provider = relay.providers[model.provider]
-    translation = translate.pick(call.format.name, provider.format, provider.name)
+    native = provider.native_responses and call.format.name == "responses"
+    translation = _NATIVE if native else translate.pick(call.format.name, provider.format, provider.name)
     upstream_body = translation.request(call.body, model, call.stream)
     call.model = model
     call.provider = provider.name
@@ -41,7 +45,8 @@ async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse
     started = time.perf_counter()
     forwarded = _forwarded(call, translation.forward_headers) if translation.forward_headers else None
     forwarded = relay.telemetry.upstream_headers(call, forwarded)
-    upstream = await provider.send(model, upstream_body, stream=call.stream, headers=forwarded)
+    send = provider.send_responses if native else provider.send
+    upstream = await send(model, upstream_body, stream=call.stream, headers=forwarded)
     call.upstream_ms = (time.perf_counter() - started) * 1000.0
     headers = call.headers
     headers["x-relay-provider"] = provider.name

@@ -22,6 +22,7 @@ drops, is charged an estimate of what it used instead of nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -38,9 +39,12 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from .translate import StreamTranslator
 
-__all__ = ["CLIENT_CLOSED", "RelayStream"]
+__all__ = ["CLIENT_CLOSED", "SETTLE_WAIT", "RelayStream"]
 
 logger = logging.getLogger("asgi_ai_relay")
+
+#: Seconds a stream's last piece waits for ``call.settle`` (a stored Responses conversation).
+SETTLE_WAIT = 2.0
 
 
 
@@ -133,6 +137,7 @@ class RelayStream:
                     self._keep(self._tail)  # given to the caller next, after the record
                 self._record(200, None)
                 await self._release()
+                await self._settle()
                 return b""
             try:  # (StreamTranslator.feed's guard, without its extra call for every chunk)
                 out = translator._feed(chunk)
@@ -158,7 +163,20 @@ class RelayStream:
                             output.append(out)
                 if translator.done:
                     self._record(200, None)
+                    if call.settle is not None:
+                        await self._settle()
                 return out
+
+    async def _settle(self) -> None:
+        """Wait (bounded) for the work the request's recording started that the caller's next
+        request may depend on (``call.settle``), before the caller gets the last piece."""
+        work, self._call.settle = self._call.settle, None
+        if work is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(work), SETTLE_WAIT)
+        except TimeoutError:
+            logger.warning("request_id=%s: the final event went out before its response was stored", self._call.request_id)
 
     def _keep(self, piece: bytes) -> None:
         self._sent.add(piece)

@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .. import redact
+from ..paths import REFUSED
 from ..pricing import estimate_usage, model_cost, price_for
 from ..storage import LedgerRow
+from ..storage.base import ROUTE_CHARS
 from ..types import Usage
 from .usage_check import check_usage
 
@@ -102,12 +105,33 @@ def printable(value: object) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+def _escaped(text: str) -> str:
+    """``text`` with control characters escaped and spaces encoded (one log field)."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text.replace(" ", "%20")
+
+
+def unrouted(relay: Relay, call: Call) -> tuple[str, str] | None:
+    """The method and the sanitised path of a request no route matched (``None`` for one that
+    matched): printable, at most :data:`ROUTE_CHARS` characters, without its query string
+    (never part of ``path``) and with the upstream keys scrubbed out."""
+    if call.endpoint != "unknown":
+        return None
+    given = call.request.path
+    if given == REFUSED:  # what it was is not kept: it was not a path the relay serves
+        return _escaped(call.request.method[:16])[:16], "<non-canonical>"
+    path = _escaped(redact.scrub(relay.config.prefix + given)[:ROUTE_CHARS])[:ROUTE_CHARS]
+    return _escaped(call.request.method[:16])[:16], path
+
+
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request (priced); runs once per request."""
     usage = call.usage or _NONE
     latency = call.elapsed_ms()
     error = call.error
     model = call.model
+    route = unrouted(relay, call) if call.endpoint == "unknown" else None
     relay.ledger.record(
         LedgerRow(
             ts=call.ts,
@@ -142,6 +166,7 @@ def record(relay: Relay, call: Call) -> None:
             price_rule=price_for(model.price, usage)[1] if model is not None and usage is not _NONE else None,
             counted_prompt_tokens=call.counted_prompt,
             usage_flag=call.usage_flag,
+            route=f"{route[0]} {route[1]}" if route is not None else None,
         )
     )
     log = relay.logger
@@ -160,7 +185,8 @@ def record(relay: Relay, call: Call) -> None:
             usage.completion_tokens,
             call.cost,
             (f" error={error.code or error.error_type}" if error is not None else "")
-            + (f" usage_flag={call.usage_flag}" if call.usage_flag else ""),
+            + (f" usage_flag={call.usage_flag}" if call.usage_flag else "")
+            + (f" method={route[0]} path={route[1]}" if route is not None else ""),
             relay.telemetry.content.suffix(call),
             extra={"request_id": call.request_id},
         )

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
     from ..limits import Bucket, Decision
 
 __all__ = [
-    "COUNT_COLUMNS", "LEDGER_COLUMNS", "MAX_COUNT", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
+    "COUNT_COLUMNS", "LEDGER_COLUMNS", "MAX_COUNT", "ROUTE_CHARS", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
 ]
 
+#: The most characters of path a row's ``route`` keeps.
+ROUTE_CHARS = 200
 #: The largest token count a row holds (a signed 32-bit integer); larger counts are clamped to it.
 MAX_COUNT = 2**31 - 1
 _ZERO = Decimal(0)
@@ -113,6 +115,9 @@ class LedgerRow:
     #: beyond the tolerance of the relay's count), ``output`` (a stream claimed more output
     #: than the text it sent), or both (``prompt,output``); ``None``: it fit, or was not checked.
     usage_flag: str | None = None
+    #: ``METHOD /path`` of a request no relay route matched (sanitised: printable, at most
+    #: :data:`ROUTE_CHARS` characters of path, no query string); ``None`` for every routed one.
+    route: str | None = None
 
     def __post_init__(self) -> None:
         # The one place counts and money are made storable, whatever reported them.

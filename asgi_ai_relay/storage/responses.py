@@ -2,12 +2,15 @@
 
     storage.responses = "memory://"                                            # the default
     storage.responses = "redis://127.0.0.1:6379/0?ttl=2592000&prefix=relay:responses:"
+    storage.responses = "sqlite:///relay-responses.db"                         # see .responses_sql
+    storage.responses = "postgresql://user@db/relay?ttl=2592000&table=relay_responses"
 
 A record is ``{"conversation": [input items..., output items...], "response": {...}}``, kept
 per (caller, response id): a caller reads and deletes only its own. ``memory://`` is per
 process, bounded (oldest dropped first); Redis is shared by every worker, each record with a
 TTL (``ttl`` seconds, default 30 days; ``prefix`` default ``relay:responses:``; the rest of the
-URI goes to redis-py). Redis errors become :class:`StorageError`.
+URI goes to redis-py). SQLite and PostgreSQL (:mod:`.responses_sql`) are shared by every worker
+on the file or database, with the same TTL. Store errors become :class:`StorageError`.
 """
 
 from __future__ import annotations
@@ -127,4 +130,10 @@ def response_store_from_uri(uri: str) -> ResponseStore:
         return MemoryResponseStore()
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         return RedisResponseStore(uri)
-    raise ConfigurationError(f"storage.responses: no response store for {scheme!r} URIs (memory://, redis://).")
+    if scheme in ("sqlite", "postgresql", "postgres"):
+        from .responses_sql import SQLResponseStore
+
+        return SQLResponseStore.sqlite(uri) if scheme == "sqlite" else SQLResponseStore.postgres(uri)
+    raise ConfigurationError(
+        f"storage.responses: no response store for {scheme!r} URIs (memory://, redis://, sqlite:///, postgresql://)."
+    )

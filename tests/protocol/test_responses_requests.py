@@ -28,11 +28,20 @@ def test_items_the_hub_cannot_take_are_400s(item, param):
     assert refused.value.param == param
 
 
-@pytest.mark.parametrize("tools", [[{"type": "namespace", "tools": [1]}], [{"type": "mcp"}], [{"type": "function"}], ["x"]])
-def test_tools_other_than_functions_are_400s(tools):
+@pytest.mark.parametrize("tools", [[{"type": "namespace", "tools": [1]}], [{"type": "function"}], ["x"]])
+def test_malformed_tools_are_400s(tools):
     with pytest.raises(InvalidRequest) as refused:
         validate_responses_request({"model": "m", "input": "x", "tools": tools})
     assert refused.value.param.startswith("tools")
+
+
+@pytest.mark.parametrize("tools", [[{"type": "mcp"}], [{"type": "namespace", "tools": [{"type": "web_search"}]}]])
+def test_built_in_tools_pass_validation_and_are_refused_by_the_hub(tools):
+    body = {"model": "m", "input": "x", "tools": tools}
+    validate_responses_request(body)  # a provider that serves the Responses API takes them
+    with pytest.raises(InvalidRequest, match="refused tool types") as refused:
+        to_chat(body)
+    assert refused.value.param == "tools" and refused.value.code == "unsupported_tool_type"
 
 
 def test_a_conversation_of_every_item_kind_becomes_chat_messages():
