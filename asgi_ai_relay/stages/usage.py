@@ -102,12 +102,18 @@ def printable(value: object) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+def _text(value: object) -> str | None:
+    """A key id or a team name as stored: ``None`` for none, else printable text."""
+    return None if value is None or value == "" else printable(value)
+
+
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request (priced); runs once per request."""
     usage = call.usage or _NONE
     latency = call.elapsed_ms()
     error = call.error
     model = call.model
+    extra = call.caller.extra
     relay.ledger.record(
         LedgerRow(
             ts=call.ts,
@@ -142,6 +148,8 @@ def record(relay: Relay, call: Call) -> None:
             price_rule=price_for(model.price, usage)[1] if model is not None and usage is not _NONE else None,
             counted_prompt_tokens=call.counted_prompt,
             usage_flag=call.usage_flag,
+            key_id=_text(extra.get("key_id")),
+            team=_text(extra.get("team")),
         )
     )
     log = relay.logger
