@@ -221,3 +221,61 @@ def test_older_postgres_ledger_gains_the_columns_on_open(postgres_url, tmp_path)
         ledger.close()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_one_signed_alert_per_key_and_team_threshold(upstream, relays, tmp_path, caplog):
+    """Key A (daily 4 requests' worth) and key B (no budget of its own) in team research (daily
+    10 requests' worth), served by two workers in turn: each of the key's and the team's two
+    thresholds alerts exactly once, naming its subject; the owner, with no budget, never."""
+    import logging
+    from datetime import UTC, datetime
+
+    from tests.test_alerts import SECRET, cost_of, signed_alerts
+    from tests.webhook_receiver import WebhookReceiver
+
+    plain = {"model": "test-model", "messages": [{"role": "user", "content": "spend some money please"}]}
+    each = cost_of(plain)
+
+    def config(hook_url):
+        return keys_config(upstream, store=f"sqlite:///{tmp_path}/keys.db",
+                           storage={"ledger": f"sqlite:///{tmp_path}/u.db"}, budgets={"soft_threshold": "0.5"},
+                           alerts={"webhook": {"url": hook_url, "secret": SECRET, "backoff": 0.05}})
+
+    with WebhookReceiver() as hook:
+        workers = [relays(config(hook.url)), relays(config(hook.url))]
+        a, made_a = await create_key(workers[0], "ada", name="a", team="research", daily=str(each * 4))
+        b, _ = await create_key(workers[0], "ada", name="b", team="research")
+        assert (await call(workers[0], "PUT", "/v1/key_limits/team:research", {"daily": str(each * 10)})).status == 200
+        with caplog.at_level(logging.WARNING, logger="asgi_ai_relay"):
+            for key in (a, b):
+                for n in range(30):
+                    answer = await chat(workers[n % 2], plain, key=key)
+                    if answer.status == 429:
+                        break
+                    assert answer.status == 200, answer.body
+                else:
+                    raise AssertionError("never refused")
+            for worker in workers:
+                await worker.shutdown()  # waits for the background deliveries
+        alerts = signed_alerts(hook.posts)
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        got = sorted((x["subject_kind"], x["subject_id"], x["threshold"], x["kind"]) for x in alerts)
+        assert got == [("key", made_a["id"], "0.5", "soft"), ("key", made_a["id"], "1", "exceeded"),
+                       ("team", "research", "0.5", "soft"), ("team", "research", "1", "exceeded")], got
+        for alert in alerts:
+            limit = each * (4 if alert["subject_kind"] == "key" else 10)
+            assert (alert["budget"], alert["period"], Decimal(alert["limit_usd"])) == ("daily", today, limit)
+            assert Decimal(alert["spent_usd"]) >= Decimal(alert["threshold"]) * limit
+            assert alert["caller"] == f"{alert['subject_kind']}:{alert['subject_id']}"
+        assert a not in str(alerts) and made_a["prefix"] not in str(alerts)  # the key's id, not its secret
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget: ")]
+        assert sum(f"budget: key {made_a['id']} has used" in line for line in lines) == 2
+        assert sum("budget: team research has used" in line for line in lines) == 2
+
+        # A restart: the key's and the team's counters are seeded from the ledger's rows of
+        # that key and team (both spent), and the claims say every alert was sent.
+        again = relays(config(hook.url))
+        assert (await chat(again, plain, key=a)).status == 429
+        assert (await chat(again, plain, key=b)).status == 429
+        await again.shutdown()
+        assert len(hook.posts) == 4
