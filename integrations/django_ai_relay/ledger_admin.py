@@ -99,7 +99,7 @@ class LedgerAdmin(admin.ModelAdmin):  # type: ignore[misc]  # (Django is untyped
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        params = {name: request.GET.get(name, "") for name in ("caller", "model", "from", "to")}
+        params = {name: request.GET.get(name, "") for name in ("caller", "key", "team", "model", "from", "to")}
         context = self._context(request, "AI relay usage")
         try:
             days, groups = usage_groups(conf.relay(), params)
