@@ -279,3 +279,38 @@ async def test_one_signed_alert_per_key_and_team_threshold(upstream, relays, tmp
         assert (await chat(again, plain, key=b)).status == 429
         await again.shutdown()
         assert len(hook.posts) == 4
+
+
+@pytest.mark.redis
+async def test_redis_budget_counters_of_a_key_and_a_team_are_seeded_from_their_ledger_rows(upstream, relays, tmp_path,
+                                                                                          redis_url):
+    """Budgets on Redis whose counters are gone (a flushed Redis, a new prefix): a key's and a
+    team's are seeded from the ledger's rows of that key and team, not the owner's."""
+    from tests.test_budget_redis import cleanup
+
+    plain = {"model": "test-model", "messages": [{"role": "user", "content": "spend some money please"}]}
+    prefixes = [f"t-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"]
+    try:
+        def config(prefix):
+            return keys_config(upstream, store=f"sqlite:///{tmp_path}/keys.db",
+                               storage={"ledger": f"sqlite:///{tmp_path}/u.db", "budgets": f"{redis_url}?prefix={prefix}&timeout=2"})
+
+        first = relays(config(prefixes[0]))
+        spent, made = await create_key(first, "ada", team="research")
+        fresh, _ = await create_key(first, "ada")
+        other_team, _ = await create_key(first, "ada", team="ops")
+        for _ in range(3):
+            assert (await chat(first, plain, key=spent)).status == 200
+        first.ledger.flush()
+        cost = sum(r.cost_usd for r in model_rows(first))
+        assert (await call(first, "PATCH", f"/v1/keys/{made['id']}", {"daily": str(cost)})).status == 200
+        assert (await call(first, "PUT", "/v1/key_limits/team:ops", {"daily": str(cost)})).status == 200
+        await first.shutdown()
+
+        again = relays(config(prefixes[1]))  # no counters on this prefix: seeded from the ledger
+        assert (await chat(again, plain, key=spent)).status == 429  # its key's rows: spent
+        assert (await chat(again, plain, key=fresh)).status == 200  # the owner's other key: not
+        assert (await chat(again, plain, key=other_team)).status == 200  # team ops: no rows (not its owner's)
+    finally:
+        for prefix in prefixes:
+            await cleanup(redis_url, prefix)
