@@ -122,7 +122,7 @@ async def test_dashboard_shows_spend_and_budget_use_per_key_and_team(upstream, r
     html = (await get(relay, "/dashboard", key=ADMIN_KEY)).body.decode()
     for name in ("laptop", "ci", "bob"):
         made = keys[name][1]
-        label = f"key {made['prefix']} ({made['name']})"
+        label = f"{made['prefix']} ({made['name']})"
         group = spent[made["id"]]
         assert f"<td>{label}</td><td>{group['requests']:,}</td>" in html
         assert f"${Decimal(group['cost_usd']):,.4f}" in html
@@ -131,11 +131,12 @@ async def test_dashboard_shows_spend_and_budget_use_per_key_and_team(upstream, r
     assert 'aria-label="spend per key"' in html and 'aria-label="spend per team"' in html
     # Budget use of the key (its daily budget) and of the team (its monthly one).
     laptop = Decimal(spent[laptop_id]["cost_usd"])
-    assert f"key {keys['laptop'][1]['prefix']} (laptop) (day): {laptop / 1 * 100:.0f}% of $1.0000 ({'$'}{laptop:,.4f})" in html
+    assert f"{keys['laptop'][1]['prefix']} (laptop) (day): {laptop / 1 * 100:.0f}% of $1.0000 ({'$'}{laptop:,.4f})" in html
     assert f"team research (month): {research[1] / 2 * 100:.0f}% of $2.0000 ({'$'}{research[1]:,.4f})" in html
     # Narrowed to one key: only its rows.
-    one = (await get(relay, "/dashboard", query=f"key={laptop_id}", key=ADMIN_KEY)).body.decode()
-    assert "(ci)</td>" not in one and "(laptop)</td><td>3</td>" in one
+    for which in (laptop_id, keys["laptop"][1]["prefix"]):  # by its id or its visible prefix
+        one = (await get(relay, "/dashboard", query=f"key={which}", key=ADMIN_KEY)).body.decode()
+        assert "(ci)</td>" not in one and "(laptop)</td><td>3</td>" in one
 
 
 def _old_sqlite_file(path) -> None:

@@ -4,8 +4,8 @@ admin callers only (a relay key with ``admin = true``, a Django superuser, or wh
 host's ``auth=`` hook marks ``admin``).
 
 Query: ``from``, ``to`` (as ``/v1/usage``: 2025-01-31, an ISO datetime or Unix seconds; by
-default the last ``dashboard.days`` UTC days), ``caller``, ``model``, ``key`` (a managed key's id),
-``team``. The numbers come from the
+default the last ``dashboard.days`` UTC days), ``caller``, ``model``, ``key`` (a managed key's id or
+visible prefix), ``team``. The numbers come from the
 ledger through the same sums as ``/v1/usage`` (:mod:`.data`); the page is drawn by :mod:`.page`.
 """
 

@@ -43,12 +43,15 @@ class KeyBook:
 
     labels: dict[str, str] = field(default_factory=dict)
     budgets: dict[str, tuple[Decimal | None, Decimal | None]] = field(default_factory=dict)
+    #: visible prefix -> key id, so the page's ``key`` filter takes either
+    prefixes: dict[str, str] = field(default_factory=dict)
 
     def label(self, counter: str) -> str:
-        """``key rk-AbCdEfGh (name)``, ``team research`` or the caller's id."""
+        """``rk-AbCdEfGh (name)`` (a key: its visible prefix, or its id when the store does not
+        know it), ``team research`` or the caller's id."""
         kind, _, name = counter.partition(":")
         if kind == "key" and name:
-            return f"key {self.labels.get(name, name)}"
+            return self.labels.get(name, name)
         return f"team {name}" if kind == "team" and name else counter
 
 
@@ -64,6 +67,7 @@ async def key_book(relay: Relay) -> KeyBook:
         return book
     for record in records:
         book.labels[record.id] = f"{record.prefix}" + (f" ({record.name})" if record.name else "")
+        book.prefixes[record.prefix] = record.id
         if record.quota.budgeted:
             book.budgets[f"key:{record.id}"] = (record.quota.daily, record.quota.monthly)
     for subject in limits:
@@ -123,6 +127,7 @@ def collect(relay: Relay, params: Mapping[str, str], now: float, book: KeyBook |
     book = book or KeyBook()
     caller, model = params.get("caller") or None, params.get("model") or None
     key, team = params.get("key") or None, params.get("team") or None
+    key = book.prefixes.get(key, key) if key is not None else None
     query = LedgerQuery(caller=caller, model=model, since=since, until=until, endpoints=tuple(sorted(relay.model_endpoints)),
                         key_id=key, team=team)
     board = Board(since, until, caller, model, _day_names(since, until), key, team)
