@@ -103,8 +103,12 @@ def printable(value: object) -> str:
 
 
 def _text(value: object) -> str | None:
-    """A key id or a team name as stored: ``None`` for none, else printable text."""
-    return None if value is None or value == "" else printable(value)
+    """A key id or a team name as stored: ``None`` for none, else the text whole (the host's
+    own names, as the spend counters and filters spell them; escaped only when not printable)."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def record(relay: Relay, call: Call) -> None:
