@@ -89,7 +89,8 @@ async def probe(relay: Relay, call: Call) -> RelayResponse:
 
 
 async def usage_report(relay: Relay, call: Call) -> RelayResponse:
-    """Usage from the ledger: ``?caller=&model=&from=&to=&group_by=model,day&compare=catalog``.
+    """Usage from the ledger: ``?caller=&model=&key=&team=&from=&to=&group_by=model,day,key&compare=catalog``.
+    A caller that is not an admin reads its own rows only (``key``/``team`` narrow them further).
 
     :raises PermissionDenied: when a caller that is not an admin asks for another's usage.
     """

@@ -201,7 +201,8 @@ def query_from(params: Mapping[str, str], endpoints: tuple[str, ...] | None) -> 
     since = parse_time(params["from"]) if params.get("from") else None
     until = parse_time(params["to"], end=True) if params.get("to") else None
     return LedgerQuery(caller=params.get("caller") or None, model=params.get("model") or None,
-                       since=since, until=until, endpoints=endpoints)
+                       since=since, until=until, endpoints=endpoints,
+                       key_id=params.get("key") or None, team=params.get("team") or None)
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -212,6 +213,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--to", dest="until", help="end (a bare date includes that day)")
     parser.add_argument("--caller")
     parser.add_argument("--model")
+    parser.add_argument("--key", help="a managed key's id (key_...)")
+    parser.add_argument("--team")
     parser.add_argument("--group-by", default="month", help=f"comma-separated: {', '.join(GROUPS)} (default month)")
     parser.add_argument("--compare", help=f"price list to compare against ({CATALOG} or one of pricing.lists)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -222,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     config = load_config(args.config)
     ledger = ledger_from_uri(args.ledger or config.storage.ledger)
-    params = {"from": args.since, "to": args.until, "caller": args.caller, "model": args.model}
+    params = {"from": args.since, "to": args.until, "caller": args.caller, "model": args.model, "key": args.key,
+              "team": args.team}
     try:
         group_by = [g for g in args.group_by.split(",") if g]
         report = usage_report(config, ledger, query_from({k: v for k, v in params.items() if v}, None), group_by, args.compare)

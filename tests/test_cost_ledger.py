@@ -24,7 +24,10 @@ RATE = D("7.3")
 #: The columns an older version wrote (before the token classes, tier, rule, usage check and route).
 NEW = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "image_input_tokens",
        "web_search_requests", "service_tier", "price_rule", "counted_prompt_tokens", "usage_flag", "route")
-OLD = tuple(c for c in LEDGER_COLUMNS if c not in NEW)
+#: (the columns before those: every column added since comes after them)
+OLD = LEDGER_COLUMNS[:LEDGER_COLUMNS.index(NEW[0])]
+#: What that version's per-hour sums were grouped by.
+OLD_KEYS = ("endpoint", "caller", "model", "provider")
 
 
 @pytest.fixture
@@ -118,13 +121,13 @@ def _old_sqlite(path):
     conn.execute(f"CREATE TABLE relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(OLD)}, "
                  f"{', '.join(f'{name} INTEGER' for name in fixed)})")
     adds = [(name, add) for name, add in hourly._ADDS if name not in hourly._ADDED]
-    names = ("hour", *hourly._KEYS, *(name for name, _ in adds))
-    conn.execute(f"CREATE TABLE relay_usage_hourly (hour INTEGER NOT NULL, {', '.join(f'{k} TEXT NOT NULL' for k in hourly._KEYS)}, "
-                 f"{', '.join(f'{n} INTEGER NOT NULL' for n, _ in adds)}, PRIMARY KEY (hour, {', '.join(hourly._KEYS)})) WITHOUT ROWID")
+    names = ("hour", *OLD_KEYS, *(name for name, _ in adds))
+    conn.execute(f"CREATE TABLE relay_usage_hourly (hour INTEGER NOT NULL, {', '.join(f'{k} TEXT NOT NULL' for k in OLD_KEYS)}, "
+                 f"{', '.join(f'{n} INTEGER NOT NULL' for n, _ in adds)}, PRIMARY KEY (hour, {', '.join(OLD_KEYS)})) WITHOUT ROWID")
     conn.execute(
         f"CREATE TRIGGER relay_usage_hourly_add AFTER INSERT ON relay_usage BEGIN INSERT INTO relay_usage_hourly "
-        f"({', '.join(names)}) VALUES ({hourly._HOUR.format(r='NEW.')}, {', '.join(f'COALESCE(NEW.{k}, {chr(39) * 2})' for k in hourly._KEYS)}, "
-        f"{', '.join(add.format(r='NEW.') for _, add in adds)}) ON CONFLICT (hour, {', '.join(hourly._KEYS)}) DO UPDATE SET "
+        f"({', '.join(names)}) VALUES ({hourly._HOUR.format(r='NEW.')}, {', '.join(f'COALESCE(NEW.{k}, {chr(39) * 2})' for k in OLD_KEYS)}, "
+        f"{', '.join(add.format(r='NEW.') for _, add in adds)}) ON CONFLICT (hour, {', '.join(OLD_KEYS)}) DO UPDATE SET "
         f"{', '.join(hourly._set(n) for n, _ in adds)}; END")
     row = LedgerRow(ts=7200.5, request_id="old", caller="a", endpoint="chat.completions", model="m", prompt_tokens=10,
                     completion_tokens=5, cost_usd=D("0.000125"))

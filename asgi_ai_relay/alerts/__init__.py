@@ -1,6 +1,9 @@
 """Budget alerts: when a caller's spend passes ``budgets.soft_threshold`` of a daily or monthly
 budget, and again when it reaches 100 %, one alert goes to every configured sink, once per
-caller, budget period and threshold, however many workers and hosts share the budget.
+caller, budget period and threshold, however many workers and hosts share the budget. A managed
+key's budget and a team's (their counters ``key:<id>`` and ``team:<name>``, see
+:func:`~asgi_ai_relay.stages.budget.budgets_of`) alert the same way, once per subject: the
+alert names the subject's kind (``caller``, ``key``, ``team``) and id.
 
     [alerts]
     log = true                                   # one WARNING line on logger "asgi_ai_relay"
@@ -47,7 +50,8 @@ _ONE = Decimal(1)
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One caller passing one threshold of one budget period."""
+    """One subject (a caller, a key, a team) passing one threshold of one budget period;
+    ``caller`` is the name of its spend counter."""
 
     caller: str
     #: ``daily`` or ``monthly``.
@@ -61,8 +65,14 @@ class Alert:
     ts: float
 
     @property
+    def subject(self) -> tuple[str, str]:
+        """Whose budget: ``("key", key id)``, ``("team", name)`` or ``("caller", caller id)``."""
+        kind, _, name = self.caller.partition(":")
+        return (kind, name) if kind in ("key", "team") and name else ("caller", self.caller)
+
+    @property
     def key(self) -> str:
-        """What "once" is counted by: caller, period and threshold."""
+        """What "once" is counted by: the subject (its counter's name), period and threshold."""
         return f"{self.caller}|{self.period}|{self.threshold.normalize()}"
 
     @property
@@ -71,8 +81,10 @@ class Alert:
 
     def as_dict(self) -> dict[str, Any]:
         """The alert as JSON (the webhook's body, the signals' ``alert``)."""
+        kind, name = self.subject
         return {
-            "type": "relay.budget_alert", "id": self.id, "caller": self.caller, "budget": self.budget,
+            "type": "relay.budget_alert", "id": self.id, "caller": self.caller, "subject_kind": kind, "subject_id": name,
+            "budget": self.budget,
             "period": self.period, "threshold": str(self.threshold.normalize()),
             "kind": "exceeded" if self.threshold >= _ONE else "soft", "limit_usd": str(self.limit_usd),
             "spent_usd": str(self.spent_usd), "ts": self.ts,
@@ -123,8 +135,8 @@ class Alerts:
         """Send ``alert`` to every sink now (no claim)."""
         if self.settings.log:
             logger.warning(
-                "budget: caller %s has used %s of its %s budget of %s USD (%s, threshold %s)",
-                alert.caller, f"{alert.spent_usd:.6f}", alert.budget, alert.limit_usd, alert.period,
+                "budget: %s %s has used %s of its %s budget of %s USD (%s, threshold %s)",
+                *alert.subject, f"{alert.spent_usd:.6f}", alert.budget, alert.limit_usd, alert.period,
                 f"{alert.threshold:.0%}",
             )
         if self.settings.webhooks:

@@ -4,7 +4,8 @@ admin callers only (a relay key with ``admin = true``, a Django superuser, or wh
 host's ``auth=`` hook marks ``admin``).
 
 Query: ``from``, ``to`` (as ``/v1/usage``: 2025-01-31, an ISO datetime or Unix seconds; by
-default the last ``dashboard.days`` UTC days), ``caller``, ``model``. The numbers come from the
+default the last ``dashboard.days`` UTC days), ``caller``, ``model``, ``key`` (a managed key's id or
+visible prefix), ``team``. The numbers come from the
 ledger through the same sums as ``/v1/usage`` (:mod:`.data`); the page is drawn by :mod:`.page`.
 """
 
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import NotFound, PermissionDenied
 from ..types import RelayResponse
-from .data import Board, collect
+from .data import Board, collect, key_book
 from .page import render
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ async def dashboard_page(relay: Relay, call: Call) -> RelayResponse:
     if not call.caller.admin:
         raise PermissionDenied("Only an admin caller may see the dashboard.")
     params = dict(parse_qsl(call.request.query))
-    board = await asyncio.to_thread(collect, relay, params, time.time())
+    book = await key_book(relay)
+    board = await asyncio.to_thread(collect, relay, params, time.time(), book)
     call.headers.update({"content-type": "text/html; charset=utf-8", "cache-control": "no-store",
                          "content-security-policy": _CSP, "x-content-type-options": "nosniff"})
     return RelayResponse(200, call.headers, render(relay.config, board).encode())

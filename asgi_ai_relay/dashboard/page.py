@@ -1,5 +1,5 @@
 """The dashboard as one HTML page: a filter form (plain GET, no script), headline numbers,
-charts per day (:mod:`.svg`) and tables per model and caller."""
+charts per day (:mod:`.svg`) and tables per model, caller, managed key and team."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def _budget_rows(budgets: Sequence[BudgetUse]) -> tuple[list[tuple[str, float, s
 
 def _form(board: Board, prefix: str) -> str:
     until = board.until - 1e-6
-    fields = (("from", _day(board.since)), ("to", _day(until)), ("caller", board.caller or ""), ("model", board.model or ""))
+    fields = (("from", _day(board.since)), ("to", _day(until)), ("caller", board.caller or ""), ("model", board.model or ""),
+              ("key", board.key or ""), ("team", board.team or ""))
     inputs = "".join(f' <label>{name} <input name="{name}" value="{escape(value)}"></label>' for name, value in fields)
     return f'<form method="get" action="{escape(prefix)}/dashboard">{inputs} <button>show</button></form>'
 
@@ -112,6 +113,8 @@ def render(config: RelayConfig, board: Board) -> str:
             lat[name].append(value)
     budget_rows, budget_colours = _budget_rows(board.budgets)
     callers = sorted(board.by_caller.items(), key=lambda item: -item[1].cost_usd)
+    keys = sorted(board.by_key.items(), key=lambda item: -item[1].cost_usd)
+    teams = sorted(board.by_team.items(), key=lambda item: -item[1].cost_usd)
     charts = "".join((
         _section("Spend per day, per model (USD)", bar_chart("spend per day", days, spend, _usd), models),
         _section("Requests per day", bar_chart("requests per day", days, {"requests": [float(t.requests) for t in by_day]})),
@@ -124,10 +127,13 @@ def render(config: RelayConfig, board: Board) -> str:
         _section("Latency per day (ms)", line_chart("latency percentiles per day", days, lat, lambda v: f"{v:,.1f} ms"), tuple(lat)),
         _section("Spend per model", hbar_chart("spend per model", [(m, float(board.by_model[m].cost_usd), _usd(board.by_model[m].cost_usd)) for m in models])),
         _section("Spend per caller", hbar_chart("spend per caller", [(c, float(t.cost_usd), _usd(t.cost_usd)) for c, t in callers])),
-        _section("Budget use per caller (today and this month, by the ledger)",
-                 hbar_chart("budget use per caller", budget_rows, 100.0, budget_colours) if budget_rows else "<p>No budgets are configured.</p>"),
+        _section("Spend per key", hbar_chart("spend per key", [(k, float(t.cost_usd), _usd(t.cost_usd)) for k, t in keys])),
+        _section("Spend per team", hbar_chart("spend per team", [(k, float(t.cost_usd), _usd(t.cost_usd)) for k, t in teams])),
+        _section("Budget use per caller, key and team (today and this month, by the ledger)",
+                 hbar_chart("budget use", budget_rows, 100.0, budget_colours) if budget_rows else "<p>No budgets are configured.</p>"),
     ))
-    tables = _section("Per model", _table("model", board.by_model)) + _section("Per caller", _table("caller", board.by_caller))
+    tables = "".join(_section(f"Per {name}", _table(name, groups)) for name, groups in (
+        ("model", board.by_model), ("caller", board.by_caller), ("key", board.by_key), ("team", board.by_team)))
     title = f"AI relay spend, {_day(board.since)} to {_day(board.until - 1e-6)}"
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

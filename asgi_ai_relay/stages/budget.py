@@ -78,7 +78,8 @@ def day_start(ts: float) -> float:
 
 
 def ledger_spend(ledger: Ledger, caller: str, since_month: float, since_day: float) -> tuple[Decimal, Decimal]:
-    """What ``caller`` spent today and this month by the ledger (blocking: call from a thread).
+    """What ``caller`` spent today and this month by the ledger (blocking: call from a thread);
+    a key's counter (``key:<id>``) and a team's (``team:<name>``) read the rows of that key or team.
 
     Uses ``report.spend_totals(ledger, month_start, day_start) -> {caller: (day, month)}`` when
     the report module has it (aggregated by the ledger), else the caller's rows.
@@ -88,7 +89,11 @@ def ledger_spend(ledger: Ledger, caller: str, since_month: float, since_day: flo
         day, month = totals(ledger, since_month, since_day).get(caller, (_ZERO, _ZERO))
         return Decimal(day), Decimal(month)
     day = month = _ZERO
-    for row in report.read_rows(ledger, LedgerQuery(caller=caller, since=since_month)):
+    kind, _, name = caller.partition(":")
+    query = (LedgerQuery(key_id=name, since=since_month) if kind == "key" and name
+             else LedgerQuery(team=name, since=since_month) if kind == "team" and name
+             else LedgerQuery(caller=caller, since=since_month))
+    for row in report.read_rows(ledger, query):
         month += row.cost_usd
         if row.ts >= since_day:
             day += row.cost_usd

@@ -125,6 +125,15 @@ def unrouted(relay: Relay, call: Call) -> tuple[str, str] | None:
     return _escaped(call.request.method[:16])[:16], path
 
 
+def _text(value: object) -> str | None:
+    """A key id or a team name as stored: ``None`` for none, else the text whole (the host's
+    own names, as the spend counters and filters spell them; escaped only when not printable)."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def record(relay: Relay, call: Call) -> None:
     """Ledger row, totals and log line for a finished request (priced); runs once per request."""
     usage = call.usage or _NONE
@@ -132,6 +141,7 @@ def record(relay: Relay, call: Call) -> None:
     error = call.error
     model = call.model
     route = unrouted(relay, call) if call.endpoint == "unknown" else None
+    extra = call.caller.extra
     relay.ledger.record(
         LedgerRow(
             ts=call.ts,
@@ -167,6 +177,8 @@ def record(relay: Relay, call: Call) -> None:
             counted_prompt_tokens=call.counted_prompt,
             usage_flag=call.usage_flag,
             route=f"{route[0]} {route[1]}" if route is not None else None,
+            key_id=_text(extra.get("key_id")),
+            team=_text(extra.get("team")),
         )
     )
     log = relay.logger

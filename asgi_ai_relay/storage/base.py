@@ -118,6 +118,10 @@ class LedgerRow:
     #: ``METHOD /path`` of a request no relay route matched (sanitised: printable, at most
     #: :data:`ROUTE_CHARS` characters of path, no query string); ``None`` for every routed one.
     route: str | None = None
+    #: The managed key the request came with (its public id, never its secret nor digest), and
+    #: that key's team (``None``: no managed key, or no team).
+    key_id: str | None = None
+    team: str | None = None
 
     def __post_init__(self) -> None:
         # The one place counts and money are made storable, whatever reported them.
@@ -165,6 +169,8 @@ class LedgerQuery:
     since: float | None = None
     until: float | None = None
     endpoints: tuple[str, ...] | None = None
+    key_id: str | None = None
+    team: str | None = None
 
     def matches(self, row: LedgerRow) -> bool:
         return (
@@ -173,6 +179,8 @@ class LedgerQuery:
             and (self.since is None or row.ts >= self.since)
             and (self.until is None or row.ts < self.until)
             and (self.endpoints is None or row.endpoint in self.endpoints)
+            and (self.key_id is None or row.key_id == self.key_id)
+            and (self.team is None or row.team == self.team)
         )
 
 

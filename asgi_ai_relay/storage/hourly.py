@@ -1,11 +1,16 @@
 """Per-hour sums of the SQLite ledger, kept by a trigger, so a report reads hours, not rows.
 
 SQLite groups by sorting, and sorting a million rows with a dozen sums each takes seconds;
-``relay_usage_hourly`` holds one row per (UTC hour, endpoint, caller, model, provider) with the
-sums a report needs, updated in the same transaction as each insert (by any writer of the file,
+``relay_usage_hourly`` holds one row per (UTC hour, endpoint, caller, model, provider, key,
+team) with the sums a report needs, updated in the same transaction as each insert (by any writer of the file,
 whatever its version). A report takes the whole hours inside its range from there and the
 minutes at either edge from the rows themselves (over the index on ``ts``). A file written
-before the table existed is summed into it once, when it is first opened.
+before the table existed is summed into it once, when it is first opened; so is one whose table
+predates a grouping column (the primary key cannot be altered: the table is summed again).
+
+The key and the team are groupings, not filters over the rows, because the dashboard groups by
+them on every page: a key belongs to one owner (the caller) and a team to the key, so they add
+about one row per hour per key in use, and a report per key reads hours, not rows.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from .totals import Source
 __all__ = ["HOURLY", "create_hourly", "hourly_parts"]
 
 _TABLE = "relay_usage_hourly"
-_KEYS = ("endpoint", "caller", "model", "provider")
+_KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
 #: Each sum and what one row adds to it (``{r}`` is ``NEW.`` in the trigger).
 _ADDS = (
     ("requests", "1"),
@@ -84,18 +89,23 @@ def _backfill() -> str:
         sums.append(total)
     keys = ", ".join(f"COALESCE({k}, '')" for k in _KEYS)
     return (f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) SELECT {_HOUR.format(r='')}, {keys}, {', '.join(sums)} "
-            f"FROM relay_usage GROUP BY 1, 2, 3, 4, 5")
+            f"FROM relay_usage GROUP BY {', '.join(str(n) for n in range(1, len(_KEYS) + 2))}")
 
 
 def create_hourly(conn: object) -> None:
     """Create the table (summing the rows already there) and its trigger, inside the caller's
     write transaction (so a second process opening the file at once waits, then sees both)."""
     execute = conn.execute  # type: ignore[attr-defined]
-    if execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_TABLE}'").fetchone() is None:
+    exists = execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_TABLE}'").fetchone() is not None
+    present = {r[1] for r in execute(f"PRAGMA table_info({_TABLE})")} if exists else set()
+    if exists and not set(_KEYS) <= present:  # a grouping added: the sums are made again
+        execute("DROP TRIGGER IF EXISTS relay_usage_hourly_add")
+        execute(f"DROP TABLE {_TABLE}")
+        exists = False
+    if not exists:
         execute(_SCHEMA)
         execute(_backfill())
     else:
-        present = {r[1] for r in execute(f"PRAGMA table_info({_TABLE})")}
         missing = [name for name in _ADDED if name not in present]
         for name in missing:
             execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")

@@ -13,10 +13,12 @@ from decimal import Decimal
 
 from .base import COUNT_COLUMNS, LedgerRow
 
-__all__ = ["EXTRA_SUMS", "GROUPS", "Key", "Totals", "aggregate_rows", "percentiles"]
+__all__ = ["COLUMN_OF", "EXTRA_SUMS", "GROUPS", "Key", "Totals", "aggregate_rows", "percentiles"]
 
 #: The names a report may group by.
-GROUPS = ("model", "caller", "day", "month", "provider")
+GROUPS = ("model", "caller", "day", "month", "provider", "key", "team")
+#: The ledger column of a group whose name is not its column's.
+COLUMN_OF = {"key": "key_id"}
 _ZERO = Decimal(0)
 
 #: Sums beyond the first ones, in the order SQL reads them (after the money): the token classes
@@ -104,7 +106,7 @@ def _value(row: LedgerRow, name: str) -> str:
         return datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m-%d")
     if name == "month":
         return datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m")
-    return str(getattr(row, name) or "")
+    return str(getattr(row, COLUMN_OF.get(name, name)) or "")
 
 
 def aggregate_rows(rows: Iterable[LedgerRow], group_by: Sequence[str]) -> dict[Key, Totals]:

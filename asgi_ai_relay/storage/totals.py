@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from .base import COUNT_COLUMNS, LedgerQuery
-from .sums import EXTRA_SUMS, GROUPS, Key, Totals, aggregate_rows, percentiles
+from .sums import COLUMN_OF, EXTRA_SUMS, GROUPS, Key, Totals, aggregate_rows, percentiles
 
 __all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Source", "Totals", "add_sums", "aggregate", "aggregate_rows", "fixed_money", "percentiles",
            "spend_totals", "sql_aggregate", "where_clause"]
@@ -51,6 +51,7 @@ def where_clause(query: LedgerQuery, mark: str = "?", time: str = "ts") -> tuple
     for column, op, value in (
         ("caller", "=", query.caller), ("model", "=", query.model),
         (time, ">=", query.since), (time, "<", query.until),
+        ("key_id", "=", query.key_id), ("team", "=", query.team),
     ):
         if value is not None:
             parts.append(f"{column} {op} {mark}")
@@ -107,7 +108,7 @@ def _key_sql(dialect: Dialect, group_by: Sequence[str], time: str = "ts") -> lis
         if name in ("day", "month"):
             keys.append(dialect.period(name, time))
         else:
-            keys.append(f"COALESCE({name}, '')")
+            keys.append(f"COALESCE({COLUMN_OF.get(name, name)}, '')")
     return keys
 
 
@@ -213,14 +214,18 @@ def aggregate(ledger: Any, query: LedgerQuery, group_by: Sequence[str] = (), *, 
 
 def spend_totals(ledger: Any, month_start: float, day_start: float) -> dict[str, tuple[Decimal, Decimal]]:
     """What each caller spent since ``month_start`` and since ``day_start`` (Unix seconds), in
-    USD, over every endpoint: ``{caller: (month, day)}``, for seeding budgets. Blocking.
+    USD, over every endpoint: ``{caller: (month, day)}``, for seeding budgets; each managed key
+    and team too, under the names of their spend counters (``key:<id>``, ``team:<name>``). Blocking.
 
     :raises StorageError: when the ledger's database cannot be read.
     """
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for since, index in ((month_start, 0), (day_start, 1)):
-        for key, totals in aggregate(ledger, LedgerQuery(since=since), ("caller",), latencies=False).items():
-            pair = list(out.get(key[1], (_ZERO, _ZERO)))
-            pair[index] += totals.cost_usd
-            out[key[1]] = (pair[0], pair[1])
+        for key, totals in aggregate(ledger, LedgerQuery(since=since), ("caller", "key", "team"), latencies=False).items():
+            _, caller, key_id, team = key
+            for name in (caller, key_id and f"key:{key_id}", team and f"team:{team}"):
+                if name:
+                    pair = list(out.get(name, (_ZERO, _ZERO)))
+                    pair[index] += totals.cost_usd
+                    out[name] = (pair[0], pair[1])
     return out

@@ -1,5 +1,5 @@
 """The relay's ledger in the Django admin: a read-only change list (filters by caller, model,
-provider, status and date; search by request id; totals of the filtered rows) and a usage page
+key, team, provider, status and date; search by request id; totals of the filtered rows) and a usage page
 with spend per day per model and per caller, drawn as inline SVG charts.
 
 The ledger is not in Django's database: it is the relay's ``storage.ledger`` (a SQLite file,
@@ -31,7 +31,7 @@ from .models import LedgerEntry
 
 __all__ = ["LedgerAdmin"]
 
-_FILTERS = ("caller", "model", "provider", "status", "from", "to", "q")
+_FILTERS = ("caller", "key", "team", "model", "provider", "status", "from", "to", "q")
 
 
 def _cell(row: Any, name: str) -> str:
@@ -99,7 +99,7 @@ class LedgerAdmin(admin.ModelAdmin):  # type: ignore[misc]  # (Django is untyped
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        params = {name: request.GET.get(name, "") for name in ("caller", "model", "from", "to")}
+        params = {name: request.GET.get(name, "") for name in ("caller", "key", "team", "model", "from", "to")}
         context = self._context(request, "AI relay usage")
         try:
             days, groups = usage_groups(conf.relay(), params)

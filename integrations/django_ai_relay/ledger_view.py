@@ -2,7 +2,7 @@
 its ledger API and report code, never through Django's database: the ledger may be a SQLite
 file, a PostgreSQL table of another database, or memory, and its columns are the relay's.
 
-Filters: ``caller``, ``model``, ``from``, ``to`` go to the ledger as a
+Filters: ``caller``, ``model``, ``key`` (a managed key's id), ``team``, ``from``, ``to`` go to the ledger as a
 :class:`~asgi_ai_relay.storage.LedgerQuery` (the filters of ``/v1/usage``); ``provider``,
 ``status`` (``2xx``, ``4xx``, ``5xx`` or a code) and ``q`` (a request id, or its start) are
 applied to the rows that query returns. Totals are :func:`asgi_ai_relay.report.usage_report`
@@ -26,7 +26,8 @@ __all__ = ["COLUMNS", "LedgerPage", "columns", "ledger_page", "usage_groups"]
 
 #: The columns the change list shows, in order, where the ledger has them; every token count
 #: the ledger keeps (``*_tokens``) is shown too.
-COLUMNS = ("ts", "request_id", "caller", "endpoint", "model", "provider", "status", "cost_usd", "cache_hit", "latency_ms")
+COLUMNS = ("ts", "request_id", "caller", "key_id", "team", "endpoint", "model", "provider", "status", "cost_usd", "cache_hit",
+           "latency_ms")
 #: Rows on one page of the change list.
 PER_PAGE = 100
 #: Days shown when no ``from`` is given.
@@ -57,7 +58,8 @@ def query_of(relay: Relay, params: Mapping[str, str], now: float | None = None) 
     until = parse_time(params["to"], end=True) if params.get("to") else None
     since = parse_time(params["from"]) if params.get("from") else (now or time.time()) - DEFAULT_DAYS * 86_400
     return LedgerQuery(caller=params.get("caller") or None, model=params.get("model") or None, since=since, until=until,
-                       endpoints=tuple(sorted(relay.model_endpoints)))
+                       endpoints=tuple(sorted(relay.model_endpoints)), key_id=params.get("key") or None,
+                       team=params.get("team") or None)
 
 
 def _status_matches(status: int, wanted: str) -> bool:
@@ -92,10 +94,11 @@ def ledger_page(relay: Relay, params: Mapping[str, str], page: int = 1) -> Ledge
     rows.reverse()
     pages = max(1, -(-len(rows) // PER_PAGE))
     page = min(max(1, page), pages)
-    choices: dict[str, set[str]] = {"caller": set(), "model": set(), "provider": set()}
+    choices: dict[str, set[str]] = {"caller": set(), "model": set(), "provider": set(), "key": set(), "team": set()}
     wide = LedgerQuery(since=query.since, until=query.until, endpoints=query.endpoints)
-    for model, caller, provider in aggregate(relay.ledger, wide, ("caller", "provider"), latencies=False):
-        for name, value in (("model", model), ("caller", caller), ("provider", provider)):
+    for model, caller, provider, key, team in aggregate(relay.ledger, wide, ("caller", "provider", "key", "team"),
+                                                        latencies=False):
+        for name, value in (("model", model), ("caller", caller), ("provider", provider), ("key", key), ("team", team)):
             if value:
                 choices[name].add(value)
     return LedgerPage(rows[(page - 1) * PER_PAGE:page * PER_PAGE], len(rows), page, pages, totals,

@@ -1,5 +1,5 @@
-"""The ledger in the Django admin: read-only, filtered by caller, model, provider, status,
-date and request id, with totals equal to ``/v1/usage``'s for the same filter; the usage page
+"""The ledger in the Django admin: read-only, filtered by caller, managed key, team, model,
+provider, status, date and request id, with totals equal to ``/v1/usage``'s for the same filter; the usage page
 draws spend per day per model and per caller."""
 
 from __future__ import annotations
@@ -101,3 +101,25 @@ def test_a_superuser_session_sees_the_dashboard(ledger_site, client, admin_clien
     page = admin_client.get("/ai/dashboard")
     assert page.status_code == 200 and page["content-type"].startswith("text/html")
     assert '<svg class="chart"' in page.content.decode()
+
+
+def test_key_and_team_filters_and_their_totals_equal_the_usage_api(ledger_site, client, admin_client):
+    from django_ai_relay import conf
+
+    spend(client)
+    relay = conf.relay()
+    for i, (key_id, team) in enumerate((("key_aaa", "research"), ("key_aaa", "research"), ("key_bbb", "research"), ("key_ccc", None))):
+        relay.ledger.record(LedgerRow(ts=time.time() - 60, request_id=f"k-{i}", caller="ann", endpoint="chat.completions",
+                                      model="test-model", provider="up", prompt_tokens=10 * (i + 1), completion_tokens=5,
+                                      cost_usd=Decimal("0.0001") * (i + 1), key_id=key_id, team=team))
+    relay.ledger.flush()
+    page = admin_client.get(LIST).content.decode()
+    assert '<select name="key">' in page and '<option value="key_bbb">' in page and '<option value="research">' in page
+    for query, rows in (("key=key_aaa", 2), ("team=research", 3), ("key=key_ccc&caller=ann", 1), ("team=research&key=key_ccc", 0)):
+        html = admin_client.get(f"{LIST}?{query}").content.decode()
+        assert html.count('class="ledger-row"') == rows == usage(client, query)["requests"], query
+        if rows:
+            mine, theirs = totals(html), usage(client, query)
+            assert {k: str(theirs[k]) for k in mine} == mine
+    charts = admin_client.get(f"{LIST}usage/?team=research").content.decode()
+    assert 'value="research"' in charts and "bob" not in re.findall(r'<svg class="chart".*?</svg>', charts, re.S)[1]
