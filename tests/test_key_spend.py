@@ -144,7 +144,8 @@ def _old_sqlite_file(path) -> None:
     columns, the hourly sums without them in their key, and that version's trigger."""
     old = [name for name in LEDGER_COLUMNS if name not in ("key_id", "team")]
     schema = hourly._SCHEMA.replace("key_id TEXT NOT NULL, team TEXT NOT NULL, ", "").replace(", key_id, team)", ")")
-    trigger = (hourly._TRIGGER.replace(", key_id, team", "").replace("COALESCE(NEW.key_id, ''), COALESCE(NEW.team, ''), ", ""))
+    trigger = (hourly._TRIGGER.replace(", key_id, team", "").replace("COALESCE(NEW.key_id, ''), COALESCE(NEW.team, ''), ", "")
+               .replace(f" WHEN NEW.{hourly.SUMMED} IS NULL", ""))  # (that version's trigger added every row)
     assert "key_id" not in schema and "key_id" not in trigger and "team" not in trigger
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"CREATE TABLE relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(old)}, "

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
-__all__ = ["HOURLY", "create_hourly", "hourly_parts"]
+__all__ = ["HOURLY", "SUMMED", "add_batch", "create_hourly", "hourly_parts"]
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
@@ -67,18 +68,29 @@ _SCHEMA = (
     + ", ".join(f"{name} INTEGER NOT NULL" for name, _ in _ADDS)
     + f", PRIMARY KEY (hour, {', '.join(_KEYS)})) WITHOUT ROWID"
 )
+#: The column this version's rows carry (``1``): their writer sums them a batch at a time
+#: (:func:`add_batch`: one statement for the batch, not an upsert per row). The trigger
+#: adds only rows without it, an older version's, so every row is summed once whoever wrote it.
+SUMMED = "summed"
+_CONFLICT = (f" ON CONFLICT (hour, {', '.join(_KEYS)}) DO UPDATE SET "
+             + ", ".join(_set(name) for name, _ in _ADDS))
+_TRIGGER_NAME = "relay_usage_hourly_add"
 _TRIGGER = (
-    f"CREATE TRIGGER IF NOT EXISTS relay_usage_hourly_add AFTER INSERT ON relay_usage BEGIN "
+    f"CREATE TRIGGER {_TRIGGER_NAME} AFTER INSERT ON relay_usage WHEN NEW.{SUMMED} IS NULL BEGIN "
     f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) VALUES ({_HOUR.format(r='NEW.')}, "
     + ", ".join(f"COALESCE(NEW.{k}, '')" for k in _KEYS) + ", "
     + ", ".join(add.format(r="NEW.") for _, add in _ADDS)
-    + f") ON CONFLICT (hour, {', '.join(_KEYS)}) DO UPDATE SET "
-    + ", ".join(_set(name) for name, _ in _ADDS)
-    + "; END"
+    + ")" + _CONFLICT + "; END"
 )
 
 
-def _backfill() -> str:
+def add_batch(conn: Any, after: int) -> None:
+    """Add the rows this version wrote in the current transaction (``id > after``) to the sums,
+    in one statement: the same sums as the trigger's, over the batch, one upsert per (hour, keys)."""
+    conn.execute(_BATCH, (after,))
+
+
+def _backfill(where: str = "") -> str:
     sums = []
     for name, add in _ADDS:
         total = f"SUM({add.format(r='')})"
@@ -89,7 +101,10 @@ def _backfill() -> str:
         sums.append(total)
     keys = ", ".join(f"COALESCE({k}, '')" for k in _KEYS)
     return (f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) SELECT {_HOUR.format(r='')}, {keys}, {', '.join(sums)} "
-            f"FROM relay_usage GROUP BY {', '.join(str(n) for n in range(1, len(_KEYS) + 2))}")
+            f"FROM relay_usage{where} GROUP BY {', '.join(str(n) for n in range(1, len(_KEYS) + 2))}")
+
+
+_BATCH = _backfill(f" WHERE id > ? AND {SUMMED} = 1") + _CONFLICT
 
 
 def create_hourly(conn: object) -> None:
@@ -99,7 +114,7 @@ def create_hourly(conn: object) -> None:
     exists = execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_TABLE}'").fetchone() is not None
     present = {r[1] for r in execute(f"PRAGMA table_info({_TABLE})")} if exists else set()
     if exists and not set(_KEYS) <= present:  # a grouping added: the sums are made again
-        execute("DROP TRIGGER IF EXISTS relay_usage_hourly_add")
+        execute(f"DROP TRIGGER IF EXISTS {_TRIGGER_NAME}")
         execute(f"DROP TABLE {_TABLE}")
         exists = False
     if not exists:
@@ -109,8 +124,9 @@ def create_hourly(conn: object) -> None:
         missing = [name for name in _ADDED if name not in present]
         for name in missing:
             execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
-        if missing:  # the trigger of an older version does not add to them
-            execute("DROP TRIGGER IF EXISTS relay_usage_hourly_add")
+    # Made again whatever was there: an older version's trigger adds every row, this version's
+    # rows included, which its writer sums itself.
+    execute(f"DROP TRIGGER IF EXISTS {_TRIGGER_NAME}")
     execute(_TRIGGER)
 
 

@@ -22,7 +22,7 @@ from ..errors import ConfigurationError, StorageError
 from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
 from .base import COUNT_COLUMNS, LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
-from .hourly import create_hourly, hourly_parts
+from .hourly import SUMMED, add_batch, create_hourly, hourly_parts
 
 __all__ = ["SQLITE", "SQLiteLedger", "row_from_values", "where_clause"]
 
@@ -38,11 +38,11 @@ _TYPES = {
 _DEFAULTS = {"cache_saved_usd": "'0'", "estimated": "0", "attempts": "0", **{name: "0" for name in COUNT_COLUMNS[3:]}}
 #: Each cost as two integers SQLite sums exactly (see :func:`.totals.fixed_money`).
 _FIXED = ("cost_u", "cost_f", "saved_u", "saved_f")
-_COLUMNS = (*LEDGER_COLUMNS, *_FIXED)
+_COLUMNS = (*LEDGER_COLUMNS, *_FIXED, SUMMED)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     + ", ".join(f"{name} {_TYPES.get(name, 'TEXT')}" for name in LEDGER_COLUMNS)
-    + ", " + ", ".join(f"{name} INTEGER" for name in _FIXED)
+    + ", " + ", ".join(f"{name} INTEGER" for name in (*_FIXED, SUMMED))
     + ")"
 )
 _INSERT = f"INSERT INTO relay_usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -78,8 +78,8 @@ def _values(row: LedgerRow) -> tuple[object, ...]:
     cost_u, cost_f = fixed_money(cost)
     saved_u, saved_f = fixed_money(saved)
     if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
-        return (*values, None, None, None, None)
-    return (*values, cost_u, cost_f, saved_u, saved_f)
+        return (*values, None, None, None, None, 1)
+    return (*values, cost_u, cost_f, saved_u, saved_f, 1)
 
 
 def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
@@ -124,7 +124,7 @@ class SQLiteLedger:
                 for name in _COLUMNS:
                     if name not in present:
                         default = f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else ""
-                        kind = "INTEGER" if name in _FIXED else _TYPES.get(name, "TEXT")
+                        kind = "INTEGER" if name in _FIXED or name == SUMMED else _TYPES.get(name, "TEXT")
                         conn.execute(f"ALTER TABLE relay_usage ADD COLUMN {name} {kind}{default}")
                 conn.execute("CREATE INDEX IF NOT EXISTS relay_usage_ts_caller ON relay_usage (ts, caller)")
                 create_hourly(conn)
@@ -144,9 +144,11 @@ class SQLiteLedger:
             try:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
+                    after = conn.execute("SELECT COALESCE(MAX(id), 0) FROM relay_usage").fetchone()[0]
                     for start in range(0, len(rows), _YIELD_EVERY):
                         conn.executemany(_INSERT, rows[start:start + _YIELD_EVERY])
                         _yield()
+                    add_batch(conn, after)  # the batch's per-hour sums, in the same transaction
             finally:
                 if conn is not self._conn:
                     conn.close()

@@ -1,0 +1,67 @@
+"""SQLite's per-hour sums, kept by each batch's writer for this version's rows and by the file's
+trigger for an older version's: every row summed exactly once, whoever wrote it, equal to the
+sums made from the rows themselves."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+
+from asgi_ai_relay.storage import LedgerRow, ledger_from_uri
+from asgi_ai_relay.storage import hourly
+from tests.test_ledger_report import sample_rows
+
+HOUR = 1_796_137_200.0
+
+
+def rows(start: int) -> list[LedgerRow]:
+    """A mix: errors, hits, estimates, flags, token classes, money finer than a micro-dollar and
+    a cost summed from its text, across two hours and keys."""
+    out = []
+    for i in range(40):
+        out.append(LedgerRow(
+            ts=HOUR + (i % 2) * 3600 + i, request_id=f"r{start + i}", caller=f"c{i % 3}", endpoint="chat.completions",
+            model=("m1", "m2", None)[i % 3], provider="p", status=(200, 429, 502, 200)[i % 4],
+            prompt_tokens=i * 7, completion_tokens=(i * 3) % 11, cached_tokens=(i * 5) % 9, cache_hit=i % 5 == 0,
+            estimated=i % 7 == 0, cost_usd=Decimal(f"0.{i:02d}0000000000000017") if i % 9 else Decimal("1e13"),
+            cache_saved_usd=Decimal("0.000001") * i, reasoning_tokens=i % 4, web_search_requests=i % 2,
+            usage_flag="prompt" if i % 6 == 0 else None, key_id=f"key_{i % 2}" if i % 4 else None,
+        ))
+    return out
+
+
+def table(conn: sqlite3.Connection, name: str) -> list[tuple[object, ...]]:
+    return sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+
+
+def made_from_the_rows(path: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TEMP TABLE fresh AS SELECT * FROM {hourly._TABLE} WHERE 0")
+        conn.execute(hourly._backfill().replace(f"INSERT INTO {hourly._TABLE}", "INSERT INTO fresh", 1))
+        return table(conn, "fresh")
+
+
+def test_rows_of_this_version_and_of_an_older_writer_are_each_summed_once(tmp_path):
+    path = str(tmp_path / "usage.db")
+    ledger = ledger_from_uri(f"sqlite:///{path}")
+    for row in rows(0) + sample_rows():
+        ledger.record(row)
+    ledger.close()
+    # An older version's writer: its own trigger (no WHEN), rows without the column this version sets.
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"DROP TRIGGER {hourly._TRIGGER_NAME}")
+        conn.execute(hourly._TRIGGER.replace(f" WHEN NEW.{hourly.SUMMED} IS NULL", ""))
+        conn.execute("INSERT INTO relay_usage (ts, request_id, caller, endpoint, model, status, prompt_tokens, cost_u, cost_f) "
+                     "VALUES (?, 'old-1', 'c1', 'chat.completions', 'm1', 200, 12, 3, 500000000000)", (HOUR + 5,))
+    # This version opens the file again (its trigger replaces the older one) and writes more.
+    ledger = ledger_from_uri(f"sqlite:///{path}")
+    for row in rows(100):
+        ledger.record(row)
+    ledger.close()
+    with sqlite3.connect(path) as conn:  # an older writer once more, under this version's trigger
+        conn.execute("INSERT INTO relay_usage (ts, request_id, caller, endpoint, status, completion_tokens) "
+                     "VALUES (?, 'old-2', 'c2', 'messages', 500, 4)", (HOUR + 3601,))
+        kept = table(conn, hourly._TABLE)
+        assert conn.execute("SELECT COUNT(*) FROM relay_usage").fetchone()[0] == 80 + len(sample_rows()) + 2
+    assert kept == made_from_the_rows(path)
+    assert sum(r[len(hourly._KEYS) + 1] for r in kept) == 80 + len(sample_rows()) + 2  # requests
