@@ -24,7 +24,7 @@ from ..protocol.gemini_stream import GeminiDecoder
 from ..protocol.sse import SSESplitter
 from ..types import Usage
 
-__all__ = ["BROKEN", "AnthropicPassThrough", "GeminiPassThrough", "OpenAIPassThrough", "StreamTranslator", "broken", "load", "reading"]
+__all__ = ["BROKEN", "AnthropicPassThrough", "GeminiPassThrough", "OpenAIPassThrough", "SplitStream", "StreamTranslator", "broken", "load", "reading"]
 
 #: What reading a malformed answer raises in code that expects a well-formed one.
 BROKEN = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
@@ -116,18 +116,13 @@ class StreamTranslator:
         raise NotImplementedError
 
 
-class _OpenAIStream(StreamTranslator):
-    """Forwards OpenAI SSE events as they complete, reading usage from the final chunk.
+class SplitStream(StreamTranslator):
+    """A stream whose events an :class:`SSESplitter` splits out, forwarded as they complete:
+    a subclass's ``_feed`` reads the usage and the end from them."""
 
-    The relay always asks the provider for usage; if the caller did not, the usage-only chunk
-    is left out so the caller sees exactly what it asked for. An error event goes on with the
-    upstream keys taken out of it.
-    """
+    __slots__ = ("_done", "_usage", "failed", "splitter")
 
-    __slots__ = ("_done", "_usage", "failed", "include_usage", "splitter")
-
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
+    def __init__(self) -> None:
         self.splitter = SSESplitter()
         self._usage: Usage | None = None
         self._done = False
@@ -140,6 +135,24 @@ class _OpenAIStream(StreamTranslator):
     @property
     def done(self) -> bool:
         return self._done
+
+    def _close(self) -> bytes:
+        return b"".join(event.raw for event in self.splitter.flush())
+
+
+class _OpenAIStream(SplitStream):
+    """Forwards OpenAI SSE events as they complete, reading usage from the final chunk.
+
+    The relay always asks the provider for usage; if the caller did not, the usage-only chunk
+    is left out so the caller sees exactly what it asked for. An error event goes on with the
+    upstream keys taken out of it.
+    """
+
+    __slots__ = ("include_usage",)
+
+    def __init__(self, include_usage: bool) -> None:
+        super().__init__()
+        self.include_usage = include_usage
 
     def _feed(self, chunk: bytes) -> bytes:
         if chunk[:5] == b"data:" and chunk.endswith(b"\n\n") and self.splitter.at_boundary() and b"\r" not in chunk \
@@ -171,9 +184,6 @@ class _OpenAIStream(StreamTranslator):
             return True
         self._usage = openai.usage_of(payload) or self._usage
         return self.include_usage or bool(payload.get("choices"))
-
-    def _close(self) -> bytes:
-        return b"".join(event.raw for event in self.splitter.flush())
 
 
 class OpenAIPassThrough:

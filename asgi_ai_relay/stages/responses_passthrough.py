@@ -23,9 +23,9 @@ import orjson
 
 from .. import redact
 from ..config import ModelConfig
-from ..protocol.sse import SSEEvent, SSESplitter
+from ..protocol.sse import SSEEvent
 from ..types import Usage
-from .passthrough import StreamTranslator, load, reading
+from .passthrough import SplitStream, StreamTranslator, load, reading
 
 __all__ = ["ResponsesPassThrough", "usage_from_responses"]
 
@@ -52,24 +52,10 @@ def _usage_of(response: Any) -> Usage | None:
     return usage_from_responses(response.get("usage"), response.get("output")) if isinstance(response, dict) else None
 
 
-class _ResponsesStream(StreamTranslator):
+class _ResponsesStream(SplitStream):
     """Forwards Responses events as they complete, reading the usage from the final one."""
 
-    __slots__ = ("_done", "_usage", "failed", "splitter")
-
-    def __init__(self) -> None:
-        self.splitter = SSESplitter()
-        self._usage: Usage | None = None
-        self._done = False
-        self.failed = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._usage
-
-    @property
-    def done(self) -> bool:
-        return self._done
+    __slots__ = ()
 
     def _feed(self, chunk: bytes) -> bytes:
         out = []
@@ -84,10 +70,6 @@ class _ResponsesStream(StreamTranslator):
                 continue
             out.append(event.raw)
         return b"".join(out)
-
-    def _close(self) -> bytes:
-        return b"".join(event.raw for event in self.splitter.flush())
-
 
 def _type_of(event: SSEEvent) -> str | None:
     """The event's ``type`` when the service sent no ``event:`` line."""
