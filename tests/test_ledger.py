@@ -116,3 +116,24 @@ def test_postgres_table_name_is_checked(postgres_url):
 
     with pytest.raises(ConfigurationError, match="plain identifier"):
         ledger_from_uri(f"{postgres_url}?table=x;drop")
+
+
+def test_sqlite_rows_with_nulls_in_different_columns_come_back_whole_and_in_order(tmp_path):
+    """The writer inserts runs of rows with their NULLs in the same columns by a statement of the
+    others: rows of every pattern, interleaved, come back exactly as recorded, in order."""
+    ledger = ledger_from_uri(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorded = []
+    for i in range(60):
+        recorded.append(LedgerRow(
+            ts=1_796_137_200.0 + i, request_id=f"r{i}", caller="c", endpoint="chat.completions",
+            model=None if i % 3 == 0 else "m", provider=None if i % 5 == 0 else "p",
+            error_type="upstream_error" if i % 4 == 0 else None, ttfb_ms=None if i % 2 else 1.5 + i,
+            counted_prompt_tokens=i if i % 7 == 0 else None, key_id=f"key_{i}" if i % 6 == 0 else None,
+            stream=i % 2 == 0, cache_hit=i % 9 == 0, estimated=i % 11 == 0,
+            cost_usd=Decimal("1e13") if i == 13 else Decimal(i) / 1000,
+        ))
+        ledger.record(recorded[-1])
+    stored = ledger.rows()
+    ledger.close()
+    assert stored == recorded
+    assert {type(r.stream) for r in stored} == {bool}

@@ -1,9 +1,10 @@
-"""Per-hour sums of the SQLite ledger, kept by a trigger, so a report reads hours, not rows.
+"""Per-hour sums of the SQLite ledger, kept by each batch's writer (and by a trigger for rows of
+an older version), so a report reads hours, not rows.
 
 SQLite groups by sorting, and sorting a million rows with a dozen sums each takes seconds;
 ``relay_usage_hourly`` holds one row per (UTC hour, endpoint, caller, model, provider, key,
-team) with the sums a report needs, updated in the same transaction as each insert (by any writer of the file,
-whatever its version). A report takes the whole hours inside its range from there and the
+team) with the sums a report needs, updated in the same transaction as the rows it sums (by any
+writer of the file, whatever its version). A report takes the whole hours inside its range from there and the
 minutes at either edge from the rows themselves (over the index on ``ts``). A file written
 before the table existed is summed into it once, when it is first opened; so is one whose table
 predates a grouping column (the primary key cannot be altered: the table is summed again).
@@ -16,13 +17,16 @@ about one row per hour per key in use, and a report per key reads hours, not row
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
-__all__ = ["HOURLY", "SUMMED", "add_batch", "create_hourly", "hourly_parts"]
+__all__ = ["HOURLY", "SUMMED", "add_batch", "batch_sums", "create_hourly", "hourly_parts"]
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
@@ -84,10 +88,80 @@ _TRIGGER = (
 )
 
 
-def add_batch(conn: Any, after: int) -> None:
-    """Add the rows this version wrote in the current transaction (``id > after``) to the sums,
-    in one statement: the same sums as the trigger's, over the batch, one upsert per (hour, keys)."""
-    conn.execute(_BATCH, (after,))
+def add_batch(conn: Any, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
+    """Add ``rows`` (tuples of ``columns``, this version's, being inserted in the current
+    transaction) to the sums: summed here, then one upsert per (hour, keys) of the batch, the
+    same sums as the trigger's. Summed in SQL, grouping a batch of rows by sorting them cost
+    about 95k instructions a row, more than storing the row."""
+    conn.executemany(_UPSERT, batch_sums(rows, columns))
+
+
+def batch_sums(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """One row of ``relay_usage_hourly`` values per (hour, keys) in ``rows``, in ``_NAMES`` order.
+
+    Rows are grouped first and each sum is then taken over a column of its group, so the work
+    per row is C's (``sum``, ``map``), not a Python loop over ~25 sums."""
+    keys_of, values_of = _getters(tuple(columns))
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        whole = row[0]  # ts
+        whole = int(whole) if -1e18 < whole < 1e18 else 0
+        key = (whole // 3600 * 3600 if whole >= 0 else -(-whole // 3600 * 3600), *keys_of(row))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [row]
+        else:
+            group.append(row)
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    for key, group in groups.items():
+        sums = _sums([values_of(row) for row in group])
+        key = (key[0], *("" if k is None else k for k in key[1:]))  # COALESCE(key, ''): NULL and '' are one
+        if key in merged:
+            sums = [a + b for a, b in zip(merged[key], sums)]
+        merged[key] = sums
+    out = []
+    for key, sums in merged.items():
+        for whole_at, rest_at in ((_COST_U, _COST_F), (_SAVED_U, _SAVED_F)):
+            sums[whole_at] += sums[rest_at] // _F
+            sums[rest_at] %= _F
+        out.append((*key, *sums))
+    return out
+
+
+def _sums(values: list[tuple[Any, ...]]) -> list[int]:
+    """The ``_ADDS`` sums of one group (each tuple as :func:`_getters` picks it)."""
+    status, prompt, completion, cached, hit, estimated, cost_u, cost_f, saved_u, saved_f, flag, *classes = (
+        list(column) for column in zip(*values))
+    prompt = [p or 0 for p in prompt] if None in prompt else prompt
+    completion = [c or 0 for c in completion] if None in completion else completion
+    cached = [c or 0 for c in cached] if None in cached else cached
+    tokens = [p > 0 or c > 0 for p, c in zip(prompt, completion)]
+    n = len(values)
+    return [
+        n, sum(1 for code in status if code is not None and code >= 400), sum(prompt), sum(completion), sum(cached),
+        sum(map(bool, hit)), sum(map(bool, estimated)), sum(tokens),
+        sum(min(c, p) for p, c, t in zip(prompt, cached, tokens) if t),
+        sum(filter(None, cost_u)), sum(filter(None, cost_f)), sum(filter(None, saved_u)), sum(filter(None, saved_f)),
+        cost_u.count(None), *(sum(filter(None, column)) for column in classes), n - flag.count(None),
+    ]
+
+
+_SUM_NAMES = [name for name, _ in _ADDS]
+_COST_U, _COST_F = _SUM_NAMES.index("cost_u"), _SUM_NAMES.index("cost_f")
+_SAVED_U, _SAVED_F = _SUM_NAMES.index("saved_u"), _SUM_NAMES.index("saved_f")
+_UPSERT = f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) VALUES ({', '.join('?' for _ in _NAMES)})" + _CONFLICT
+
+
+@lru_cache(maxsize=4)
+def _getters(columns: tuple[str, ...]) -> tuple[Callable[[Any], tuple[Any, ...]], ...]:
+    at = {name: i for i, name in enumerate(columns)}
+    assert at["ts"] == 0
+    return (
+        itemgetter(*(at[k] for k in _KEYS)),
+        itemgetter(*(at[n] for n in ("status", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hit",
+                                     "estimated", "cost_u", "cost_f", "saved_u", "saved_f", "usage_flag",
+                                     *COUNT_COLUMNS[3:]))),
+    )
 
 
 def _backfill(where: str = "") -> str:
@@ -102,9 +176,6 @@ def _backfill(where: str = "") -> str:
     keys = ", ".join(f"COALESCE({k}, '')" for k in _KEYS)
     return (f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) SELECT {_HOUR.format(r='')}, {keys}, {', '.join(sums)} "
             f"FROM relay_usage{where} GROUP BY {', '.join(str(n) for n in range(1, len(_KEYS) + 2))}")
-
-
-_BATCH = _backfill(f" WHERE id > ? AND {SUMMED} = 1") + _CONFLICT
 
 
 def create_hourly(conn: object) -> None:

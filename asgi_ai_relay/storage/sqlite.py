@@ -1,7 +1,7 @@
 """The embedded ledger: a SQLite file, written in batches by one thread off the request path
 (see :mod:`.batch`: no system call per row, a crash loses at most the last ``linger``
 seconds). Columns added by newer versions are added to an older file on open. Reports sum in
-SQL (:mod:`.totals`), over per-hour sums a trigger keeps (:mod:`.hourly`) and an index on
+SQL (:mod:`.totals`), over per-hour sums the writer keeps (:mod:`.hourly`) and an index on
 ``(ts, caller)`` for the minutes at the edges of a range."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from operator import attrgetter
+from functools import lru_cache
+from operator import attrgetter, is_, itemgetter
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -69,17 +70,62 @@ SQLITE = Dialect(
 
 _COLUMN_VALUES = attrgetter(*LEDGER_COLUMNS)
 _COST, _SAVED = LEDGER_COLUMNS.index("cost_usd"), LEDGER_COLUMNS.index("cache_saved_usd")
+_STREAM, _HIT, _ESTIMATED = (LEDGER_COLUMNS.index(name) for name in ("stream", "cache_hit", "estimated"))
 
 
 def _values(row: LedgerRow) -> tuple[object, ...]:
     values = list(_COLUMN_VALUES(row))
     cost, saved = row.cost_usd, row.cache_saved_usd
     values[_COST], values[_SAVED] = str(cost), str(saved)
+    # Flags as plain ints: sqlite3 binds only exact int/float/str/bytes/None directly; a bool
+    # goes through its adaptation protocol, which looks up (and fails to find) ``__conform__``
+    # and formats an AttributeError: about 13k instructions per flag, per row.
+    values[_STREAM], values[_HIT], values[_ESTIMATED] = int(row.stream), int(row.cache_hit), int(row.estimated)
     cost_u, cost_f = fixed_money(cost)
     saved_u, saved_f = fixed_money(saved)
     if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
         return (*values, None, None, None, None, 1)
     return (*values, cost_u, cost_f, saved_u, saved_f, 1)
+
+
+#: The columns a row may leave NULL (the optional fields and the fixed-point costs); the
+#: others are written whatever they hold.
+_NULLABLE = tuple(i for i, name in enumerate(_COLUMNS)
+                  if name in _FIXED or "None" in str(LedgerRow.__annotations__.get(name, "")))
+_NULLABLE_VALUES = itemgetter(*_NULLABLE)
+_NONES = (None,) * len(_NULLABLE)
+
+
+def _runs(rows: list[tuple[object, ...]]) -> Iterator[tuple[str, list[tuple[object, ...]]]]:
+    """``rows`` in order, as runs of rows with their NULLs in the same columns, each with an
+    INSERT of the other columns (the rest default to NULL). sqlite3 binds only exact int,
+    float, str and bytes directly: None goes through its adaptation protocol, which looks for
+    ``__conform__`` and formats the AttributeError it does not find, several thousand
+    instructions per NULL; a row has ten or so."""
+    run: list[tuple[object, ...]] = []
+    mask: tuple[bool, ...] | None = None
+    pick: Callable[[tuple[object, ...]], tuple[object, ...]] | None = None
+    insert = _INSERT
+    for values in rows:
+        nulls = tuple(map(is_, _NULLABLE_VALUES(values), _NONES))
+        if nulls != mask:
+            if run:
+                yield insert, run
+            mask, run = nulls, []
+            insert, pick = _insert_for(nulls)
+        run.append(pick(values) if pick is not None else values)
+    if run:
+        yield insert, run
+
+
+@lru_cache(maxsize=64)
+def _insert_for(nulls: tuple[bool, ...]) -> tuple[str, Callable[[tuple[object, ...]], tuple[object, ...]] | None]:
+    dropped = {i for i, null in zip(_NULLABLE, nulls) if null}
+    kept = [i for i in range(len(_COLUMNS)) if i not in dropped]
+    if not dropped:
+        return _INSERT, None
+    names = [_COLUMNS[i] for i in kept]
+    return f"INSERT INTO relay_usage ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", itemgetter(*kept)
 
 
 def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
@@ -144,11 +190,11 @@ class SQLiteLedger:
             try:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
-                    after = conn.execute("SELECT COALESCE(MAX(id), 0) FROM relay_usage").fetchone()[0]
-                    for start in range(0, len(rows), _YIELD_EVERY):
-                        conn.executemany(_INSERT, rows[start:start + _YIELD_EVERY])
-                        _yield()
-                    add_batch(conn, after)  # the batch's per-hour sums, in the same transaction
+                    for insert, run in _runs(rows):
+                        for start in range(0, len(run), _YIELD_EVERY):
+                            conn.executemany(insert, run[start:start + _YIELD_EVERY])
+                            _yield()
+                    add_batch(conn, rows, _COLUMNS)  # the batch's per-hour sums, in the same transaction
             finally:
                 if conn is not self._conn:
                     conn.close()
