@@ -1,9 +1,10 @@
 """One round trip per admission on Redis (:mod:`asgi_ai_relay.storage.redis_admission`).
 
 Rate limits, the budget and the shared caps on one private redis-server: a request is one script
-call to admit it, one per attempt and one at its end, counted by Redis itself (``INFO
-commandstats``); a refused request takes nothing; a request cancelled at any await leaves no
-hold, no lease and no charge behind; an outage keeps ``fail_mode``.
+call to admit it (its first attempt's reservation included, :mod:`asgi_ai_relay.stages.joint_reserve`),
+one per further attempt and one at its end, counted by Redis itself (``INFO commandstats``); a
+refused request takes nothing; a request cancelled at any await leaves no hold, no lease and no
+charge behind; an outage keeps ``fail_mode``.
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ async def trips_per_request(relay: Relay, redis: RedisServer, count: int = 10) -
     return (script_calls(redis) - before) / count
 
 
-async def test_a_request_is_one_call_to_admit_one_per_attempt_and_one_at_the_end(upstream, private_redis, relays):  # noqa: F811
+async def test_a_request_is_one_call_to_admit_and_reserve_and_one_at_the_end(upstream, private_redis, relays):  # noqa: F811
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}"))
     assert relay.traffic.joint is not None
     # Store by store this was 10: the hold, the caller's buckets, the model's buckets, two
-    # leases; then two reconciliations, the settle and two releases.
-    assert await trips_per_request(relay, private_redis) == 3
+    # leases; then two reconciliations, the settle and two releases. With the attempt's
+    # reservation in a call of its own, 3.
+    assert await trips_per_request(relay, private_redis) == 2
 
 
-async def test_a_retry_adds_one_call_for_the_attempt_and_one_for_its_give_back(upstream, private_redis, relays):  # noqa: F811
+async def test_a_retry_adds_one_call_for_the_second_attempt_and_one_for_the_first_ones_give_back(upstream, private_redis, relays):  # noqa: F811
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}",
                                  retry={"max_attempts": 2, "base_delay": 0.001, "max_delay": 0.001}))
     assert (await chat(relay, BODY, key=KEY)).status == 200
@@ -107,13 +109,13 @@ async def test_a_retry_adds_one_call_for_the_attempt_and_one_for_its_give_back(u
     answer = await chat(relay, BODY, key=KEY)
     assert answer.status == 200 and relay.ledger.rows()[-1].attempts == 2  # type: ignore[attr-defined]
     await settled(relay)
-    assert script_calls(private_redis) - before == 5
+    assert script_calls(private_redis) - before == 4
 
 
 async def test_budgets_on_another_database_keep_their_own_calls(upstream, private_redis, relays):  # noqa: F811
     other = private_redis.url.rsplit("/", 1)[0] + "/1"
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}", budgets_url=other))
-    assert await trips_per_request(relay, private_redis) == 5  # + the hold and the settle
+    assert await trips_per_request(relay, private_redis) == 4  # + the hold and the settle
 
 
 def _day_key(prefix: str, caller: str) -> str:
@@ -266,9 +268,9 @@ async def test_on_a_cluster_the_buckets_and_leases_share_a_slot_and_the_budget_k
     for _ in range(2):
         assert (await chat(relay, BODY, key="rt-key-2")).status == 200
         await settled(relay)
-    # Each request: 3 joint calls, the hold and the settle; once, rt2's counters missing: the
-    # hold says so, the seed, the hold again.
-    assert cluster_script_calls(cluster) - before == 2 * 5 + 2
+    # Each request: 2 joint calls (admission with the reservation, the end), the hold and the
+    # settle; once, rt2's counters missing: the hold says so, the seed, the hold again.
+    assert cluster_script_calls(cluster) - before == 2 * 4 + 2
 
 
 def cluster_script_calls(cluster: str) -> int:
