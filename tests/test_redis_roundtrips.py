@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from asgi_ai_relay import Relay
+from asgi_ai_relay.breaker import BreakerPass
 from asgi_ai_relay.limits import Bucket, Rate
 from asgi_ai_relay.storage.redis import RedisRateLimits
 from asgi_ai_relay.storage.redis_budgets import from_pico
@@ -186,7 +187,9 @@ async def test_a_full_cap_takes_no_bucket_and_a_late_landing_gives_everything_ba
         await leases.aclose()
 
 
-async def _redis_holds_nothing(relay: Relay, url: str, prefix: str) -> None:
+async def _redis_holds_nothing(relay: Relay, url: str, prefix: str, untouched: tuple[str, ...] = ()) -> None:
+    """Nothing held: no slot, no lease, every budget hold settled, and no charge on the
+    ``untouched`` buckets (those of a model never called)."""
     await _settle(relay)
     joint = relay.traffic.joint
     assert joint is not None and not joint._queue and not joint._pending
@@ -195,37 +198,56 @@ async def _redis_holds_nothing(relay: Relay, url: str, prefix: str) -> None:
     rows = relay.ledger.rows()  # type: ignore[attr-defined]
     client = aioredis.Redis.from_url(url)
     try:
-        for cap in ("all", "provider:up"):
+        for cap in ("all", "provider:up", "provider:up2"):
             assert await client.zcard("{" + prefix + "}:lease:" + cap) == 0
+        for bucket in untouched:
+            assert await client.exists("{" + prefix + "}:" + bucket) == 0, bucket
         raw = await client.hget(_day_key(prefix, "sweeper"), "usd")
     finally:
         await client.aclose()
     assert raw is not None and from_pico(raw) == sum((r.cost_usd for r in rows), Decimal(0))
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-async def test_cancel_at_every_await_leaves_nothing_on_redis(upstream, private_redis, stream):  # noqa: F811
+@pytest.mark.parametrize("case", ["whole", "stream", "fallback"])
+async def test_cancel_at_every_await_leaves_nothing_on_redis(upstream, private_redis, case):  # noqa: F811
+    """The first attempt's reservation is taken with the admission (nothing here may come from
+    the cache); ``fallback``: the model's deployment has its breaker open, so the reservation
+    is given back and ``backup``, on another provider, serves."""
     prefix = f"sweep-{uuid.uuid4().hex[:8]}"
     uri = f"{private_redis.url}?prefix={prefix}&timeout=2"
     relay, _, _ = build_relay(
-        upstream, storage={"ledger": "memory://", "limits": uri, "slots": uri},
+        upstream, upstream if case == "fallback" else None, breaker={"failure_threshold": 1},
+        storage={"ledger": "memory://", "limits": uri, "slots": uri},
         api_keys=[{"key": "sweep-key", "caller": "sweeper"}],
-        limits={"caller": {"rpm": 100000, "tpm": 10_000_000}, "model": {"rpm": 100000, "tpm": 10_000_000}},
+        limits={"caller": {"rpm": 100000, "tpm": 10_000_000}, "model": {"rpm": 100000, "tpm": 10_000_000},
+                "models": {"test-model": {"rpm": 10, "tpm": 1000}}},  # a charge left stays for seconds
         queue={"max_in_flight": 4, "per_provider": 2}, budgets={"default": {"daily": 1000}},
     )
     assert relay.traffic.joint is not None
-    body = {**BODY, "stream": stream}
+    body = {**BODY, "stream": case == "stream"}
     assert await _drive(relay, body) == 200  # seeds the budget counters
-    await _redis_holds_nothing(relay, private_redis.url, prefix)
+    untouched: tuple[str, ...] = ()
+    if case == "fallback":
+        await relay.router.breakers.record(BreakerPass("up/gpt-4o-mini"), False, relay.router.clock())
+        await _settle(relay)
+        client = aioredis.Redis.from_url(private_redis.url)
+        try:  # the charge of the request that seeded the counters
+            await client.delete("{" + prefix + "}:model:test-model:r", "{" + prefix + "}:model:test-model:t")
+        finally:
+            await client.aclose()
+        untouched = ("model:test-model:r", "model:test-model:t")
+    await _redis_holds_nothing(relay, private_redis.url, prefix, untouched)
     for cancel_at in range(1, 400):
         task = asyncio.ensure_future(_stepped(_drive(relay, body), cancel_at))
         try:
             status = await asyncio.wait_for(task, 20)
         except asyncio.CancelledError:
             status = None
-        await _redis_holds_nothing(relay, private_redis.url, prefix)
+        await _redis_holds_nothing(relay, private_redis.url, prefix, untouched)
         if status is not None:
             assert status == 200 and cancel_at > 3  # cancelled inside admission and the attempt first
+            if case == "fallback":
+                assert relay.ledger.rows()[-1].model == "backup"  # type: ignore[attr-defined]
             return
     raise AssertionError("the request never completed")
 
