@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from asgi_ai_relay import Relay
 from asgi_ai_relay.breaker import BreakerPass
+from tests.conftest import make_config
 from tests.relay_calls import chat, pieces, relays, until  # noqa: F401 - relays: the fixture
 from tests.test_redis_roundtrips import BODY, KEY, settled, shared_config
 from tests.workers.fixtures import private_redis  # noqa: F401 - the fixture
@@ -231,3 +232,40 @@ async def test_a_budget_refusal_takes_no_reservation(upstream, private_redis, re
     assert refused.status == 429 and orjson.loads(refused.body)["error"]["code"] == "budget_exceeded"
     await _upstream_holds_nothing(relay, redis_client, prefix)
     assert await _model_buckets(redis_client, prefix) == 0
+
+
+async def test_with_slots_of_this_process_only_the_attempt_takes_its_slot(upstream, private_redis, redis_client, relays):  # noqa: F811
+    """The model's buckets are taken with the admission, this process's slot by the attempt: a
+    fallback that needs nothing on Redis takes its slot without coming to the joint script, so
+    a slot taken early would keep it waiting (one slot for the provider here)."""
+    prefix = _prefix()
+    transport = Watching()
+    uri = f"{private_redis.url}?prefix={prefix}&timeout=2"
+    relay = relays(make_config(
+        upstream, storage={"ledger": "memory://", "limits": uri}, api_keys=[{"key": KEY, "caller": "rt"}],
+        budgets={"default": {"daily": "1000"}}, limits=SLOW_MODEL, breaker={"failure_threshold": 1, "cooldown": 600},
+        queue={"max_in_flight": 8, "per_provider": 1, "max_wait": 1},
+        models={"test-model": {"provider": "up", "upstream": "gpt-4o-mini", "price": {"input": 2.5, "output": 10},
+                               "fallbacks": ["backup"]},
+                "backup": {"provider": "up", "upstream": "gpt-4o", "price": {"input": 5, "output": 15}}},
+    ), transport=transport)
+    assert relay.traffic.shared is None and relay.traffic.upstream_buckets(relay.config.models["backup"]) == ()
+    for _ in range(2):  # budget counters seeded
+        assert (await chat(relay, BODY, key=KEY)).status == 200
+    await settled(relay)
+    client = redis_client
+
+    async def look() -> tuple[int, dict[str, int]]:
+        return await evalsha_calls(client), dict(relay.traffic.gate.by_provider)
+
+    transport.look = look
+    before = await evalsha_calls(client)
+    assert (await chat(relay, BODY, key=KEY)).status == 200
+    assert transport.seen == [(before + 1, {"up": 1})]  # the model's buckets were in the admission's call
+    await settled(relay)
+    await client.delete(_key(prefix, "model:test-model:r"), _key(prefix, "model:test-model:t"))
+    await relay.router.breakers.record(BreakerPass(DEPLOYMENT), False, relay.router.clock())
+    answer = await chat(relay, BODY, key=KEY)
+    assert answer.status == 200 and answer.headers.get("x-relay-model") == "backup"
+    await _upstream_holds_nothing(relay, client, prefix, ())
+    assert await _model_buckets(client, prefix) == 0

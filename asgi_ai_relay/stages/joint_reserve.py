@@ -60,9 +60,13 @@ class First:
         self.taken = False
 
     def enter(self) -> Reservation | None:
-        """This process's slot, if one is free now: the reservation to ask for, or ``None``."""
+        """This process's slot, if one is free now: the reservation to ask for, or ``None``.
+
+        Only with shared slots: then every attempt's reservation comes to :func:`reserve_joint`,
+        which gives the slot back before it takes another (without them an attempt that needs
+        nothing on Redis takes its slot elsewhere, and the attempt takes this one itself)."""
         traffic = self.traffic
-        if traffic.gated:
+        if traffic.gated and traffic.shared is not None:
             if not traffic.gate.try_enter(self.provider):
                 return None
             self.entered = True
@@ -159,6 +163,9 @@ async def reserve_joint(traffic: Traffic, call: Call, provider: str, charge: Cha
     """
     first = next((r for r in call.releases if type(r) is First and r.taken), None)
     if first is not None and first.hand_over(call, provider, charge, held, leases):
+        if traffic.gated and not held:  # this process's slot was left to the attempt
+            await traffic.enter(call, provider, deadline)
+            held.append(provider)
         return
     joint, shared = traffic.joint, traffic.shared
     assert joint is not None
