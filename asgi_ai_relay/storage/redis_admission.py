@@ -46,25 +46,28 @@ if TYPE_CHECKING:
 
 __all__ = ["Admitted", "RedisAdmission", "Reservation", "same_server"]
 
-# ARGV[1]: one letter per operation, and '|' before the optional ones; then each operation's
-# arguments in order, each one's keys in KEYS:
+# ARGV[1]: one letter per operation, and '|' before the optional ones; ARGV[2]: each operation's
+# arguments in order, separated by spaces ('-' for none); each operation's keys in KEYS:
 #   g  key | interval, burst, cost         (a GCRA bucket)
-#   h  day, month | amount, day limit, day room, month limit, month room   ('' = no limit)
+#   h  day, month | amount, day limit, day room, month limit, month room
 #   l  key | holder, limit, ttl ms         (a lease)
 # The operations before '|' are taken all or none; those after it all or none as well, and only
 # when the first ones are.
-# -> {1 if the first passed, now, {per operation: g: old TAT or '' | h: {1, day, month, day
-#    epoch, month epoch}, {0, day, month} refused, {-1} unseeded | l: 1 free, 0 full},
-#    1 if the optional ones were taken too}
+# -> one string (one reply to read, not a table of them): "ok now extra" then one word per
+#    operation, g: old TAT or '-' | h: '1,day,month,day epoch,month epoch' held, '1' would fit,
+#    '0,day,month' refused, '-1' unseeded | l: '1' free, '0' full. ``ok``: 1 when the first
+#    ones passed; ``extra``: 1 when the optional ones were taken too.
 _ADMIT = redis_budgets._COMPARE + """
 local ops = ARGV[1]
+local v = {}
+for w in string.gmatch(ARGV[2], '%S+') do v[#v + 1] = w end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function over(spent, limit, room)
-  return limit ~= '' and (not gt(limit, spent) or gt(spent, room))
+  return limit ~= '-' and (not gt(limit, spent) or gt(spent, room))
 end
-local ok, extra, part, n, k, a, out, new = 1, 1, 1, 0, 1, 2, {}, {}
+local ok, extra, part, n, k, a, out, new = 1, 1, 1, 0, 1, 1, {}, {}
 for i = 1, #ops do
   local op = string.sub(ops, i, i)
   if op == '|' then part = 2
@@ -72,25 +75,25 @@ for i = 1, #ops do
     local pass = true
     n = n + 1
     if op == 'g' then
-      local interval, burst, cost = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+      local interval, burst, cost = tonumber(v[a]), tonumber(v[a+1]), tonumber(v[a+2])
       local raw = redis.call('GET', KEYS[k])
       local tat = now
-      out[n] = ''
+      out[n] = '-'
       if raw then out[n] = raw; tat = math.max(tonumber(raw), now) end
       new[n] = tat + cost * interval
       if cost > burst or new[n] - burst * interval - now > 1e-6 * interval then pass = false end
       k, a = k + 1, a + 3
     elseif op == 'h' then
       local d, m = redis.call('HGET', KEYS[k], 'usd'), redis.call('HGET', KEYS[k+1], 'usd')
-      if not d or not m then pass = false; out[n] = {-1}
-      elseif over(d, ARGV[a+1], ARGV[a+2]) or over(m, ARGV[a+3], ARGV[a+4]) then pass = false; out[n] = {0, d, m}
-      else out[n] = {1} end
+      if not d or not m then pass = false; out[n] = '-1'
+      elseif over(d, v[a+1], v[a+2]) or over(m, v[a+3], v[a+4]) then pass = false; out[n] = '0,' .. d .. ',' .. m
+      else out[n] = '1' end
       k, a = k + 2, a + 5
     else
       redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now_ms)
-      out[n] = 1
-      if not redis.call('ZSCORE', KEYS[k], ARGV[a]) and redis.call('ZCARD', KEYS[k]) >= tonumber(ARGV[a+1]) then
-        pass = false; out[n] = 0
+      out[n] = '1'
+      if not redis.call('ZSCORE', KEYS[k], v[a]) and redis.call('ZCARD', KEYS[k]) >= tonumber(v[a+1]) then
+        pass = false; out[n] = '0'
       end
       k, a = k + 1, a + 3
     end
@@ -101,7 +104,7 @@ for i = 1, #ops do
 end
 if ok == 0 or part == 1 then extra = 0 end
 if ok == 1 then
-  part, n, k, a = 1, 0, 1, 2
+  part, n, k, a = 1, 0, 1, 1
   for i = 1, #ops do
     local op = string.sub(ops, i, i)
     if op == '|' then part = 2
@@ -115,15 +118,15 @@ if ok == 1 then
         k, a = k + 1, a + 3
       elseif op == 'h' then
         if take then
-          redis.call('HINCRBY', KEYS[k], 'usd', ARGV[a])
-          redis.call('HINCRBY', KEYS[k+1], 'usd', ARGV[a])
-          out[n] = {1, redis.call('HGET', KEYS[k], 'usd'), redis.call('HGET', KEYS[k+1], 'usd'),
-                    redis.call('HGET', KEYS[k], 'epoch'), redis.call('HGET', KEYS[k+1], 'epoch')}
+          redis.call('HINCRBY', KEYS[k], 'usd', v[a])
+          redis.call('HINCRBY', KEYS[k+1], 'usd', v[a])
+          out[n] = table.concat({'1', redis.call('HGET', KEYS[k], 'usd'), redis.call('HGET', KEYS[k+1], 'usd'),
+                                 redis.call('HGET', KEYS[k], 'epoch') or '', redis.call('HGET', KEYS[k+1], 'epoch') or ''}, ',')
         end
         k, a = k + 2, a + 5
       else
         if take then
-          redis.call('ZADD', KEYS[k], now_ms + tonumber(ARGV[a+2]), ARGV[a])
+          redis.call('ZADD', KEYS[k], now_ms + tonumber(v[a+2]), v[a])
           local last = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
           redis.call('PEXPIREAT', KEYS[k], last[2])
         end
@@ -132,7 +135,7 @@ if ok == 1 then
     end
   end
 end
-return {ok, string.format('%.17g', now), out, extra}
+return ok .. ' ' .. string.format('%.17g', now) .. ' ' .. extra .. ' ' .. table.concat(out, ' ')
 """
 
 
@@ -215,7 +218,7 @@ class RedisAdmission(GiveBacks):
         """
         ops: list[str] = []
         keys: list[str] = []
-        args: list[str] = [""]
+        args: list[str] = []
         self._buckets(ops, keys, args, buckets, costs)
         budgets = self.budgets
         for window, amount in holds:
@@ -225,25 +228,26 @@ class RedisAdmission(GiveBacks):
             pico = redis_budgets.to_pico(amount)
             args.append(str(pico))
             for limit in (window.daily, window.monthly):
-                args += ("", "") if limit is None else (str(redis_budgets.to_pico(limit)), str(redis_budgets.to_pico(limit) - pico))
+                args += ("-", "-") if limit is None else (str(redis_budgets.to_pico(limit)), str(redis_budgets.to_pico(limit) - pico))
         self._leases(ops, keys, args, caps, holder, ttl_ms)
         if extra is not None:
             ops.append("|")
             self._buckets(ops, keys, args, extra.buckets, extra.costs)
             self._leases(ops, keys, args, extra.caps, extra.holder, extra.ttl_ms)
-        args[0] = "".join(ops)
         try:
-            reply = await self._admit(keys=keys, args=args)
+            reply = await self._admit(keys=keys, args=["".join(ops), " ".join(args)])
         except STORE_ERRORS as exc:
             raise StorageError(f"Redis admission failed: {type(exc).__name__}") from exc
         return _parse(reply, buckets, costs, len(holds), len(caps), extra)
 
     def _buckets(self, ops: list[str], keys: list[str], args: list[str], buckets: Sequence[Bucket],
                  costs: Sequence[float]) -> None:
+        prefix = self.key_prefix
         for bucket, cost in zip(buckets, costs, strict=True):
             ops.append("g")
-            keys.append(self.key_prefix + bucket.key)
-            args += (repr(bucket.rate.interval), str(bucket.rate.burst), repr(float(cost)))
+            keys.append(prefix + bucket.key)
+            rate = bucket.rate
+            args += (repr(rate.interval), str(rate.burst), repr(float(cost)))
 
     def _leases(self, ops: list[str], keys: list[str], args: list[str], caps: Sequence[tuple[str, int]],
                 holder: str, ttl_ms: int) -> None:
@@ -293,39 +297,40 @@ class RedisAdmission(GiveBacks):
 
 def _parse(reply: Any, buckets: Sequence[Bucket], costs: Sequence[float], holds: int, caps: int,
            extra: Reservation | None) -> Admitted:
-    ok = int(reply[0]) == 1
-    out = reply[2]
+    words = (reply.decode() if isinstance(reply, bytes) else reply).split(" ")
+    ok = words[0] == "1"
+    now = float(words[1])
+    out = words[3:]
     held: list[Held] = []
     unseeded: list[int] = []
-    for index, raw in enumerate(out[len(buckets):len(buckets) + holds]):
-        status = int(raw[0])
-        if status == -1:
+    for index, word in enumerate(out[len(buckets):len(buckets) + holds]):
+        raw = word.split(",")
+        status = raw[0]
+        if status == "-1":
             unseeded.append(index)
             held.append(Held(False, Decimal(0), Decimal(0)))
-        elif status == 0:
+        elif status == "0":
             held.append(Held(False, redis_budgets.from_pico(raw[1]), redis_budgets.from_pico(raw[2])))
         elif len(raw) == 1:  # would fit, but something else refused: nothing was held
             held.append(Held(True, Decimal(0), Decimal(0)))
         else:
-            token = (redis_budgets._text(raw[3]), redis_budgets._text(raw[4]))
-            held.append(Held(True, redis_budgets.from_pico(raw[1]), redis_budgets.from_pico(raw[2]), token))
+            held.append(Held(True, redis_budgets.from_pico(raw[1]), redis_budgets.from_pico(raw[2]), (raw[3], raw[4])))
     end = len(buckets) + holds + caps
-    full = any(int(raw) == 0 for raw in out[len(buckets) + holds:end])
-    now = float(reply[1])
+    full = "0" in out[len(buckets) + holds:end]
     decision = None
     if buckets:
         wait, states = 0.0, []
-        for bucket, cost, raw in zip(buckets, costs, out, strict=False):
-            _, bucket_wait, state = gcra(float(raw) if raw else None, now, bucket.rate, cost)
+        for bucket, cost, word in zip(buckets, costs, out, strict=False):
+            _, bucket_wait, state = gcra(None if word == "-" else float(word), now, bucket.rate, cost)
             wait = max(wait, bucket_wait)
             states.append(state)
         # Refused with nothing else to blame: a bucket, by less than this side's rounding sees.
         allowed = ok or (wait <= 0.0 and (full or bool(unseeded) or not all(h.allowed for h in held)))
         decision = Decision(allowed, 0.0 if allowed else max(wait, 0.001), tuple(states))
-    reserved = len(reply) > 3 and int(reply[3]) == 1
+    reserved = words[2] == "1"
     reservation = None
     if reserved and extra is not None and extra.buckets:
-        states = [gcra(float(raw) if raw else None, now, bucket.rate, cost)[2]
-                  for bucket, cost, raw in zip(extra.buckets, extra.costs, out[end:], strict=False)]
+        states = [gcra(None if word == "-" else float(word), now, bucket.rate, cost)[2]
+                  for bucket, cost, word in zip(extra.buckets, extra.costs, out[end:], strict=False)]
         reservation = Decision(True, 0.0, tuple(states))
     return Admitted(ok, decision, held, unseeded, full, reserved, reservation)
