@@ -92,7 +92,7 @@ for i = 1, #ops do
     else
       redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now_ms)
       out[n] = '1'
-      if not redis.call('ZSCORE', KEYS[k], v[a]) and redis.call('ZCARD', KEYS[k]) >= tonumber(v[a+1]) then
+      if redis.call('ZCARD', KEYS[k]) >= tonumber(v[a+1]) and not redis.call('ZSCORE', KEYS[k], v[a]) then
         pass = false; out[n] = '0'
       end
       k, a = k + 1, a + 3
@@ -120,8 +120,8 @@ if ok == 1 then
         if take then
           redis.call('HINCRBY', KEYS[k], 'usd', v[a])
           redis.call('HINCRBY', KEYS[k+1], 'usd', v[a])
-          out[n] = table.concat({'1', redis.call('HGET', KEYS[k], 'usd'), redis.call('HGET', KEYS[k+1], 'usd'),
-                                 redis.call('HGET', KEYS[k], 'epoch') or '', redis.call('HGET', KEYS[k+1], 'epoch') or ''}, ',')
+          local d, m = redis.call('HMGET', KEYS[k], 'usd', 'epoch'), redis.call('HMGET', KEYS[k+1], 'usd', 'epoch')
+          out[n] = table.concat({'1', d[1], m[1], d[2] or '', m[2] or ''}, ',')
         end
         k, a = k + 2, a + 5
       else
