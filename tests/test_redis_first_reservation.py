@@ -269,3 +269,38 @@ async def test_with_slots_of_this_process_only_the_attempt_takes_its_slot(upstre
     assert answer.status == 200 and answer.headers.get("x-relay-model") == "backup"
     await _upstream_holds_nothing(relay, client, prefix, ())
     assert await _model_buckets(client, prefix) == 0
+
+
+@pytest.mark.parametrize(("mode", "extra", "headers", "pretaken"), [
+    ("deterministic", {}, {}, True),
+    ("deterministic", {"temperature": 0}, {}, False),
+    ("deterministic", {"seed": 7}, {}, False),
+    ("deterministic", {"use_cache": True}, {}, False),
+    ("deterministic", {"temperature": 0, "use_cache": False}, {}, True),
+    ("deterministic", {"temperature": 0}, {"cache-control": "no-cache"}, True),
+    ("all", {}, {}, False),
+    ("off", {"temperature": 0}, {}, True),
+], ids=["not-deterministic", "temperature-0", "seed", "use_cache", "use_cache-false", "no-cache", "mode-all", "mode-off"])
+async def test_the_reservation_is_taken_early_exactly_when_the_cache_cannot_answer(
+        upstream, private_redis, redis_client, relays, mode, extra, headers, pretaken):  # noqa: F811
+    prefix = _prefix()
+    transport = Watching()
+    relay = relays(shared_config(upstream, private_redis.url, prefix, cache={"mode": mode}), transport=transport)
+    warm = {"model": "test-model", "messages": [{"role": "user", "content": "warm up"}]}
+    assert (await chat(relay, warm, key=KEY)).status == 200  # budget counters seeded
+    await settled(relay)
+    client = redis_client
+
+    async def look() -> int:
+        return await evalsha_calls(client)
+
+    transport.look = look
+    body = {**BODY, **extra}
+    before = await evalsha_calls(client)
+    assert (await chat(relay, body, headers, key=KEY)).status == 200
+    assert transport.seen == [before + (1 if pretaken else 2)]
+    await settled(relay)
+    again = await chat(relay, body, headers, key=KEY)
+    assert again.status == 200
+    assert (again.headers["x-relay-cache"] == "hit") is not pretaken  # taken early only when no hit could come
+    await _upstream_holds_nothing(relay, client, prefix)
