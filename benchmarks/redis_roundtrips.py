@@ -1,11 +1,14 @@
 """What shared state on Redis adds to a request: round trips and latency, in-process, bounded.
 
-One relay answers ``--requests`` chat requests one at a time (so the numbers are the path's own
-cost, not queueing) from ``benchmarks/fake_upstream.py`` (its own process, loopback), twice:
-every store in memory, then rate limits (global, caller and model; RPM and TPM), the budget and
-the concurrency caps (``queue.max_in_flight``, ``per_provider``) on a private ``redis-server``
-started for the run. Redis's own ``INFO commandstats`` counts the top-level script calls
-(``EVALSHA``: each one a round trip; what a script runs inside Redis is not one).
+Two relays answer ``--requests`` chat requests each, one at a time (so the numbers are the
+path's own cost, not queueing), from ``benchmarks/fake_upstream.py`` (its own process,
+loopback): one with every store in memory, one with the rate limits (global, caller and model;
+RPM and TPM), the budget and the concurrency caps (``queue.max_in_flight``, ``per_provider``) on
+a private ``redis-server`` started for the run. Their requests alternate (memory, Redis, Redis,
+memory, ...), so a change in the machine's load during a round weighs on both alike. The
+requests are not deterministic: the cache cannot answer them, so each one's first attempt
+reserves in the admission's call. Redis's own ``INFO commandstats`` counts the top-level script
+calls (``EVALSHA``: each one a round trip; what a script runs inside Redis is not one).
 
     PYTHONPATH=.:integrations python benchmarks/redis_roundtrips.py [--requests 400]
 """
@@ -63,21 +66,24 @@ async def settle(relay: Relay) -> None:
     await relay.traffic.settle()
 
 
-async def run(relay: Relay, requests: int, redis: RedisServer | None) -> tuple[list[float], float]:
+async def run(relays: dict[str, Relay], requests: int, redis: RedisServer) -> tuple[dict[str, list[float]], float]:
+    """Each relay's latencies (ms), their requests alternating, and the Redis relay's script calls per request."""
     request = RelayRequest("POST", "/v1/chat/completions", HEADERS, BODY)
-    for _ in range(20):  # warm up: connections, scripts loaded, budget counters seeded
-        assert (await relay.handle(request)).status == 200
-    await settle(relay)
-    before = script_calls(redis) if redis is not None else 0
-    times = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        response = await relay.handle(request)
-        times.append((time.perf_counter() - started) * 1000)
-        assert response.status == 200
-        await settle(relay)  # the end-of-request calls land before the next request starts
-    trips = (script_calls(redis) - before) / requests if redis is not None else 0.0
-    return times, trips
+    for relay in relays.values():
+        for _ in range(20):  # warm up: connections, scripts loaded, budget counters seeded
+            assert (await relay.handle(request)).status == 200
+        await settle(relay)
+    before = script_calls(redis)
+    times: dict[str, list[float]] = {name: [] for name in relays}
+    order = list(relays.items())
+    for i in range(requests):
+        for name, relay in order if i % 2 == 0 else reversed(order):
+            started = time.perf_counter()
+            response = await relay.handle(request)
+            times[name].append((time.perf_counter() - started) * 1000)
+            assert response.status == 200
+            await settle(relay)  # the end-of-request calls land before the next request starts
+    return times, (script_calls(redis) - before) / requests
 
 
 def summary(times: list[float]) -> str:
@@ -106,20 +112,21 @@ async def main() -> None:
 
 
 async def measure(upstream: str, redis: RedisServer, requests: int, rounds: int) -> None:
-    print(f"{requests} requests one at a time, {rounds} rounds, redis-server on 127.0.0.1:{redis.port}")
-    medians: dict[str, list[float]] = {"memory": [], "redis": []}
+    print(f"{requests} requests one at a time per relay, alternating, {rounds} rounds, redis-server on 127.0.0.1:{redis.port}")
+    added = []
     for round_ in range(rounds):
-        for name in ("memory", "redis"):
-            relay = Relay(config(upstream, redis.url if name == "redis" else None))
-            try:
-                times, trips = await run(relay, requests, redis if name == "redis" else None)
-            finally:
+        relays = {name: Relay(config(upstream, redis.url if name == "redis" else None)) for name in ("memory", "redis")}
+        try:
+            times, trips = await run(relays, requests, redis)
+        finally:
+            for relay in relays.values():
                 await relay.shutdown()
-            medians[name].append(statistics.median(times))
+        for name in ("memory", "redis"):
             extra = f", {trips:.2f} script round trips/request" if name == "redis" else ""
-            print(f"  round {round_ + 1} {name:6s}: {summary(times)}{extra}")
-    added = [r - m for r, m in zip(medians["redis"], medians["memory"], strict=True)]
-    print(f"Redis adds per request (median of each round): {', '.join(f'{a:.3f}' for a in added)} ms")
+            print(f"  round {round_ + 1} {name:6s}: {summary(times[name])}{extra}")
+        added.append(statistics.median(times["redis"]) - statistics.median(times["memory"]))
+    print(f"Redis adds per request (median of each round): {', '.join(f'{a:.3f}' for a in added)} ms "
+          f"(median {statistics.median(added):.3f} ms)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """One round trip per admission on Redis (:mod:`asgi_ai_relay.storage.redis_admission`).
 
 Rate limits, the budget and the shared caps on one private redis-server: a request is one script
-call to admit it, one per attempt and one at its end, counted by Redis itself (``INFO
-commandstats``); a refused request takes nothing; a request cancelled at any await leaves no
-hold, no lease and no charge behind; an outage keeps ``fail_mode``.
+call to admit it (its first attempt's reservation included, :mod:`asgi_ai_relay.stages.joint_reserve`),
+one per further attempt and one at its end, counted by Redis itself (``INFO commandstats``); a
+refused request takes nothing; a request cancelled at any await leaves no hold, no lease and no
+charge behind; an outage keeps ``fail_mode``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from asgi_ai_relay import Relay
+from asgi_ai_relay.breaker import BreakerPass
 from asgi_ai_relay.limits import Bucket, Rate
 from asgi_ai_relay.storage.redis import RedisRateLimits
 from asgi_ai_relay.storage.redis_budgets import from_pico
@@ -89,15 +91,16 @@ async def trips_per_request(relay: Relay, redis: RedisServer, count: int = 10) -
     return (script_calls(redis) - before) / count
 
 
-async def test_a_request_is_one_call_to_admit_one_per_attempt_and_one_at_the_end(upstream, private_redis, relays):  # noqa: F811
+async def test_a_request_is_one_call_to_admit_and_reserve_and_one_at_the_end(upstream, private_redis, relays):  # noqa: F811
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}"))
     assert relay.traffic.joint is not None
     # Store by store this was 10: the hold, the caller's buckets, the model's buckets, two
-    # leases; then two reconciliations, the settle and two releases.
-    assert await trips_per_request(relay, private_redis) == 3
+    # leases; then two reconciliations, the settle and two releases. With the attempt's
+    # reservation in a call of its own, 3.
+    assert await trips_per_request(relay, private_redis) == 2
 
 
-async def test_a_retry_adds_one_call_for_the_attempt_and_one_for_its_give_back(upstream, private_redis, relays):  # noqa: F811
+async def test_a_retry_adds_one_call_for_the_second_attempt_and_one_for_the_first_ones_give_back(upstream, private_redis, relays):  # noqa: F811
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}",
                                  retry={"max_attempts": 2, "base_delay": 0.001, "max_delay": 0.001}))
     assert (await chat(relay, BODY, key=KEY)).status == 200
@@ -107,13 +110,13 @@ async def test_a_retry_adds_one_call_for_the_attempt_and_one_for_its_give_back(u
     answer = await chat(relay, BODY, key=KEY)
     assert answer.status == 200 and relay.ledger.rows()[-1].attempts == 2  # type: ignore[attr-defined]
     await settled(relay)
-    assert script_calls(private_redis) - before == 5
+    assert script_calls(private_redis) - before == 4
 
 
 async def test_budgets_on_another_database_keep_their_own_calls(upstream, private_redis, relays):  # noqa: F811
     other = private_redis.url.rsplit("/", 1)[0] + "/1"
     relay = relays(shared_config(upstream, private_redis.url, f"rt-{uuid.uuid4().hex[:8]}", budgets_url=other))
-    assert await trips_per_request(relay, private_redis) == 5  # + the hold and the settle
+    assert await trips_per_request(relay, private_redis) == 4  # + the hold and the settle
 
 
 def _day_key(prefix: str, caller: str) -> str:
@@ -184,7 +187,9 @@ async def test_a_full_cap_takes_no_bucket_and_a_late_landing_gives_everything_ba
         await leases.aclose()
 
 
-async def _redis_holds_nothing(relay: Relay, url: str, prefix: str) -> None:
+async def _redis_holds_nothing(relay: Relay, url: str, prefix: str, untouched: tuple[str, ...] = ()) -> None:
+    """Nothing held: no slot, no lease, every budget hold settled, and no charge on the
+    ``untouched`` buckets (those of a model never called)."""
     await _settle(relay)
     joint = relay.traffic.joint
     assert joint is not None and not joint._queue and not joint._pending
@@ -193,37 +198,56 @@ async def _redis_holds_nothing(relay: Relay, url: str, prefix: str) -> None:
     rows = relay.ledger.rows()  # type: ignore[attr-defined]
     client = aioredis.Redis.from_url(url)
     try:
-        for cap in ("all", "provider:up"):
+        for cap in ("all", "provider:up", "provider:up2"):
             assert await client.zcard("{" + prefix + "}:lease:" + cap) == 0
+        for bucket in untouched:
+            assert await client.exists("{" + prefix + "}:" + bucket) == 0, bucket
         raw = await client.hget(_day_key(prefix, "sweeper"), "usd")
     finally:
         await client.aclose()
     assert raw is not None and from_pico(raw) == sum((r.cost_usd for r in rows), Decimal(0))
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-async def test_cancel_at_every_await_leaves_nothing_on_redis(upstream, private_redis, stream):  # noqa: F811
+@pytest.mark.parametrize("case", ["whole", "stream", "fallback"])
+async def test_cancel_at_every_await_leaves_nothing_on_redis(upstream, private_redis, case):  # noqa: F811
+    """The first attempt's reservation is taken with the admission (nothing here may come from
+    the cache); ``fallback``: the model's deployment has its breaker open, so the reservation
+    is given back and ``backup``, on another provider, serves."""
     prefix = f"sweep-{uuid.uuid4().hex[:8]}"
     uri = f"{private_redis.url}?prefix={prefix}&timeout=2"
     relay, _, _ = build_relay(
-        upstream, storage={"ledger": "memory://", "limits": uri, "slots": uri},
+        upstream, upstream if case == "fallback" else None, breaker={"failure_threshold": 1},
+        storage={"ledger": "memory://", "limits": uri, "slots": uri},
         api_keys=[{"key": "sweep-key", "caller": "sweeper"}],
-        limits={"caller": {"rpm": 100000, "tpm": 10_000_000}, "model": {"rpm": 100000, "tpm": 10_000_000}},
+        limits={"caller": {"rpm": 100000, "tpm": 10_000_000}, "model": {"rpm": 100000, "tpm": 10_000_000},
+                "models": {"test-model": {"rpm": 10, "tpm": 1000}}},  # a charge left stays for seconds
         queue={"max_in_flight": 4, "per_provider": 2}, budgets={"default": {"daily": 1000}},
     )
     assert relay.traffic.joint is not None
-    body = {**BODY, "stream": stream}
+    body = {**BODY, "stream": case == "stream"}
     assert await _drive(relay, body) == 200  # seeds the budget counters
-    await _redis_holds_nothing(relay, private_redis.url, prefix)
+    untouched: tuple[str, ...] = ()
+    if case == "fallback":
+        await relay.router.breakers.record(BreakerPass("up/gpt-4o-mini"), False, relay.router.clock())
+        await _settle(relay)
+        client = aioredis.Redis.from_url(private_redis.url)
+        try:  # the charge of the request that seeded the counters
+            await client.delete("{" + prefix + "}:model:test-model:r", "{" + prefix + "}:model:test-model:t")
+        finally:
+            await client.aclose()
+        untouched = ("model:test-model:r", "model:test-model:t")
+    await _redis_holds_nothing(relay, private_redis.url, prefix, untouched)
     for cancel_at in range(1, 400):
         task = asyncio.ensure_future(_stepped(_drive(relay, body), cancel_at))
         try:
             status = await asyncio.wait_for(task, 20)
         except asyncio.CancelledError:
             status = None
-        await _redis_holds_nothing(relay, private_redis.url, prefix)
+        await _redis_holds_nothing(relay, private_redis.url, prefix, untouched)
         if status is not None:
             assert status == 200 and cancel_at > 3  # cancelled inside admission and the attempt first
+            if case == "fallback":
+                assert relay.ledger.rows()[-1].model == "backup"  # type: ignore[attr-defined]
             return
     raise AssertionError("the request never completed")
 
@@ -266,9 +290,9 @@ async def test_on_a_cluster_the_buckets_and_leases_share_a_slot_and_the_budget_k
     for _ in range(2):
         assert (await chat(relay, BODY, key="rt-key-2")).status == 200
         await settled(relay)
-    # Each request: 3 joint calls, the hold and the settle; once, rt2's counters missing: the
-    # hold says so, the seed, the hold again.
-    assert cluster_script_calls(cluster) - before == 2 * 5 + 2
+    # Each request: 2 joint calls (admission with the reservation, the end), the hold and the
+    # settle; once, rt2's counters missing: the hold says so, the seed, the hold again.
+    assert cluster_script_calls(cluster) - before == 2 * 4 + 2
 
 
 def cluster_script_calls(cluster: str) -> int:

@@ -10,6 +10,12 @@ is checked before the limits, as in the stage-by-stage order); a limit that says
 from the ledger first. Each hold's settle and the buckets' reconciliation are registered with
 :meth:`Call.hold` as soon as the call lands, and go back to Redis with the other give-backs of
 that turn of the event loop, in one call.
+
+The same call takes, when it can, the first attempt's upstream reservation as well (the
+model's and provider's buckets, the provider's slots: :func:`.joint_reserve.plan`), only when
+the request cannot be answered from the cache and only if all of it fits now; its refusal
+refuses nothing (the attempt reserves as it would have). So a request that is sent upstream
+waits for one round trip on Redis before it is sent, not two.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceUnavailable, StorageError
 from ..storage.redis_budgets import from_pico
-from . import budget, ratelimit
+from . import budget, joint_reserve, ratelimit
 from .waiting import QUEUE_RETRY_AFTER
 
 if TYPE_CHECKING:
@@ -63,10 +69,14 @@ async def _joint(relay: Relay, call: Call, joint: RedisAdmission) -> RelayRespon
         return None
     charge = ratelimit.Charge(buckets, traffic.estimate(call) if buckets else 0)
     costs = ratelimit.costs_of(charge)
+    first = joint_reserve.plan(relay, call)
     deadline = asyncio.get_running_loop().time() + traffic.config.max_wait
     while True:
+        extra = first.enter() if first is not None else None
         try:
-            admitted = await joint.take(buckets, costs, holds)
+            admitted = await joint.take(buckets, costs, holds, extra=extra)
+            if first is not None and first.landed(admitted):
+                call.hold(first)
             if admitted.unseeded:  # a first start, a new period, a flush: seed, then ask again
                 store = joint.budgets
                 assert store is not None
@@ -75,11 +85,17 @@ async def _joint(relay: Relay, call: Call, joint: RedisAdmission) -> RelayRespon
                     await store.seed(window, store.keys(window))
                 continue
         except StorageError as exc:
+            if first is not None:
+                first.leave()
             if traffic.config.fail_mode == "closed":
                 raise ServiceUnavailable("Rate limits and budgets cannot be checked right now.",
                                          retry_after=QUEUE_RETRY_AFTER) from exc
             logger.debug("rate limits and budgets skipped (fail open): %s", exc)
             return None
+        except BaseException:  # cancelled: what lands is given back by ``take``, the slot now
+            if first is not None:
+                first.leave()
+            raise
         for (window, amount), held in zip(holds, admitted.holds, strict=True):
             if not held.allowed:
                 assert relay.spend is not None

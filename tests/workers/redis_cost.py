@@ -31,7 +31,7 @@ _LINE = re.compile(r'^\d+\.\d+ \[\d+ (\S+)\] "([^"]+)"(?: "([0-9a-f]{40})")?')
 def script_names() -> dict[str, str]:
     """SHA1 -> which script it is, for the relay's Lua scripts."""
     from asgi_ai_relay.storage import redis as limits, redis_admission as admission, redis_breakers as breakers
-    from asgi_ai_relay.storage import redis_cache as cache, redis_leases as leases
+    from asgi_ai_relay.storage import redis_cache as cache, redis_giveback as giveback, redis_leases as leases
 
     try:
         from asgi_ai_relay.storage import redis_budgets as budgets
@@ -42,7 +42,7 @@ def script_names() -> dict[str, str]:
     sources = {**budget_sources,
         "limits.acquire": limits._ACQUIRE, "limits.adjust": limits._ADJUST, "breakers.allow": breakers._ALLOW,
         "breakers.record": breakers._RECORD, "breakers.release": breakers._RELEASE, "leases.acquire": leases._ACQUIRE,
-        "leases.release": leases._RELEASE, "admission.admit": admission._ADMIT, "admission.finish": admission._FINISH,
+        "leases.release": leases._RELEASE, "admission.admit": admission._ADMIT, "admission.finish": giveback._FINISH,
         "cache.claim": cache._CLAIM, "cache.unclaim": cache._UNCLAIM, "cache.publish": cache._PUBLISH,
     }
     return {hashlib.sha1(source.encode()).hexdigest(): name for name, source in sources.items()}
