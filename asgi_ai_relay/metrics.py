@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .metrics_counts import BUCKETS, Counts
+
 if TYPE_CHECKING:
     from .call import Call
 
@@ -35,7 +37,7 @@ __all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "MULTIPROCESS_ENV", "Metrics", "met
 logger = logging.getLogger("asgi_ai_relay")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_BUCKETS = BUCKETS
 
 #: A watched value: labels -> value, read at scrape time.
 Reading = Callable[[], Mapping[tuple[str, ...], float]]
@@ -72,25 +74,29 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
         r = self.registry
+        self.flagged = Counter("relay_usage_flagged", "Answers whose reported usage did not fit the traffic (prompt, output).",
+                               ("model", "provider", "flag"), registry=r)
+        self._watched: dict[str, _Watch] = {}
+        self._series: dict[tuple[str, str, str, int, str], _Series] = {}
+        #: One process: the per-request numbers as plain numbers (see :mod:`.metrics_counts`).
+        self.counts: Counts | None = None
+        if not self.multiprocess:
+            self.counts = Counts()
+            r.register(self.counts)
+            r.register(_Watched(self._watched))
+            self.exposed = r
+            return
         self.requests = Counter("relay_requests", "Answered requests.", ("endpoint", "model", "provider", "status", "cache"), registry=r)
         self.tokens = Counter("relay_tokens", "Tokens by kind (prompt, completion, cached).", ("model", "kind"), registry=r)
         self.cost = Counter("relay_cost_usd", "Cost in USD.", ("model", "provider"), registry=r)
         self.saved = Counter("relay_cache_saved_usd", "USD cache hits saved.", ("model",), registry=r)
         self.cache = Counter("relay_cache", "Cache results (hit, miss, bypass).", ("result",), registry=r)
-        self.flagged = Counter("relay_usage_flagged", "Answers whose reported usage did not fit the traffic (prompt, output).",
-                               ("model", "provider", "flag"), registry=r)
         self.latency = Histogram("relay_request_latency_seconds", "Whole-request latency.", ("endpoint", "model"), buckets=_BUCKETS, registry=r)
         self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=_BUCKETS, registry=r)
-        self._watched: dict[str, _Watch] = {}
-        self._series: dict[tuple[str, str, str, int, str], _Series] = {}
-        if self.multiprocess:
-            from prometheus_client import multiprocess
+        from prometheus_client import multiprocess
 
-            self.exposed = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
-        else:
-            r.register(_Watched(self._watched))
-            self.exposed = r
+        self.exposed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
 
     def watch(self, name: str, documentation: str, labels: Iterable[str], read: Reading, *, mode: str = "livesum") -> None:
         """Expose a gauge whose values ``read()`` returns at each scrape, e.g.
@@ -139,6 +145,17 @@ class Metrics:
     def observe(self, call: Call) -> None:
         model = call.model.alias if call.model is not None else ""
         key = (call.endpoint, model, call.provider or "", call.status, call.cache or "")
+        if call.usage_flag:
+            for flag in call.usage_flag.split(","):
+                self.flagged.labels(model, call.provider or "", flag).inc()
+        counts = self.counts
+        if counts is not None:
+            usage = call.usage
+            counts.add(key, call.elapsed_ms() / 1000, usage.prompt_tokens if usage is not None else 0,
+                       usage.completion_tokens if usage is not None else 0, usage.cached_tokens if usage is not None else 0,
+                       float(call.cost) if call.cost else 0.0, float(call.saved) if call.saved else 0.0,
+                       call.ttfb_ms / 1000 if call.stream and call.ttfb_ms is not None else None)
+            return
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = self._children(*key)
@@ -156,9 +173,6 @@ class Metrics:
             series.cost.inc(float(call.cost))
         if call.saved:
             series.saved.inc(float(call.saved))
-        if call.usage_flag:
-            for flag in call.usage_flag.split(","):
-                self.flagged.labels(model, call.provider or "", flag).inc()
         if call.stream and call.ttfb_ms is not None:
             series.ttfb.observe(call.ttfb_ms / 1000)
         if self.multiprocess:

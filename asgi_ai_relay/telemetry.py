@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from ._version import __version__
 from .content_log import ContentLog, metadata
-from .telemetry_metrics import OPERATIONS, Meters, provider_name, watch_prometheus
+from .telemetry_metrics import OPERATIONS, Meters, meters_unset, provider_name, watch_prometheus
 
 try:
     from opentelemetry import context as otel_context
@@ -185,6 +185,9 @@ class Telemetry:
         """Close the request's spans, record its metrics, write its content (``full``)."""
         if call.endpoint not in self.relay.model_endpoints:
             return
+        if call.trace is None and self.content.mode != "full" and (not self.enabled or (
+                getattr(trace, "_TRACER_PROVIDER", True) is None and not _FROM_ENV and meters_unset())):
+            return  # nothing to end, record or write (every request of a host with no providers)
         tracer = self.tracer()
         record = call.trace if call.trace is not None or tracer is None else self._trace(call, tracer)
         if record is not None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .config import RelayConfig
     from .relay import Relay
 
-__all__ = ["OPERATIONS", "Meters", "ledger_health", "provider_name", "watch_prometheus"]
+__all__ = ["OPERATIONS", "Meters", "ledger_health", "meters_unset", "provider_name", "watch_prometheus"]
 
 #: ``gen_ai.provider.name`` of each provider kind (an ``openai_compatible`` one: its own name).
 _PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
@@ -91,6 +91,11 @@ class _Instruments:
             cls.provider = provider
             cls.made = None if type(provider).__name__ in _NO_PROVIDER else _make(provider)
         return cls.made
+
+
+def meters_unset() -> bool:
+    """Whether the host has set no meter provider (nothing :meth:`Meters.record` could record)."""
+    return getattr(metrics_api, "_METER_PROVIDER", True) is None and not _FROM_ENV
 
 
 def _make(provider: Any) -> tuple[Any, Any, Any]:

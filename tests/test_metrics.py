@@ -36,3 +36,37 @@ async def test_a_failing_breaker_reading_leaves_the_rest_of_the_scrape(upstream,
     assert "relay_breaker_state" not in text.replace("# HELP relay_breaker_state", "").replace("# TYPE relay_breaker_state", "")
     assert "relay_queue_depth" in text
     assert any("reading relay_breaker_state failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_scraped_families_add_up_to_the_requests_answered(upstream):
+    """One process keeps the per-request numbers itself and makes the families when scraped:
+    counts, sums, cumulative histogram buckets and first-byte times agree with the ledger."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.relay_calls import pieces, until
+
+    relay = Relay(make_config(upstream))
+    try:
+        for i in range(3):
+            await chat(relay, {"model": "test-model", "messages": [{"role": "user", "content": f"hi {i}"}]})
+        streamed = await chat(relay, {"model": "test-model", "stream": True, "messages": [{"role": "user", "content": "s"}]})
+        await pieces(streamed)
+        await until(lambda: len(relay.ledger.rows()) == 4)
+        families = {f.name: f for f in text_string_to_metric_families((await relay.metrics.scrape()).decode())}
+        rows = relay.ledger.rows()
+    finally:
+        await relay.shutdown()
+    assert len(rows) == 4
+    requests = families["relay_requests"].samples
+    assert sum(s.value for s in requests if s.name == "relay_requests_total") == 4
+    latency = [s for s in families["relay_request_latency_seconds"].samples if s.labels.get("model") == "test-model"]
+    buckets = [s.value for s in latency if s.name.endswith("_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == 4  # cumulative, +Inf = every request
+    assert [s.value for s in latency if s.name.endswith("_count")] == [4]
+    assert 0 < next(s.value for s in latency if s.name.endswith("_sum")) < 60
+    ttfb = [s for s in families["relay_time_to_first_byte_seconds"].samples if s.name.endswith("_count")]
+    assert [s.value for s in ttfb] == [1]
+    tokens = {s.labels["kind"]: s.value for s in families["relay_tokens"].samples if s.name == "relay_tokens_total"}
+    assert tokens["prompt"] == sum(r.prompt_tokens for r in rows) and tokens["completion"] == sum(r.completion_tokens for r in rows)
+    cost = sum(s.value for s in families["relay_cost_usd"].samples if s.name == "relay_cost_usd_total")
+    assert abs(cost - float(sum(r.cost_usd for r in rows))) < 1e-9

@@ -182,7 +182,8 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
     go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``)."""
     assert call.model is not None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(relay.router.policy(call.model).deadline, relay.config.timeouts.total)
+    started = loop.time()  # the deadline counts from here; worked out when first needed (rarely)
+    deadline = -1.0
     woken = False  # a flight this request followed ended with no answer: the lead is free
     while True:
         flight = relay.flights.get(key)
@@ -201,13 +202,17 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
             lead = Flight.start(relay, call, key, ttl, judge)
             if call.stream or not _has_locks(relay.cache):
                 return None
-            return await lead.lead_across(deadline)
+            return await lead.lead_across(_deadline(relay, call, started))
         if flight.done():  # answered, its entry on the way to the cache
             raw = flight.result()
             if raw is not None:
                 return raw
             break
-        if call.stream or loop.time() >= deadline:
+        if call.stream:
+            break
+        if deadline < 0:
+            deadline = _deadline(relay, call, started)
+        if loop.time() >= deadline:
             break
         raw = await follow(flight, deadline)
         if raw is not None:
@@ -216,6 +221,11 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
     if ttl > 0:
         Flight.start(relay, call, key, ttl, judge)
     return None
+
+
+def _deadline(relay: Relay, call: Call, started: float) -> float:
+    assert call.model is not None
+    return started + min(relay.router.policy(call.model).deadline, relay.config.timeouts.total)
 
 
 async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes | None:

@@ -125,6 +125,13 @@ def unrouted(relay: Relay, call: Call) -> tuple[str, str] | None:
     return _escaped(call.request.method[:16])[:16], path
 
 
+def _rule(model: ModelConfig | None, usage: Usage) -> str | None:
+    """The price rule that applied (``None``: the flat rate, which most prices have only)."""
+    if model is None or usage is _NONE or not (model.price.tiers or model.price.long_context is not None):
+        return None
+    return price_for(model.price, usage)[1]
+
+
 def _text(value: object) -> str | None:
     """A key id or a team name as stored: ``None`` for none, else the text whole (the host's
     own names, as the spend counters and filters spell them; escaped only when not printable)."""
@@ -173,7 +180,7 @@ def record(relay: Relay, call: Call) -> None:
             image_input_tokens=usage.image_input_tokens,
             web_search_requests=usage.web_search_requests,
             service_tier=usage.service_tier,
-            price_rule=price_for(model.price, usage)[1] if model is not None and usage is not _NONE else None,
+            price_rule=_rule(model, usage),
             counted_prompt_tokens=call.counted_prompt,
             usage_flag=call.usage_flag,
             route=f"{route[0]} {route[1]}" if route is not None else None,

@@ -136,10 +136,10 @@ class LedgerRow:
         if type(value) is not int or not 0 <= value <= MAX_COUNT:
             self.cached_tokens = _count(value)
         value = self.cost_usd
-        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+        if type(value) is not Decimal or not value.is_finite() or value.is_signed():
             self.cost_usd = _money(value)
         value = self.cache_saved_usd
-        if type(value) is not Decimal or not (value.is_finite() and value > 0):
+        if type(value) is not Decimal or not value.is_finite() or value.is_signed():
             self.cache_saved_usd = _money(value)
         value = self.latency_ms
         if type(value) is not float or not 0 <= value < _INF:
