@@ -115,6 +115,4 @@ def _histogram(family: Any, values: dict[Any, list[Any]]) -> Any:
 
 def _bound(bound: float) -> str:
     """A bucket's ``le`` as prometheus-client spells it (``0.005``, ``1.0``, ``+Inf``)."""
-    from prometheus_client.utils import floatToGoString
-
-    return floatToGoString(bound)
+    return "+Inf" if bound == float("inf") else repr(float(bound))
