@@ -221,18 +221,22 @@ def _inline(blob: dict[str, Any]) -> int:
     return AUDIO_TOKENS if mime.startswith("audio/") else FILE_TOKENS
 
 
+_CAP_FIELDS = frozenset({"max_completion_tokens", "max_tokens", "max_output_tokens", "generationConfig", "generation_config"})
+
+
 def output_allowance(body: Mapping[str, Any], default: int) -> int:
     """The completion tokens a request may produce: its own cap (``max_completion_tokens``,
     ``max_tokens``, ``max_output_tokens``, Gemini's ``generationConfig.maxOutputTokens``) or
     ``default``, times OpenAI's ``n`` choices; at most ``2**31 - 1``."""
-    config = body.get("generationConfig") or body.get("generation_config")
-    gemini = config if isinstance(config, dict) else {}
     limit: Any = default
-    for value in (body.get("max_completion_tokens"), body.get("max_tokens"), body.get("max_output_tokens"),
-                  gemini.get("maxOutputTokens"), gemini.get("max_output_tokens")):
-        if isinstance(value, int) and not isinstance(value, bool):
-            limit = value
-            break
+    if not _CAP_FIELDS.isdisjoint(body):  # (most bodies name none of them: one check in C)
+        config = body.get("generationConfig") or body.get("generation_config")
+        gemini = config if isinstance(config, dict) else {}
+        for value in (body.get("max_completion_tokens"), body.get("max_tokens"), body.get("max_output_tokens"),
+                      gemini.get("maxOutputTokens"), gemini.get("max_output_tokens")):
+            if isinstance(value, int) and not isinstance(value, bool):
+                limit = value
+                break
     choices = body.get("n")
     if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
         limit *= min(choices, 128)
