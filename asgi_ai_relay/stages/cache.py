@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from operator import attrgetter
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,7 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
 #: The usage classes an entry keeps beside its ``usage`` (see :class:`~asgi_ai_relay.types.Usage`).
 _CLASSES = ("cache_creation_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
             "image_input_tokens", "web_search_requests", "service_tier")
+_CLASSES_OF = attrgetter(*_CLASSES)
 
 
 def _bypass(call: Call) -> None:
@@ -229,7 +231,7 @@ def _entry(call: Call) -> bytes | None:
         "provider": call.provider,
         "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated],
     }
-    classes = [getattr(usage, name) for name in _CLASSES]
+    classes = list(_CLASSES_OF(usage))
     if any(classes):  # beside "usage", which entries of older versions hold alone
         entry["classes"] = classes
     try:

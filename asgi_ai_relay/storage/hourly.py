@@ -26,7 +26,7 @@ from typing import Any
 from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
-__all__ = ["HOURLY", "SUMMED", "add_batch", "batch_sums", "create_hourly", "hourly_parts"]
+__all__ = ["HOURLY", "SUMMED", "add_batch", "batch_sums", "create_hourly", "hourly_parts", "store_sums", "sum_rows"]
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
@@ -90,17 +90,26 @@ _TRIGGER = (
 
 def add_batch(conn: Any, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
     """Add ``rows`` (tuples of ``columns``, this version's, being inserted in the current
-    transaction) to the sums: summed here, then one upsert per (hour, keys) of the batch, the
-    same sums as the trigger's. Summed in SQL, grouping a batch of rows by sorting them cost
-    about 95k instructions a row, more than storing the row."""
-    conn.executemany(_UPSERT, batch_sums(rows, columns))
+    transaction) to the sums: :func:`sum_rows`, then :func:`store_sums`."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    sum_rows(rows, columns, sums)
+    store_sums(conn, sums)
 
 
-def batch_sums(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
-    """One row of ``relay_usage_hourly`` values per (hour, keys) in ``rows``, in ``_NAMES`` order.
+def store_sums(conn: Any, sums: dict[tuple[Any, ...], list[int]]) -> None:
+    """One upsert per (hour, keys) of ``sums`` (as :func:`sum_rows` made them), the same sums as
+    the trigger's. Summed in SQL, grouping a batch of rows by sorting them cost about 95k
+    instructions a row, more than storing the row."""
+    conn.executemany(_UPSERT, batch_sums(sums))
+
+
+def sum_rows(rows: Sequence[tuple[Any, ...]], columns: Sequence[str], into: dict[tuple[Any, ...], list[int]]) -> None:
+    """Add the sums of ``rows`` into ``into`` (``(hour, keys) -> sums`` in ``_ADDS`` order).
 
     Rows are grouped first and each sum is then taken over a column of its group, so the work
-    per row is C's (``sum``, ``map``), not a Python loop over ~25 sums."""
+    per row is C's (``sum``, ``map``), not a Python loop over ~25 sums. The writer calls it a
+    few rows at a time, between inserts: it holds the GIL, and the event loop's thread must not
+    wait for a whole batch's worth."""
     keys_of, values_of = _getters(tuple(columns))
     groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for row in rows:
@@ -112,19 +121,23 @@ def batch_sums(rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> list[
             groups[key] = [row]
         else:
             group.append(row)
-    merged: dict[tuple[Any, ...], list[int]] = {}
     for key, group in groups.items():
         sums = _sums([values_of(row) for row in group])
         key = (key[0], *("" if k is None else k for k in key[1:]))  # COALESCE(key, ''): NULL and '' are one
-        if key in merged:
-            sums = [a + b for a, b in zip(merged[key], sums)]
-        merged[key] = sums
+        if key in into:
+            sums = [a + b for a, b in zip(into[key], sums)]
+        into[key] = sums
+
+
+def batch_sums(sums: dict[tuple[Any, ...], list[int]]) -> list[tuple[Any, ...]]:
+    """The ``relay_usage_hourly`` values of ``sums``, in ``_NAMES`` order (micro-dollar carries made)."""
     out = []
-    for key, sums in merged.items():
+    for key, values in sums.items():
+        values = list(values)
         for whole_at, rest_at in ((_COST_U, _COST_F), (_SAVED_U, _SAVED_F)):
-            sums[whole_at] += sums[rest_at] // _F
-            sums[rest_at] %= _F
-        out.append((*key, *sums))
+            values[whole_at] += values[rest_at] // _F
+            values[rest_at] %= _F
+        out.append((*key, *values))
     return out
 
 
