@@ -11,7 +11,9 @@ open, first straight to the upstream (``direct``), then through the relay (the F
 service with the relay's production defaults and a SQLite ledger), in the same run, and the
 order flips every round.  Per C it reports, for both and their difference: chunk transit p50/p99,
 time to first token over the upstream's own p50/p99, the event-loop probe p99, server CPU per
-relayed chunk, RSS per open stream, dropped streams, and the load average.
+relayed chunk (and the fake upstream's and the client's), RSS per open stream, dropped streams,
+and the load average.  ``--with-litellm`` adds LiteLLM's proxy as a third target on the same
+upstream (``stream_peers.py``) and, per ``--gap-bounds``, the largest C each server keeps within.
 
 Reuses run.py's process handling: each child in its own process group, stopped on exit, error
 or Ctrl-C; a whole-run alarm; loopback only.  Results: benchmarks/results/agents.json.
@@ -27,6 +29,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +117,7 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
     p = R.spawn(cmd, args.client_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     spy = None
     spy_exe = Path(sys.executable).parent / "py-spy"
+    spy_exe = spy_exe if spy_exe.exists() else Path(shutil.which("py-spy") or spy_exe)  # or one on PATH
     if args.profile and target != "direct" and not spy_exe.exists():
         print(f"  --profile: {spy_exe} not found (pip install '.[bench]'); not profiling")
     elif args.profile and target != "direct":  # py-spy samples the server for the window (collapsed stacks)

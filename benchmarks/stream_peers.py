@@ -8,8 +8,8 @@ no telemetry).
 ``capacity`` reads the windows of a run: per target and round, the largest C of the ladder
 (``--streams``, ascending) at which the added inter-chunk gap p99 (target minus direct at the
 same C, same run) is within each bound of ``--gap-bounds``.  A target whose added p99 went past
-the largest bound is not run at higher C in that round (``stop_climbing``): more streams only take
-longer.
+the largest bound at two C in a row is not run at higher C in that round (``stop_climbing``):
+more streams only take longer.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def added_rows(raw: list[dict]) -> list[dict]:
 
 
 def stop_climbing(raw: list[dict], peer: str, rnd: int, bounds: list[float]) -> bool:
-    """True once the peer's added gap p99 went past the largest bound in this round."""
-    return any(r["peer"] == peer and r["round"] == rnd and (r["transit_added_p99_ms"] or 0) > max(bounds)
-               for r in added_rows(raw))  # fmt: skip
+    """True once the peer's added gap p99 went past the largest bound at two C in a row in this
+    round (one window can be hit by a stall of the machine's other work)."""
+    last = [r for r in added_rows(raw) if r["peer"] == peer and r["round"] == rnd][-2:]
+    return len(last) == 2 and all((r["transit_added_p99_ms"] or 0) > max(bounds) for r in last)
 
 
 def capacity(raw: list[dict], bounds: list[float]) -> list[dict]:
