@@ -11,7 +11,9 @@ open, first straight to the upstream (``direct``), then through the relay (the F
 service with the relay's production defaults and a SQLite ledger), in the same run, and the
 order flips every round.  Per C it reports, for both and their difference: chunk transit p50/p99,
 time to first token over the upstream's own p50/p99, the event-loop probe p99, server CPU per
-relayed chunk, RSS per open stream, dropped streams, and the load average.
+relayed chunk (and the fake upstream's and the client's), RSS per open stream, dropped streams,
+and the load average.  ``--with-litellm`` adds LiteLLM's proxy as a third target on the same
+upstream (``stream_peers.py``) and, per ``--gap-bounds``, the largest C each server keeps within.
 
 Reuses run.py's process handling: each child in its own process group, stopped on exit, error
 or Ctrl-C; a whole-run alarm; loopback only.  Results: benchmarks/results/agents.json.
@@ -27,6 +29,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +40,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as R  # noqa: E402  (the harness's process handling, servers and metadata)
+import stream_peers  # noqa: E402
 
 BENCH, ROOT, HOST = R.BENCH, R.ROOT, R.HOST
 
@@ -98,7 +102,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
-def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up_pid: int, c: int) -> dict:
+def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up_pid: int, c: int, bearer: str = "") -> dict:
     """C streams against one target; server CPU and RSS sampled around and during the window."""
     load0 = os.getloadavg()
     rss0 = R.proc_rss_mb(pid)
@@ -109,10 +113,11 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
         R.http(port, "GET", "/__meters")  # starts the loop-lag ticker; resets both meters
     cmd = [sys.executable, str(BENCH / "stream_clients.py"), "--port", str(port), "--path", path,
            "--probe-path", probe, "--streams", str(c), "--ramp", str(args.ramp), "--duration", str(args.duration),
-           "--ttft-ms", str(args.ttft_ms), "--chunks", str(args.chunks)]  # fmt: skip
+           "--ttft-ms", str(args.ttft_ms), "--chunks", str(args.chunks)] + (["--bearer", bearer] if bearer else [])  # fmt: skip
     p = R.spawn(cmd, args.client_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     spy = None
     spy_exe = Path(sys.executable).parent / "py-spy"
+    spy_exe = spy_exe if spy_exe.exists() else Path(shutil.which("py-spy") or spy_exe)  # or one on PATH
     if args.profile and target != "direct" and not spy_exe.exists():
         print(f"  --profile: {spy_exe} not found (pip install '.[bench]'); not profiling")
     elif args.profile and target != "direct":  # py-spy samples the server for the window (collapsed stacks)
@@ -150,6 +155,7 @@ def one_window(args, target: str, port: int, path: str, probe: str, pid: int, up
     r["server_cpu_pct"] = round(100 * cpu / r["elapsed_s"], 1)
     r["upstream_cpu_pct"] = round(100 * up / r["elapsed_s"], 1)
     r["server_cpu_us_per_chunk"] = round(cpu / r["chunks"] * 1e6, 2) if r["chunks"] else None
+    r["upstream_cpu_us_per_chunk"] = round(up / r["chunks"] * 1e6, 2) if r["chunks"] else None  # the fake upstream's
     r["server_thread_cpu_pct"] = {name: round(100 * (t - threads0.get(name, 0.0)) / r["elapsed_s"], 1)
                                   for name, t in thread_cpu_s(pid).items() if t - threads0.get(name, 0.0) > 0}  # fmt: skip
     r["server_runqueue_wait_pct"] = round(100 * (runqueue_wait_s(pid) - wait0) / r["elapsed_s"], 1)
@@ -171,17 +177,30 @@ def slow_streams(args, tmp: Path) -> dict:
     srv = start_relay(args, up_port, up_proc, tmp)
     print(f"relay on {HOST}:{srv.port} (pid {srv.pid}), RSS {srv.rss_start_mb:.1f} MB")
     targets = {
-        "direct": (up_port, "/v1/chat/completions", "/v1/models", up_proc.pid),
-        "relay": (srv.port, srv.path(), "/", srv.pid),
+        "direct": (up_port, "/v1/chat/completions", "/v1/models", up_proc.pid, ""),
+        "relay": (srv.port, srv.path(), "/", srv.pid, ""),
     }
+    if args.with_litellm:
+        lite = stream_peers.start_litellm(args, up_port, up_proc, tmp)
+        print(f"LiteLLM on {HOST}:{lite.port} (pid {lite.pid}), RSS {lite.rss_start_mb:.1f} MB")
+        targets["litellm"] = (lite.port, "/v1/chat/completions", stream_peers.LITELLM_PROBE, lite.pid, lite.bearer)
+    if args.warmup > 0:  # first requests through a fresh server (imports, pools, caches) are not measured
+        warm = SimpleNamespace(**{**vars(args), "ramp": 0.2, "duration": args.warmup, "profile": ""})
+        for name, (port, path, probe, pid, bearer) in targets.items():
+            if name != "direct":
+                one_window(warm, name, port, path, probe, pid, up_proc.pid, 10, bearer)
     raw: list[dict] = []
     for rnd in range(args.rounds):
         for c in args.streams:
-            order = ["direct", "relay"] if rnd % 2 == 0 else ["relay", "direct"]
+            peers = [t for t in targets if t != "direct"
+                     and not (args.with_litellm and stream_peers.stop_climbing(raw, t, rnd, args.gap_bounds))]
+            if not peers:
+                break
+            order = ["direct"] + peers if rnd % 2 == 0 else peers[::-1] + ["direct"]
             pair = {}
             for name in order:
-                port, path, probe, pid = targets[name]
-                r = one_window(args, name, port, path, probe, pid, up_proc.pid, c)
+                port, path, probe, pid, bearer = targets[name]
+                r = one_window(args, name, port, path, probe, pid, up_proc.pid, c, bearer)
                 r.update(target=name, round=rnd, c=c)
                 raw.append(r)
                 pair[name] = r
@@ -191,33 +210,44 @@ def slow_streams(args, tmp: Path) -> dict:
                       f"  probe p99 {r['probe_ms']['p99'] or 0:.1f} ms"
                       + (f"  lag p99 {r['meters']['loop_lag_ms']['p99']} ms gc2 {r['meters']['gc']['2']['count']}x max {r['meters']['gc']['2']['max_ms']} ms" if 'meters' in r else '')
                       + f"  cpu/chunk {r['server_cpu_us_per_chunk']} us"
-                      f" (sys {r['server_sys_share_pct']}%)  server {r['server_cpu_pct']}% (waited {r['server_runqueue_wait_pct']}%)  client {r['client_cpu_pct']}%  RSS {r['rss_peak_mb']} MB"
+                      f" (sys {r['server_sys_share_pct']}%)  server {r['server_cpu_pct']}% (waited {r['server_runqueue_wait_pct']}%)"
+                      f"  upstream {r['upstream_cpu_us_per_chunk']} us  client {r['client_cpu_us_per_chunk']} us/chunk  RSS {r['rss_peak_mb']} MB"
                       f"  load {r['loadavg'][0]}", flush=True)  # fmt: skip
-            d, x = pair["direct"], pair["relay"]
-            raw.append({
-                "target": "added", "round": rnd, "c": c,
-                "transit_added_p50_ms": diff(d["transit_ms"]["p50"], x["transit_ms"]["p50"]),
-                "transit_added_p99_ms": diff(d["transit_ms"]["p99"], x["transit_ms"]["p99"]),
-                "ttft_added_p50_ms": diff(d["ttft_added_ms"]["p50"], x["ttft_added_ms"]["p50"]),
-                "ttft_added_p99_ms": diff(d["ttft_added_ms"]["p99"], x["ttft_added_ms"]["p99"]),
-                "relay_cpu_us_per_chunk": x["server_cpu_us_per_chunk"],
-                "relay_rss_peak_mb": x["rss_peak_mb"], "relay_rss_kb_per_stream": x["rss_kb_per_open_stream"],
-                "dropped": x["dropped"], "loadavg": x["loadavg"],
-            })  # fmt: skip
-    return {"settings": {"ttft_ms": args.ttft_ms, "chunks": args.chunks, "pace_ms": args.pace_ms, "ramp_s": args.ramp,
-                         "duration_s": args.duration, "streams": args.streams, "rounds": args.rounds,
-                         "relay_toml_extra": args.relay_toml_extra}, "raw": raw}  # fmt: skip
+            d = pair["direct"]
+            for peer in peers:
+                x = pair[peer]
+                raw.append({
+                    "target": "added", "peer": peer, "round": rnd, "c": c,
+                    "transit_added_p50_ms": diff(d["transit_ms"]["p50"], x["transit_ms"]["p50"]),
+                    "transit_added_p99_ms": diff(d["transit_ms"]["p99"], x["transit_ms"]["p99"]),
+                    "ttft_added_p50_ms": diff(d["ttft_added_ms"]["p50"], x["ttft_added_ms"]["p50"]),
+                    "ttft_added_p99_ms": diff(d["ttft_added_ms"]["p99"], x["ttft_added_ms"]["p99"]),
+                    "relay_cpu_us_per_chunk": x["server_cpu_us_per_chunk"],
+                    "relay_rss_peak_mb": x["rss_peak_mb"], "relay_rss_kb_per_stream": x["rss_kb_per_open_stream"],
+                    "dropped": x["dropped"], "loadavg": x["loadavg"], "chunks_per_s": x["chunks_per_s"],
+                    "upstream_cpu_us_per_chunk": x["upstream_cpu_us_per_chunk"], "client_cpu_us_per_chunk": x["client_cpu_us_per_chunk"],
+                    "direct_upstream_cpu_us_per_chunk": d["upstream_cpu_us_per_chunk"], "direct_client_cpu_us_per_chunk": d["client_cpu_us_per_chunk"],
+                    "cpu_busy_pct": x["cpu_busy_pct"],
+                })  # fmt: skip
+    res = {"settings": {"ttft_ms": args.ttft_ms, "chunks": args.chunks, "pace_ms": args.pace_ms, "ramp_s": args.ramp,
+                        "duration_s": args.duration, "streams": args.streams, "rounds": args.rounds,
+                        "relay_toml_extra": args.relay_toml_extra, "gap_bounds_ms": args.gap_bounds}, "raw": raw}  # fmt: skip
+    res["capacity"] = stream_peers.capacity(raw, args.gap_bounds)
+    res["relay_over_litellm"] = stream_peers.ratios(res["capacity"])
+    return res
 
 
 def print_slow_table(res: dict) -> None:
     print("\nslow streams: relay minus direct, same run (ms)")
-    print(f"{'C':>6} {'rnd':>3} {'transit+ p50':>12} {'p99':>8} {'ttft+ p50':>10} {'p99':>8} {'cpu/chunk us':>12}"
-          f" {'RSS MB':>7} {'KB/stream':>9} {'dropped':>7} {'load1':>6}")  # fmt: skip
+    print(f"{'C':>6} {'peer':>8} {'rnd':>3} {'transit+ p50':>12} {'p99':>8} {'ttft+ p50':>10} {'p99':>8} {'cpu/chunk us':>12}"
+          f" {'RSS MB':>7} {'KB/stream':>9} {'dropped':>7} {'up us/chunk':>11} {'client':>6} {'load1':>6}")  # fmt: skip
     for r in res["raw"]:
         if r["target"] == "added":
-            print(f"{r['c']:>6} {r['round'] + 1:>3} {r['transit_added_p50_ms']:>12} {r['transit_added_p99_ms']:>8}"
+            print(f"{r['c']:>6} {r['peer']:>8} {r['round'] + 1:>3} {r['transit_added_p50_ms']:>12} {r['transit_added_p99_ms']:>8}"
                   f" {r['ttft_added_p50_ms']:>10} {r['ttft_added_p99_ms']:>8} {r['relay_cpu_us_per_chunk']:>12}"
-                  f" {r['relay_rss_peak_mb']:>7} {r['relay_rss_kb_per_stream']:>9} {r['dropped']:>7} {r['loadavg'][0]:>6}")  # fmt: skip
+                  f" {r['relay_rss_peak_mb']:>7} {r['relay_rss_kb_per_stream']:>9} {r['dropped']:>7}"
+                  f" {r['upstream_cpu_us_per_chunk']!s:>11} {r['client_cpu_us_per_chunk']!s:>6} {r['loadavg'][0]:>6}")  # fmt: skip
+    stream_peers.print_capacity(res["capacity"], res["settings"]["streams"])
 
 
 def parse_args(argv=None):
@@ -240,10 +270,16 @@ def parse_args(argv=None):
     ap.add_argument("--client-cpus", default=None)
     ap.add_argument("--upstream-cpus", default=None)
     ap.add_argument("--profile", default="", help="directory: py-spy samples the relay in every window (collapsed stacks)")
+    ap.add_argument("--with-litellm", action="store_true", help="slow streams: LiteLLM's proxy as a peer (own venv, slow install)")
+    ap.add_argument("--litellm-venv", default=str(Path.home() / ".cache" / "asgi-ai-relay-bench" / "litellm-venv"))
+    ap.add_argument("--litellm-install-timeout", type=float, default=900.0)
+    ap.add_argument("--warmup", type=float, default=2.0, help="slow streams: seconds of 10 streams through each server first, not measured")
+    ap.add_argument("--gap-bounds", default="5,20,50", help="slow streams: added gap p99 bounds (ms) for the largest C per target")
     ap.add_argument("--output", default=str(BENCH / "results" / "agents.json"))
     ap.add_argument("--max-total-seconds", type=float, default=900.0)
     a = ap.parse_args(argv)
-    a.streams = [int(c) for c in a.streams.split(",") if c.strip()]
+    a.streams = sorted(int(c) for c in a.streams.split(",") if c.strip())
+    a.gap_bounds = sorted(float(b) for b in a.gap_bounds.split(",") if b.strip())
     a.scenarios = [s.strip() for s in a.scenario.split(",") if s.strip()]
     if not all(1 <= c <= 5000 for c in a.streams) or not 0 < a.duration <= 120:
         ap.error("streams in [1, 5000], duration in (0, 120]")

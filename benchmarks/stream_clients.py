@@ -218,6 +218,7 @@ async def run(args) -> dict:
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     elapsed = time.monotonic() - t0
     transit_ms = [v / 1000 for v in stats.transit_us]
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
     return {
         "streams_target": args.streams,
         "streams_open_max": stats.open_max,
@@ -231,7 +232,8 @@ async def run(args) -> dict:
         "ttft_added_ms": {q: pct(stats.ttft_ms, n) for q, n in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "ttft_added_first_conn_ms": {q: pct(stats.ttft_first_ms, n) for q, n in (("p50", 50), ("p99", 99))},
         "probe_ms": {q: pct(stats.probe_ms, n) for q, n in (("p50", 50), ("p99", 99), ("max", 100))},
-        "client_cpu_pct": round(100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / elapsed, 1),
+        "client_cpu_pct": round(100 * cpu / elapsed, 1),
+        "client_cpu_us_per_chunk": round(cpu / len(stats.transit_us) * 1e6, 2) if stats.transit_us else None,
     }
 
 
