@@ -189,7 +189,9 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
         flight = relay.flights.get(key)
         if flight is None and not woken:
             try:
-                raw = await relay.cache.get(key)
+                cache = relay.cache
+                get_now = getattr(cache, "get_now", None)  # an in-process cache: no coroutine each
+                raw = get_now(key) if get_now is not None else await cache.get(key)
             except StorageError as error:
                 logger.debug("cache lookup failed, answering without the cache: %s", error.message)
                 raw = None

@@ -77,6 +77,10 @@ class MemoryCache:
         return len(self._entries)
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` without awaiting: the relay looks misses up through it directly."""
         with self._lock:
             value = self._entries.get(key)
             if value is None:
