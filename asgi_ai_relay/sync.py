@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -48,10 +49,11 @@ class _Handoff(Generic[T]):
     step releases ``finished``, the lock the request thread waits on: one wake-up, in the same
     loop iteration as the answer (no future chained to another, no done-callback turn)."""
 
-    __slots__ = ("coro", "error", "finished", "task", "value")
+    __slots__ = ("context", "coro", "error", "finished", "task", "value")
 
     def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
         self.coro: Coroutine[Any, Any, T] | None = coro
+        self.context = contextvars.copy_context()  # the caller's (its tracing span, say), for the task
         self.task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
         self.finished = threading.Lock()
@@ -60,7 +62,7 @@ class _Handoff(Generic[T]):
     def start(self) -> None:  # on the loop
         coro, self.coro = self.coro, None
         if coro is not None:  # else cancelled before it started
-            self.task = asyncio.ensure_future(self._run(coro))
+            self.task = asyncio.get_running_loop().create_task(self._run(coro), context=self.context)
 
     async def _run(self, coro: Coroutine[Any, Any, T]) -> None:
         try:

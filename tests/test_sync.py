@@ -244,3 +244,24 @@ def test_a_caller_that_gives_up_before_its_work_starts_leaves_nothing_running(ru
     release.set()
     blocker.join(5)
     assert runner.run(asyncio.sleep(0, "after")) == "after" and ran == []
+
+
+def test_the_work_runs_in_the_callers_context(runner):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def read():
+        return var.get()
+
+    def caller(value, seen):
+        var.set(value)  # what a host's tracing instrumentation does in the request thread
+        seen.append(runner.run(read()))
+
+    seen = []
+    threads = [threading.Thread(target=caller, args=(f"thread {n}", seen)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(seen) == ["thread 0", "thread 1", "thread 2"]
