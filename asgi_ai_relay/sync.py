@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .wakeup import Inbox
 from .wsgi import ClientSocket
 
 if TYPE_CHECKING:
@@ -42,6 +44,52 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+class _Handoff(Generic[T]):
+    """One coroutine handed from a request thread to the loop, run there as a task whose last
+    step releases ``finished``, the lock the request thread waits on: one wake-up, in the same
+    loop iteration as the answer (no future chained to another, no done-callback turn)."""
+
+    __slots__ = ("context", "coro", "error", "finished", "task", "value")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self.coro: Coroutine[Any, Any, T] | None = coro
+        self.context = contextvars.copy_context()  # the caller's (its tracing span, say), for the task
+        self.task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+        self.finished = threading.Lock()
+        self.finished.acquire()
+
+    def start(self) -> None:  # on the loop
+        coro, self.coro = self.coro, None
+        if coro is not None:  # else cancelled before it started
+            self.task = asyncio.get_running_loop().create_task(self._run(coro), context=self.context)
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> None:
+        try:
+            self.value = await coro
+        except BaseException as error:  # the caller's to see, in its thread
+            self.error = error
+            if isinstance(error, asyncio.CancelledError):
+                raise
+        finally:
+            self.finished.release()
+
+    def cancel(self) -> None:  # on the loop, when the caller gave up waiting
+        if self.coro is not None:  # never started: nothing will await it
+            self.coro.close()
+            self.coro = None
+        elif self.task is not None:
+            self.task.cancel()
+
+    def result(self) -> T:
+        """The coroutine's result, or its exception raised; once ``finished`` is released."""
+        error = self.error
+        if error is not None:
+            self.error = None  # no reference cycle through the traceback
+            raise error
+        return self.value
+
+
 class LoopThread:
     """An event loop running forever in a daemon thread.
 
@@ -55,6 +103,7 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closers: list[Callable[[], Awaitable[Any]]] = []
+        self._inbox: Inbox | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -71,6 +120,7 @@ class LoopThread:
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
+        self._inbox = Inbox(loop)  # a forked worker's own, not its parent's
 
         def run() -> None:
             asyncio.set_event_loop(loop)
@@ -93,12 +143,16 @@ class LoopThread:
         if threading.current_thread() is self._thread:
             raise RuntimeError("LoopThread.run() called from its own loop; await the coroutine instead")
         work: Coroutine[Any, Any, T] = coro if asyncio.iscoroutine(coro) else _await(coro)
-        future = asyncio.run_coroutine_threadsafe(work, loop)
+        handoff: _Handoff[T] = _Handoff(work)
+        assert self._inbox is not None
+        self._inbox.put(handoff)
         try:
-            return future.result(timeout)
+            if not handoff.finished.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"the loop did not answer within {timeout}s")
         except BaseException:  # a timeout, or the request thread interrupted: stop the work too
-            future.cancel()
+            loop.call_soon_threadsafe(handoff.cancel)
             raise
+        return handoff.result()
 
     def iterate(self, stream: AsyncIterator[bytes]) -> Iterator[bytes]:
         """A plain generator over an async stream; closing it (a WSGI server does when the
@@ -131,6 +185,9 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._inbox is not None and not (self._thread is not None and self._thread.is_alive()):
+            self._inbox.close(loop)
+            self._inbox = None
         self._loop = None
 
 

@@ -4,8 +4,14 @@ The hosts are the served tests' own (``tests/hosts``): Flask with ``AIRelay`` an
 ``django_ai_relay`` under gunicorn (``-w 1 -k gthread --threads 8``), Django under uvicorn (ASGI)
 and FastAPI with ``RelayMiddleware`` under uvicorn, one worker each, all with the same relay
 config (the instant fake upstream, a SQLite ledger, production defaults).  For each, in the same
-run: added p50 at 1 connection (minus direct) and throughput at 16 connections, as a share of the
-FastAPI host's.  Each host runs in its own process group, stopped when its windows end (or the run does).
+run: added p50 at 1 connection (minus direct), throughput at 16 connections as a share of the
+FastAPI host's, and the host's CPU per request in that window (every process of its group, from
+/proc: gunicorn's master and worker, all their threads).  Each host runs in its own process group,
+stopped when its windows end (or the run does).
+
+Opt-in (``--hosts``), the hosts' own cost without the relay: ``bare-flask``, ``bare-django``
+(gunicorn as above) and ``bare-fastapi`` (uvicorn), hello routes of ``benchmarks/bare_hosts.py``
+that read the body and answer a fixed chat.completion.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ sys.path.insert(0, str(R.ROOT))
 sys.path.insert(0, str(R.ROOT / "integrations"))
 
 KINDS = ("uvicorn-fastapi", "gunicorn-flask", "gunicorn-django", "uvicorn-django")
+BARE = {  # opt-in: the host without the relay
+    "bare-flask": ["-m", "gunicorn", "bare_hosts:flask_app()"],
+    "bare-django": ["-m", "gunicorn", "bare_hosts:django_wsgi"],
+    "bare-fastapi": ["-m", "uvicorn", "--factory", "bare_hosts:fastapi_app"],
+}
 PATH = "/ai/v1/chat/completions"
 
 
@@ -45,11 +56,13 @@ def start_host(kind: str, config: dict, tmp: Path) -> tuple[object, int]:
     port = R.free_port()
     cfg = tmp / f"{kind}.json"
     cfg.write_text(json.dumps(config))
-    if kind.startswith("gunicorn"):
-        cmd = [*COMMANDS[kind], *_gunicorn_options(), *GUNICORN[:-1], "--bind", f"{R.HOST}:{port}"]
+    command = BARE.get(kind) or COMMANDS[kind]
+    if command[1] == "gunicorn":
+        cmd = [*command, *_gunicorn_options(), *GUNICORN[:-1], "--bind", f"{R.HOST}:{port}"]
     else:
-        cmd = [*COMMANDS[kind], "--no-access-log", "--log-level", "warning", "--host", R.HOST, "--port", str(port)]
-    env = {**os.environ, "RELAY_HOST_CONFIG": str(cfg), "PYTHONPATH": f"{R.ROOT}{os.pathsep}{R.ROOT / 'integrations'}"}
+        cmd = [*command, "--no-access-log", "--log-level", "warning", "--host", R.HOST, "--port", str(port)]
+    path = os.pathsep.join(map(str, [R.ROOT, R.ROOT / "integrations", *([R.BENCH] if kind in BARE else [])]))
+    env = {**os.environ, "RELAY_HOST_CONFIG": str(cfg), "PYTHONPATH": path}
     log = tmp / f"{kind}.log"
     p = R.spawn([sys.executable, *cmd], None, cwd=R.ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
@@ -57,6 +70,22 @@ def start_host(kind: str, config: dict, tmp: Path) -> tuple[object, int]:
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{R.log_tail(log)}") from None
     return p, port
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of every live process in the group ``pgid``."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / R.CLK_TCK
+    return total
 
 
 def run(args, tmp: Path) -> dict:
@@ -69,17 +98,20 @@ def run(args, tmp: Path) -> dict:
     for rnd in range(args.rounds):
         direct = loader.run(c1, up_port, "/v1/chat/completions", args.host_duration)
         res: dict = {}
-        kinds = [k for k in KINDS if k in args.hosts] if args.hosts else list(KINDS)
+        kinds = [k for k in (*KINDS, *BARE) if k in args.hosts.split(",")] if args.hosts else list(KINDS)
         for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
             proc = None
             try:
                 proc, port = start_host(kind, config, tmp)
                 srv = R.Server(R.Scenario(kind, kind, "uvicorn", prefix="/ai"), port, proc, proc.pid, None, key)
-                R.preflight(srv)
+                if kind not in BARE:
+                    R.preflight(srv)
                 loader.run(c1, port, PATH, 0.5, key)  # warm-up
 
                 one = loader.run(c1, port, PATH, args.host_duration, key)
+                cpu = group_cpu_s(proc.pid)
                 many = loader.run(c16, port, PATH, args.host_duration, key)
+                many["host_cpu_ms_per_req"] = 1000 * (group_cpu_s(proc.pid) - cpu) / max(many["requests"], 1)
             except Exception as exc:  # a host that cannot start is reported, the others still run
                 print(f"  {kind}: FAILED {exc}")
                 continue
@@ -93,6 +125,7 @@ def run(args, tmp: Path) -> dict:
             out["raw"].append({"round": rnd, "host": kind, "c1": one, "c16": many, "direct_c1": direct})
             print(f"  round {rnd + 1} {kind:<16} c1 p50 {one['latency_ms']['p50']:.3f} ms"
                   f" (+{one['latency_ms']['p50'] - direct['latency_ms']['p50']:.3f})  c16 {many['rps']:7.0f} req/s"
+                  f"  {many['host_cpu_ms_per_req']:.3f} ms CPU/req"
                   + (f"  ERRORS {bad}" if bad else ""), flush=True)  # fmt: skip
 
         fast = res.get("uvicorn-fastapi")
@@ -104,9 +137,11 @@ def run(args, tmp: Path) -> dict:
                 "added_p50_c1_ms": round(r["c1"]["latency_ms"]["p50"] - direct["latency_ms"]["p50"], 3),
                 "rps_c16": round(r["c16"]["rps"]),
                 "pct_of_fastapi_c16": round(100 * r["c16"]["rps"] / fast["c16"]["rps"]) if fast else None,
+                "cpu_ms_per_req_c16": round(r["c16"]["host_cpu_ms_per_req"], 3),
             })  # fmt: skip
-    print("\nhosts: added p50 at 1 connection, throughput at 16 (share of FastAPI's)")
+    print("\nhosts: added p50 at 1 connection, throughput at 16 (share of FastAPI's), host CPU per request at 16")
     for s in out["summary"]:
-        print(f"  round {s['round'] + 1} {s['host']:<16} +{s['added_p50_c1_ms']} ms  {s['rps_c16']} req/s ({s['pct_of_fastapi_c16']}%)")
+        print(f"  round {s['round'] + 1} {s['host']:<16} +{s['added_p50_c1_ms']} ms  {s['rps_c16']} req/s"
+              f" ({s['pct_of_fastapi_c16']}%)  {s['cpu_ms_per_req_c16']} ms")
 
     return out

@@ -179,3 +179,89 @@ def test_client_socket_finds_the_servers_socket_or_nothing():
         assert isinstance(client_socket({"werkzeug.socket": server}), ClientSocket)
         assert client_socket({}) is None
         assert client_socket({"gunicorn.socket": "not a socket"}) is None
+
+
+# -- handing work to the loop -------------------------------------------------------------------
+
+from asgi_ai_relay.wakeup import Wakeup  # noqa: E402
+
+
+def test_many_threads_handing_work_at_once_each_get_their_own_answer(runner):
+    async def echo(value):
+        await asyncio.sleep(0)
+        return value
+
+    wrong = []
+
+    def caller(n):
+        for i in range(200):
+            answer = runner.run(echo((n, i)), timeout=30)  # a lost wake-up would time out here
+            if answer != (n, i):
+                wrong.append(answer)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and wrong == []
+
+
+def test_wake_ups_made_before_the_loop_looks_merge_into_one_call():
+    loop = asyncio.new_event_loop()
+    calls = []
+    wakeup = Wakeup(loop, lambda: calls.append(loop.time()))
+    try:
+        for _ in range(3):
+            wakeup.wake()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(calls) == 1
+        wakeup.wake()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(calls) == 2
+    finally:
+        wakeup.close(loop)
+        loop.close()
+
+
+def test_a_caller_that_gives_up_before_its_work_starts_leaves_nothing_running(runner):
+    started = threading.Event()
+    release = threading.Event()
+    ran = []
+
+    async def block():  # keeps the loop thread busy without awaiting
+        started.set()
+        release.wait(5)
+
+    async def never():
+        ran.append(1)
+
+    blocker = threading.Thread(target=lambda: runner.run(block()))
+    blocker.start()
+    assert started.wait(5)
+    with pytest.raises(TimeoutError):
+        runner.run(never(), timeout=0.05)  # queued behind the busy loop, given up before it starts
+    release.set()
+    blocker.join(5)
+    assert runner.run(asyncio.sleep(0, "after")) == "after" and ran == []
+
+
+def test_the_work_runs_in_the_callers_context(runner):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def read():
+        return var.get()
+
+    def caller(value, seen):
+        var.set(value)  # what a host's tracing instrumentation does in the request thread
+        seen.append(runner.run(read()))
+
+    seen = []
+    threads = [threading.Thread(target=caller, args=(f"thread {n}", seen)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(seen) == ["thread 0", "thread 1", "thread 2"]

@@ -28,6 +28,8 @@ from asgi_ai_relay import (
     relay_subpath,
 )
 
+from asgi_ai_relay.environ import environ_headers
+
 from . import conf as relay_conf
 
 __all__ = ["AIRelayMiddleware", "user_caller"]
@@ -113,7 +115,7 @@ class AIRelayMiddleware:
         relay_request = RelayRequest(
             method=request.method or "GET",
             path=path,
-            headers={name.lower(): value for name, value in request.headers.items()},
+            headers=environ_headers(request.META),
             query=request.META.get("QUERY_STRING", ""),
             client=request.META.get("REMOTE_ADDR"),
             host_user=getattr(request, "user", None),

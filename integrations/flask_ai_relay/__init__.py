@@ -43,6 +43,7 @@ from asgi_ai_relay import (
     relay_subpath,
 )
 from asgi_ai_relay.alerts import Alert
+from asgi_ai_relay.environ import environ_headers
 
 __all__ = ["AIRelay", "CallerLoader", "spend_alert"]
 
@@ -107,16 +108,18 @@ class AIRelay:
 
     def serve(self, path: str) -> Response:
         sync: SyncRelay = current_app.extensions[EXTENSION]
+        environ = request.environ
+        subpath = environ.get(SUBPATH_KEY) if environ.get(SUBPATH_OF) is sync else _subpath(environ, sync.relay)
         relay_request = RelayRequest(
             method=request.method,
-            path=_subpath(request.environ, sync.relay) or REFUSED,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            query=request.query_string.decode("latin-1"),
-            client=request.remote_addr,
+            path=subpath or REFUSED,
+            headers=environ_headers(environ),
+            query=environ.get("QUERY_STRING", ""),
+            client=environ.get("REMOTE_ADDR"),
         )
-        watch = client_socket(request.environ)
+        watch = client_socket(environ)
         try:
-            relay_request.body = read_body(request.stream.read, request.environ.get("CONTENT_LENGTH"),
+            relay_request.body = read_body(request.stream.read, environ.get("CONTENT_LENGTH"),
                                            sync.relay.config.max_body_bytes, watch.gone if watch is not None else None)
         except RelayError as error:  # too large, cut off, or not readable
             return _flask_response(sync.relay.reject(relay_request, error))
@@ -141,6 +144,11 @@ class AIRelay:
         if caller is None or isinstance(caller, Caller):
             return caller
         return Caller(id=str(caller))
+
+
+#: Where :class:`_BeforeFlask` leaves the path below the prefix for :meth:`AIRelay.serve`, and
+#: for which relay (an app may have several).
+SUBPATH_KEY, SUBPATH_OF = "ai_relay.subpath", "ai_relay.subpath_of"
 
 
 def _subpath(environ: dict[str, Any], relay: Relay) -> str | None:
@@ -168,6 +176,7 @@ class _BeforeFlask:
         path = _subpath(environ, self.sync.relay)
         method = environ.get("REQUEST_METHOD", "GET")
         if path is None or (path != REFUSED and method in ROUTED):
+            environ[SUBPATH_KEY], environ[SUBPATH_OF] = path, self.sync  # serve() need not work it out again
             return self.app(environ, start_response)
         request = RelayRequest(method=method, path=path, headers={})
         response = self.sync.handle(request)
