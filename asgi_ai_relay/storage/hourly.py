@@ -26,7 +26,7 @@ from typing import Any
 from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
-__all__ = ["HOURLY", "SUMMED", "add_batch", "batch_sums", "create_hourly", "hourly_parts", "store_sums", "sum_rows"]
+__all__ = ["HOURLY", "SUMMED", "batch_sums", "create_hourly", "hourly_parts", "store_sums", "sum_rows"]
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
@@ -73,7 +73,7 @@ _SCHEMA = (
     + f", PRIMARY KEY (hour, {', '.join(_KEYS)})) WITHOUT ROWID"
 )
 #: The column this version's rows carry (``1``): their writer sums them a batch at a time
-#: (:func:`add_batch`: one statement for the batch, not an upsert per row). The trigger
+#: (:func:`sum_rows`, then :func:`store_sums`: one upsert per hour and keys, not one per row). The trigger
 #: adds only rows without it, an older version's, so every row is summed once whoever wrote it.
 SUMMED = "summed"
 _CONFLICT = (f" ON CONFLICT (hour, {', '.join(_KEYS)}) DO UPDATE SET "
@@ -86,14 +86,6 @@ _TRIGGER = (
     + ", ".join(add.format(r="NEW.") for _, add in _ADDS)
     + ")" + _CONFLICT + "; END"
 )
-
-
-def add_batch(conn: Any, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
-    """Add ``rows`` (tuples of ``columns``, this version's, being inserted in the current
-    transaction) to the sums: :func:`sum_rows`, then :func:`store_sums`."""
-    sums: dict[tuple[Any, ...], list[int]] = {}
-    sum_rows(rows, columns, sums)
-    store_sums(conn, sums)
 
 
 def store_sums(conn: Any, sums: dict[tuple[Any, ...], list[int]]) -> None:

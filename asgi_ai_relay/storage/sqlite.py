@@ -91,11 +91,11 @@ def _values(row: LedgerRow) -> tuple[object, ...]:
     return (*values, cost_u, cost_f, saved_u, saved_f, 1)
 
 
-#: The columns a row may leave NULL (the optional fields and the fixed-point costs); the
-#: others are written whatever they hold.
 #: :func:`.totals.fixed_money` of the costs seen lately (a model's requests often cost the same:
 #: about 1 us saved a row); equal Decimals have equal fixed parts, whatever their spelling.
 _fixed = lru_cache(maxsize=4096)(fixed_money)
+#: The columns a row may leave NULL (the optional fields and the fixed-point costs); the
+#: others are written whatever they hold.
 _NULLABLE = tuple(i for i, name in enumerate(_COLUMNS)
                   if name in _FIXED or "None" in str(LedgerRow.__annotations__.get(name, "")))
 _NULLABLE_VALUES = itemgetter(*_NULLABLE)
