@@ -37,8 +37,6 @@ __all__ = ["BREAKER_VALUES", "CONTENT_TYPE", "MULTIPROCESS_ENV", "Metrics", "met
 logger = logging.getLogger("asgi_ai_relay")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_BUCKETS = BUCKETS
-
 #: A watched value: labels -> value, read at scrape time.
 Reading = Callable[[], Mapping[tuple[str, ...], float]]
 #: A watched value that awaits (a shared store), read by :meth:`Metrics.scrape`.
@@ -91,8 +89,8 @@ class Metrics:
         self.cost = Counter("relay_cost_usd", "Cost in USD.", ("model", "provider"), registry=r)
         self.saved = Counter("relay_cache_saved_usd", "USD cache hits saved.", ("model",), registry=r)
         self.cache = Counter("relay_cache", "Cache results (hit, miss, bypass).", ("result",), registry=r)
-        self.latency = Histogram("relay_request_latency_seconds", "Whole-request latency.", ("endpoint", "model"), buckets=_BUCKETS, registry=r)
-        self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=_BUCKETS, registry=r)
+        self.latency = Histogram("relay_request_latency_seconds", "Whole-request latency.", ("endpoint", "model"), buckets=BUCKETS, registry=r)
+        self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=BUCKETS, registry=r)
         from prometheus_client import multiprocess
 
         self.exposed = CollectorRegistry()

@@ -66,6 +66,13 @@ class _Trace:
         self.attempt_end: int | None = None
 
 
+def _tracer_unset() -> bool:
+    """Whether the host has set no tracer provider: the API's global, read directly, since
+    get_tracer_provider() also looks in os.environ each time (most of what an unconfigured host
+    would pay)."""
+    return getattr(trace, "_TRACER_PROVIDER", True) is None and not _FROM_ENV
+
+
 class _Tracer:
     """The tracer of the current global provider (``None`` while it is the no-op one)."""
 
@@ -74,9 +81,7 @@ class _Tracer:
 
     @classmethod
     def get(cls) -> Any:
-        # The API's global, read directly while unset: get_tracer_provider() also looks in
-        # os.environ each time, which is most of what an unconfigured host would pay.
-        if getattr(trace, "_TRACER_PROVIDER", True) is None and not _FROM_ENV:
+        if _tracer_unset():
             return None
         provider = trace.get_tracer_provider()
         if provider is not cls.provider:
@@ -186,7 +191,7 @@ class Telemetry:
         if call.endpoint not in self.relay.model_endpoints:
             return
         if call.trace is None and self.content.mode != "full" and (not self.enabled or (
-                getattr(trace, "_TRACER_PROVIDER", True) is None and not _FROM_ENV and meters_unset())):
+                _tracer_unset() and meters_unset())):
             return  # nothing to end, record or write (every request of a host with no providers)
         tracer = self.tracer()
         record = call.trace if call.trace is not None or tracer is None else self._trace(call, tracer)

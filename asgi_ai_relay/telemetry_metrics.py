@@ -84,8 +84,8 @@ class _Instruments:
 
     @classmethod
     def get(cls) -> tuple[Any, Any, Any] | None:
-        if getattr(metrics_api, "_METER_PROVIDER", True) is None and not _FROM_ENV:
-            return None  # unset (read directly: get_meter_provider() looks in os.environ each time)
+        if meters_unset():
+            return None
         provider = otel_metrics.get_meter_provider()
         if provider is not cls.provider:
             cls.provider = provider
@@ -94,7 +94,8 @@ class _Instruments:
 
 
 def meters_unset() -> bool:
-    """Whether the host has set no meter provider (nothing :meth:`Meters.record` could record)."""
+    """Whether the host has set no meter provider (nothing :meth:`Meters.record` could record);
+    the API's global read directly: get_meter_provider() also looks in os.environ each time."""
     return getattr(metrics_api, "_METER_PROVIDER", True) is None and not _FROM_ENV
 
 
