@@ -65,3 +65,26 @@ def test_rows_of_this_version_and_of_an_older_writer_are_each_summed_once(tmp_pa
         assert conn.execute("SELECT COUNT(*) FROM relay_usage").fetchone()[0] == 80 + len(sample_rows()) + 2
     assert kept == made_from_the_rows(path)
     assert sum(r[len(hourly._KEYS) + 1] for r in kept) == 80 + len(sample_rows()) + 2  # requests
+
+
+def test_a_batch_of_one_hour_and_the_same_keys_and_one_around_zero_sum_as_the_rows_do(tmp_path):
+    """The writer's two ways of grouping: a batch whose rows share their hour and keys (one group,
+    found by column) and one whose times straddle zero and the hours around it (grouped by row)."""
+    path = str(tmp_path / "usage.db")
+    ledger = ledger_from_uri(f"sqlite:///{path}")
+    for i in range(70):  # more than the writer takes by column at a time
+        ledger.record(LedgerRow(
+            ts=HOUR + 10 + i * 0.5, request_id=f"same-{i}", caller="c", endpoint="chat.completions", model="m",
+            provider="p", status=(200, 503)[i % 2], prompt_tokens=i, completion_tokens=i % 3, cached_tokens=i % 5,
+            cost_usd=Decimal(f"0.{i:03d}000000000000001"), estimated=i % 4 == 0, usage_flag="output" if i == 3 else None,
+        ))
+    ledger.flush()
+    for i, ts in enumerate((-7200.5, -3601.0, -3599.9, -0.5, 0.0, 0.5, 3599.9, 3600.0, HOUR, HOUR + 1)):
+        ledger.record(LedgerRow(ts=ts, request_id=f"odd-{i}", caller="c", endpoint="chat.completions", model="m",
+                                prompt_tokens=i, completion_tokens=0 if i % 2 else 3, cost_usd=Decimal("0.25")))
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        kept = table(conn, hourly._TABLE)
+    assert kept == made_from_the_rows(path)
+    assert len(kept) == 6  # HOUR with and without a provider; -7200, -3600, 0 (-3599.9 included: towards zero), 3600
+    assert sum(r[len(hourly._KEYS) + 1] for r in kept) == 80

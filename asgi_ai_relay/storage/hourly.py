@@ -17,10 +17,10 @@ about one row per hour per key in use, and a report per key reads hours, not row
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
-from operator import itemgetter
+from operator import itemgetter, or_
 from typing import Any
 
 from .base import COUNT_COLUMNS, LedgerQuery
@@ -95,30 +95,48 @@ def store_sums(conn: Any, sums: dict[tuple[Any, ...], list[int]]) -> None:
     conn.executemany(_UPSERT, batch_sums(sums))
 
 
-def sum_rows(rows: Sequence[tuple[Any, ...]], columns: Sequence[str], into: dict[tuple[Any, ...], list[int]]) -> None:
+def sum_rows(rows: Sequence[tuple[Any, ...]], columns: Sequence[str], into: dict[tuple[Any, ...], list[int]],
+             by_column: Sequence[Sequence[Any]] | None = None) -> None:
     """Add the sums of ``rows`` into ``into`` (``(hour, keys) -> sums`` in ``_ADDS`` order).
 
-    Rows are grouped first and each sum is then taken over a column of its group, so the work
-    per row is C's (``sum``, ``map``), not a Python loop over ~25 sums. The writer calls it a
-    few rows at a time, between inserts: it holds the GIL, and the event loop's thread must not
-    wait for a whole batch's worth."""
-    keys_of, values_of = _getters(tuple(columns))
-    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        whole = row[0]  # ts
-        whole = int(whole) if -1e18 < whole < 1e18 else 0
-        key = (whole // 3600 * 3600 if whole >= 0 else -(-whole // 3600 * 3600), *keys_of(row))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [row]
-        else:
-            group.append(row)
-    for key, group in groups.items():
-        sums = _sums([values_of(row) for row in group])
+    Each sum is taken over a column (C's ``sum``, ``map``, ``count``), not by a Python loop over
+    rows. ``by_column`` is ``rows`` by column (``zip(*rows)``), when the caller has it. The
+    common batch, every row of one hour and the same keys, is one group found without looking
+    at each row; any other is grouped row by row first."""
+    if not rows:
+        return
+    keys_at, values_at = _positions(tuple(columns))
+    cols = list(zip(*rows)) if by_column is None else by_column
+    n = len(rows)
+    stamps = cols[0]  # ts
+    total = sum(stamps)
+    low, high = min(stamps), max(stamps)  # bounds of them all when every ts is finite
+    if (total - total == 0 and -1e18 < low and high < 1e18 and _hour(low) == _hour(high)
+            and all(cols[i].count(cols[i][0]) == n for i in keys_at)):
+        groups = [((_hour(low), *(cols[i][0] for i in keys_at)), [cols[i] for i in values_at], n)]
+    else:
+        keys_of, values_of = itemgetter(*keys_at), itemgetter(*values_at)
+        grouped: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            key = (_hour(row[0]), *keys_of(row))
+            group = grouped.get(key)
+            if group is None:
+                grouped[key] = [row]
+            else:
+                group.append(row)
+        groups = [(key, list(zip(*map(values_of, group))), len(group)) for key, group in grouped.items()]
+    for key, values, count in groups:
+        sums = _sums(values, count)
         key = (key[0], *("" if k is None else k for k in key[1:]))  # COALESCE(key, ''): NULL and '' are one
         if key in into:
             sums = [a + b for a, b in zip(into[key], sums)]
         into[key] = sums
+
+
+def _hour(ts: Any) -> int:
+    """``CAST(ts AS INTEGER) / 3600 * 3600`` as SQLite works it out (towards zero; 0 past any integer)."""
+    whole = int(ts) if -1e18 < ts < 1e18 else 0
+    return whole // 3600 * 3600 if whole >= 0 else -(-whole // 3600 * 3600)
 
 
 def batch_sums(sums: dict[tuple[Any, ...], list[int]]) -> list[tuple[Any, ...]]:
@@ -133,22 +151,28 @@ def batch_sums(sums: dict[tuple[Any, ...], list[int]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _sums(values: list[tuple[Any, ...]]) -> list[int]:
-    """The ``_ADDS`` sums of one group (each tuple as :func:`_getters` picks it)."""
-    status, prompt, completion, cached, hit, estimated, cost_u, cost_f, saved_u, saved_f, flag, *classes = (
-        list(column) for column in zip(*values))
-    prompt = [p or 0 for p in prompt] if None in prompt else prompt
-    completion = [c or 0 for c in completion] if None in completion else completion
-    cached = [c or 0 for c in cached] if None in cached else cached
-    tokens = [p > 0 or c > 0 for p, c in zip(prompt, completion)]
-    n = len(values)
+def _sums(columns: list[Sequence[Any]], n: int) -> list[int]:
+    """The ``_ADDS`` sums of one group of ``n`` rows, by column (as :func:`_positions` picks them).
+    Counts are never negative (:class:`~.base.LedgerRow` clamps them), so a row without tokens
+    adds nothing to ``cached_prompt`` whether it is counted there or not."""
+    status, prompt, completion, cached, hit, estimated, cost_u, cost_f, saved_u, saved_f, flag, *classes = columns
+    if None in prompt:
+        prompt = [p or 0 for p in prompt]
+    if None in completion:
+        completion = [c or 0 for c in completion]
+    if None in cached:
+        cached = [c or 0 for c in cached]
+    failed = sum(map(_FAILED.__le__, status)) if None not in status else sum(1 for code in status if code is not None and code >= 400)
     return [
-        n, sum(1 for code in status if code is not None and code >= 400), sum(prompt), sum(completion), sum(cached),
-        sum(map(bool, hit)), sum(map(bool, estimated)), sum(tokens),
-        sum(min(c, p) for p, c, t in zip(prompt, cached, tokens) if t),
+        n, failed, sum(prompt), sum(completion), sum(cached),
+        sum(map(bool, hit)), sum(map(bool, estimated)), n - list(map(or_, prompt, completion)).count(0),
+        sum(map(min, cached, prompt)),
         sum(filter(None, cost_u)), sum(filter(None, cost_f)), sum(filter(None, saved_u)), sum(filter(None, saved_f)),
         cost_u.count(None), *(sum(filter(None, column)) for column in classes), n - flag.count(None),
     ]
+
+
+_FAILED = 400
 
 
 _SUM_NAMES = [name for name, _ in _ADDS]
@@ -158,14 +182,15 @@ _UPSERT = f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) VALUES ({', '.join('?' fo
 
 
 @lru_cache(maxsize=4)
-def _getters(columns: tuple[str, ...]) -> tuple[Callable[[Any], tuple[Any, ...]], ...]:
+def _positions(columns: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where the keys and the summed values are in a row of ``columns`` (``ts`` first)."""
     at = {name: i for i, name in enumerate(columns)}
     assert at["ts"] == 0
     return (
-        itemgetter(*(at[k] for k in _KEYS)),
-        itemgetter(*(at[n] for n in ("status", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hit",
-                                     "estimated", "cost_u", "cost_f", "saved_u", "saved_f", "usage_flag",
-                                     *COUNT_COLUMNS[3:]))),
+        tuple(at[k] for k in _KEYS),
+        tuple(at[n] for n in ("status", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hit",
+                              "estimated", "cost_u", "cost_f", "saved_u", "saved_f", "usage_flag",
+                              *COUNT_COLUMNS[3:])),
     )
 
 
