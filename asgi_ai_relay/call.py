@@ -26,14 +26,19 @@ Release = Callable[[], None]
 R = TypeVar("R", bound=Release)
 
 
+_NO_ARG: Any = object()
+
+
 class Once:
     """A release that runs at most once, however many paths call it (early give-back, then the
-    request's own exit)."""
+    request's own exit): ``release()``, or ``release(arg)`` when an ``arg`` is given (one object
+    where a ``partial`` would make two; a request holds several)."""
 
-    __slots__ = ("_release",)
+    __slots__ = ("_arg", "_release")
 
-    def __init__(self, release: Release) -> None:
-        self._release: Release | None = release
+    def __init__(self, release: Callable[..., None], arg: Any = _NO_ARG) -> None:
+        self._release: Callable[..., None] | None = release
+        self._arg = arg
 
     @property
     def pending(self) -> bool:
@@ -46,7 +51,11 @@ class Once:
     def __call__(self) -> None:
         release, self._release = self._release, None
         if release is not None:
-            release()
+            arg, self._arg = self._arg, None
+            if arg is _NO_ARG:
+                release()
+            else:
+                release(arg)
 
 
 class Sent:

@@ -3,7 +3,7 @@ Mistral, Groq, Together, Fireworks, xAI: see ``PRESETS`` in :mod:`asgi_ai_relay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ..config import ModelConfig, ProviderConfig, Timeouts
@@ -31,6 +31,7 @@ class OpenAIProvider(HttpProvider):
         super().__init__(config, client, timeouts)
         declared = config.cloud.responses
         self.native_responses = declared if declared is not None else config.kind == "openai"
+        self._adapts_stream = touches_stream(config.cloud.quirks)
 
     def responses_url(self, model: ModelConfig) -> str:
         return f"{self.config.base_url}/responses"
@@ -49,11 +50,18 @@ class OpenAIProvider(HttpProvider):
     def prepare(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         return prepare_body(self.config.cloud.quirks, body)
 
-    async def send(
+    def send(  # type: ignore[override]
+        self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> Awaitable[UpstreamResponse]:
+        # The post's own coroutine when no quirk touches the stream (no frame of its own around it).
+        if self._adapts_stream:
+            return self._send_adapted(model, body, stream=stream, headers=headers)
+        return super().send(model, body, stream=stream, headers=headers)
+
+    async def _send_adapted(
         self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
     ) -> UpstreamResponse:
         reply = await super().send(model, body, stream=stream, headers=headers)
-        quirks = self.config.cloud.quirks
-        if reply.chunks is not None and touches_stream(quirks):
-            reply.chunks = adapt_stream(quirks, reply.chunks)
+        if reply.chunks is not None:
+            reply.chunks = adapt_stream(self.config.cloud.quirks, reply.chunks)
         return reply

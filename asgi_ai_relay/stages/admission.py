@@ -67,7 +67,7 @@ async def _joint(relay: Relay, call: Call, joint: RedisAdmission) -> RelayRespon
     buckets = (traffic.caller_buckets(call) if traffic.limited else ()) + own
     if not holds and not buckets:
         return None
-    charge = ratelimit.Charge(buckets, traffic.estimate(call) if buckets else 0)
+    charge = ratelimit.CallerCharge(traffic, call, buckets, traffic.estimate(call) if buckets else 0)
     costs = ratelimit.costs_of(charge)
     first = joint_reserve.plan(relay, call)
     deadline = asyncio.get_running_loop().time() + traffic.config.max_wait
@@ -112,7 +112,7 @@ async def _joint(relay: Relay, call: Call, joint: RedisAdmission) -> RelayRespon
         call.hold(partial(_settle, relay, call, joint, window, held, amount))
     if buckets:
         charge.charged = True
-        call.hold(partial(traffic.reconcile, call, charge))
+        call.hold(charge)
     return None
 
 

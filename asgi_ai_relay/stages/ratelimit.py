@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from ..storage.redis_admission import RedisAdmission
     from ..types import RelayResponse
 
-__all__ = ["CLIENT_CLOSED", "Charge", "Traffic", "admit", "costs_of", "subject_buckets"]
+__all__ = ["CLIENT_CLOSED", "CallerCharge", "Charge", "Traffic", "admit", "costs_of", "subject_buckets"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -71,6 +71,21 @@ class Charge:
         self.buckets = buckets
         self.estimate = estimate
         self.charged = False
+
+
+class CallerCharge(Charge):
+    """The caller side's charge, which is its own release (:meth:`Traffic.reconcile` when the
+    request ends): one object held where a closure over three would make four."""
+
+    __slots__ = ("call", "traffic")
+
+    def __init__(self, traffic: Traffic, call: Call, buckets: Sequence[Bucket], estimate: int) -> None:
+        super().__init__(buckets, estimate)
+        self.traffic = traffic
+        self.call = call
+
+    def __call__(self) -> None:
+        self.traffic.reconcile(self.call, self)
 
 
 def costs_of(charge: Charge) -> list[int]:
@@ -230,7 +245,7 @@ class Traffic(Waiting):
         deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
         if not buckets and self.shared is None:  # only this process's slot: nothing to reconcile
             await self.enter(call, model.provider, deadline)
-            return call.hold(Once(partial(self.gate.leave, model.provider)))
+            return call.hold(Once(self.gate.leave, model.provider))
         charge = Charge(buckets, self.estimate(call) if buckets else 0)
         held: list[str] = []
         leases: list[tuple[str, str]] = []
@@ -352,8 +367,7 @@ async def admit(relay: Relay, call: Call) -> RelayResponse | None:
     buckets = (traffic.caller_buckets(call) if traffic.limited else ()) + own
     if not buckets:
         return None
-    charge = Charge(buckets, traffic.estimate(call))
-    call.hold(lambda: traffic.reconcile(call, charge))
+    charge = call.hold(CallerCharge(traffic, call, buckets, traffic.estimate(call)))
     deadline = asyncio.get_running_loop().time() + traffic.config.max_wait
     await traffic.charge(call, charge, deadline)
     return None

@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..affinity import session_of
@@ -83,19 +82,20 @@ def _check_output_limit(call: Call, alias: str, limit: int) -> None:
             raise InvalidRequest(f"'{param}' is {value}, above the {limit} output tokens model '{alias}' allows.", param=param)
 
 
-async def forward(relay: Relay, call: Call) -> RelayResponse | None:
-    """Try the candidates until one answers.
+def forward(relay: Relay, call: Call) -> Coroutine[Any, Any, RelayResponse]:
+    """Try the candidates until one answers (a stage: the attempt loop's coroutine itself, with
+    no frame of its own around it).
 
     :raises RelayError: the last failure when every candidate failed (or the first request
         error a provider reported); :class:`CircuitOpen` when every breaker refused.
     """
-    return await forward_via(relay, call, send_to)
+    return forward_via(relay, call, send_to)
 
 
-async def forward_via(relay: Relay, call: Call, send: Send) -> RelayResponse:
+def forward_via(relay: Relay, call: Call, send: Send) -> Coroutine[Any, Any, RelayResponse]:
     """:func:`forward`, each attempt made by ``send`` (another endpoint's call to a provider)."""
     assert call.model is not None
-    return await _Attempts(relay, call, send).run(call.model)
+    return _Attempts(relay, call, send).run(call.model)
 
 
 #: One attempt at a model (:func:`send_to` for chat); raises :class:`UpstreamError` on failure.
@@ -236,7 +236,7 @@ class _Attempts:
             self.call.attempt_log.append({"deployment": target.name, "model": target.model.alias, "skipped": "circuit_open"})
             return None
         if not ticket.probe:
-            return ticket, Once(_nothing)
+            return ticket, _NO_PROBE
         return ticket, self.call.hold(Once(lambda: self.relay.spawn(breakers.release(ticket))))
 
     async def pause(self, policy: RetrySettings, retries: int) -> bool:
@@ -260,7 +260,7 @@ class _Attempts:
         call.attempt_log.append(entry)
         span = self.relay.telemetry.begin_attempt(call, target, ticket)
         target.in_flight += 1
-        busy = call.hold(Once(partial(_leave, target)))
+        busy = call.hold(Once(_leave, target))
         try:
             async with asyncio.timeout(limit):
                 response = await self.send(self.relay, call, target.model)
@@ -305,8 +305,26 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
+class _NoProbe(Once):
+    """The pass of a closed breaker: nothing to give back (one for every request)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(_nothing)
+
+    def discard(self) -> None:
+        return None
+
+    def __call__(self) -> None:
+        return None
+
+
 def _nothing() -> None:
     return None
+
+
+_NO_PROBE = _NoProbe()
 
 
 def _leave(target: Target) -> None:
