@@ -166,8 +166,13 @@ def _walk(value: Any, texts: list[str]) -> int:
             append(value)
         elif kind is list:
             for item in value:
-                if type(item) is str:
+                kind = type(item)
+                if kind is str:
                     append(item)
+                elif kind is dict and len(item) == 2 and type(item.get("content")) is str and type(item.get("role")) is str:
+                    # The commonest item: a message of a role and a text (what the loop below
+                    # would append, without a turn of it per key).
+                    texts += ("role", item["role"], "content", item["content"])
                 else:
                     push(item)
         elif kind is dict:
@@ -222,12 +227,15 @@ def _inline(blob: dict[str, Any]) -> int:
 
 
 _CAP_FIELDS = frozenset({"max_completion_tokens", "max_tokens", "max_output_tokens", "generationConfig", "generation_config"})
+_CAPS_OR_CHOICES = _CAP_FIELDS | {"n"}
 
 
 def output_allowance(body: Mapping[str, Any], default: int) -> int:
     """The completion tokens a request may produce: its own cap (``max_completion_tokens``,
     ``max_tokens``, ``max_output_tokens``, Gemini's ``generationConfig.maxOutputTokens``) or
     ``default``, times OpenAI's ``n`` choices; at most ``2**31 - 1``."""
+    if _CAPS_OR_CHOICES.isdisjoint(body) and 0 <= default <= _MAX_COUNT:  # (most bodies: one check in C)
+        return default
     limit: Any = default
     if not _CAP_FIELDS.isdisjoint(body):  # (most bodies name none of them: one check in C)
         config = body.get("generationConfig") or body.get("generation_config")
