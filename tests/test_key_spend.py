@@ -16,6 +16,7 @@ import pytest
 
 from asgi_ai_relay.keys.record import Hasher
 from asgi_ai_relay.storage import LEDGER_COLUMNS, LedgerQuery, LedgerRow, aggregate, ledger_from_uri
+from tests.test_ledger_hourly import older_trigger
 from asgi_ai_relay.storage import hourly
 from asgi_ai_relay.storage.sqlite import SQLiteLedger
 from tests.keys_helpers import ADMIN_KEY, CHAT, call, create_key, keys_config
@@ -144,8 +145,8 @@ def _old_sqlite_file(path) -> None:
     columns, the hourly sums without them in their key, and that version's trigger."""
     old = [name for name in LEDGER_COLUMNS if name not in ("key_id", "team")]
     schema = hourly._SCHEMA.replace("key_id TEXT NOT NULL, team TEXT NOT NULL, ", "").replace(", key_id, team)", ")")
-    trigger = (hourly._TRIGGER.replace(", key_id, team", "").replace("COALESCE(NEW.key_id, ''), COALESCE(NEW.team, ''), ", "")
-               .replace(f" WHEN NEW.{hourly.SUMMED} IS NULL", ""))  # (that version's trigger added every row)
+    trigger = (older_trigger(when=False).replace(", key_id, team", "")  # (that version's trigger added every row)
+               .replace("COALESCE(NEW.key_id, ''), COALESCE(NEW.team, ''), ", ""))
     assert "key_id" not in schema and "key_id" not in trigger and "team" not in trigger
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"CREATE TABLE relay_usage (id INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(old)}, "

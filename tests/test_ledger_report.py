@@ -93,7 +93,7 @@ def test_rows_from_before_the_integer_money_columns_are_summed_from_their_text(c
         ledger.record(r)
     ledger.close()
     with sqlite3.connect(path) as conn:  # as an older version wrote them: no integer columns, no hourly sums
-        conn.execute("DROP TRIGGER relay_usage_hourly_add")
+        conn.execute("DROP TABLE relay_usage_hourly_mark")
         conn.execute("DROP TABLE relay_usage_hourly")
         conn.execute("UPDATE relay_usage SET cost_u = NULL, cost_f = NULL, saved_u = NULL, saved_f = NULL WHERE id % 2 = 0")
     ledger = ledger_from_uri(f"sqlite:///{path}")
@@ -112,7 +112,7 @@ def test_a_million_rows(config, tmp_path):
     n = 1_000_000
     models = ("m1", "m2", "m3", "m4")
     with sqlite3.connect(path) as conn:  # as a file written before the hourly sums: summed into them on open
-        conn.execute("DROP TRIGGER relay_usage_hourly_add")
+        conn.execute("DROP TABLE relay_usage_hourly_mark")
         conn.execute("DROP TABLE relay_usage_hourly")
         # Every row costs $0.000125 (125 micro-dollars) for 100 + 20 tokens; latencies 0..999 ms.
         conn.execute(

@@ -1,13 +1,21 @@
-"""Per-hour sums of the SQLite ledger, kept by each batch's writer (and by a trigger for rows of
-an older version), so a report reads hours, not rows.
+"""Per-hour sums of the SQLite ledger, kept by each batch's writer, so a report reads hours,
+not rows.
 
 SQLite groups by sorting, and sorting a million rows with a dozen sums each takes seconds;
 ``relay_usage_hourly`` holds one row per (UTC hour, endpoint, caller, model, provider, key,
-team) with the sums a report needs, updated in the same transaction as the rows it sums (by any
-writer of the file, whatever its version). A report takes the whole hours inside its range from there and the
-minutes at either edge from the rows themselves (over the index on ``ts``). A file written
-before the table existed is summed into it once, when it is first opened; so is one whose table
-predates a grouping column (the primary key cannot be altered: the table is summed again).
+team) with the sums a report needs, updated in the same transaction as the rows it sums. A
+report takes the whole hours inside its range from there and the minutes at either edge from
+the rows themselves (over the index on ``ts``). A file written before the table existed is
+summed into it once, when it is first opened; so is one whose table predates a grouping column
+(the primary key cannot be altered: the table is summed again).
+
+Rows of writers that do not sum their own (an older version's, without ``summed``) are summed
+by this version's writer: ``relay_usage_hourly_mark`` holds the highest row id whose sums are
+settled, and each write transaction first sums the unsummed rows above it (:func:`catch_up`),
+then moves it past its own rows (:func:`settle`); an idle writer looks every second. Versions
+before this one kept those sums with a trigger on every insert, about 10k instructions a row
+even for the rows it skipped; this version drops it when it finds it (the rows added while it
+stood were summed by it).
 
 The key and the team are groupings, not filters over the rows, because the dashboard groups by
 them on every page: a key belongs to one owner (the caller) and a team to the key, so they add
@@ -26,7 +34,7 @@ from typing import Any
 from .base import COUNT_COLUMNS, LedgerQuery
 from .totals import Source
 
-__all__ = ["HOURLY", "SUMMED", "batch_sums", "create_hourly", "hourly_parts", "store_sums", "sum_rows"]
+__all__ = ["HOURLY", "SUMMED", "batch_sums", "behind", "catch_up", "create_hourly", "hourly_parts", "settle", "store_sums", "sum_rows"]
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
@@ -73,19 +81,40 @@ _SCHEMA = (
     + f", PRIMARY KEY (hour, {', '.join(_KEYS)})) WITHOUT ROWID"
 )
 #: The column this version's rows carry (``1``): their writer sums them a batch at a time
-#: (:func:`sum_rows`, then :func:`store_sums`: one upsert per hour and keys, not one per row). The trigger
-#: adds only rows without it, an older version's, so every row is summed once whoever wrote it.
+#: (:func:`sum_rows`, then :func:`store_sums`: one upsert per hour and keys, not one per row).
+#: Rows without it are an older version's, summed by :func:`catch_up`.
 SUMMED = "summed"
 _CONFLICT = (f" ON CONFLICT (hour, {', '.join(_KEYS)}) DO UPDATE SET "
              + ", ".join(_set(name) for name, _ in _ADDS))
+#: The per-row trigger of earlier versions (dropped wherever it is found).
 _TRIGGER_NAME = "relay_usage_hourly_add"
-_TRIGGER = (
-    f"CREATE TRIGGER {_TRIGGER_NAME} AFTER INSERT ON relay_usage WHEN NEW.{SUMMED} IS NULL BEGIN "
-    f"INSERT INTO {_TABLE} ({', '.join(_NAMES)}) VALUES ({_HOUR.format(r='NEW.')}, "
-    + ", ".join(f"COALESCE(NEW.{k}, '')" for k in _KEYS) + ", "
-    + ", ".join(add.format(r="NEW.") for _, add in _ADDS)
-    + ")" + _CONFLICT + "; END"
-)
+_MARK = "relay_usage_hourly_mark"
+_STATE = (f"SELECT (SELECT id FROM {_MARK}), (SELECT MAX(id) FROM relay_usage), "
+          f"EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = '{_TRIGGER_NAME}')")
+_SETTLE = f"UPDATE {_MARK} SET id = (SELECT COALESCE(MAX(id), 0) FROM relay_usage)"
+
+
+def catch_up(conn: Any) -> None:
+    """Sum the rows added above the mark that no one summed (a writer's own rows carry
+    ``summed``), or, when an older version's trigger stands again (it made it on opening the
+    file), drop it: the rows added while it stood were summed by it. Called in a write
+    transaction, before the writer's own rows (which the trigger must not see)."""
+    mark, newest, trigger = conn.execute(_STATE).fetchone()
+    if trigger:
+        conn.execute(f"DROP TRIGGER {_TRIGGER_NAME}")
+    elif newest is not None and newest > mark:
+        conn.execute(_CATCH_UP, (mark,))
+
+
+def settle(conn: Any) -> None:
+    """Move the mark past every row so far (the end of a write transaction: its rows are summed)."""
+    conn.execute(_SETTLE)
+
+
+def behind(conn: Any) -> bool:
+    """Whether :func:`catch_up` has work (read outside a transaction, by an idle writer)."""
+    mark, newest, trigger = conn.execute(_STATE).fetchone()
+    return bool(trigger) or (newest is not None and mark is not None and newest > mark)
 
 
 def store_sums(conn: Any, sums: dict[tuple[Any, ...], list[int]]) -> None:
@@ -208,8 +237,11 @@ def _backfill(where: str = "") -> str:
             f"FROM relay_usage{where} GROUP BY {', '.join(str(n) for n in range(1, len(_KEYS) + 2))}")
 
 
+_CATCH_UP = _backfill(f" WHERE id > ? AND {SUMMED} IS NULL") + _CONFLICT
+
+
 def create_hourly(conn: object) -> None:
-    """Create the table (summing the rows already there) and its trigger, inside the caller's
+    """Create the table (summing the rows already there) and the mark, inside the caller's
     write transaction (so a second process opening the file at once waits, then sees both)."""
     execute = conn.execute  # type: ignore[attr-defined]
     exists = execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_TABLE}'").fetchone() is not None
@@ -225,10 +257,16 @@ def create_hourly(conn: object) -> None:
         missing = [name for name in _ADDED if name not in present]
         for name in missing:
             execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
-    # Made again whatever was there: an older version's trigger adds every row, this version's
-    # rows included, which its writer sums itself.
-    execute(f"DROP TRIGGER IF EXISTS {_TRIGGER_NAME}")
-    execute(_TRIGGER)
+    execute(f"CREATE TABLE IF NOT EXISTS {_MARK} (id INTEGER NOT NULL)")
+    if not exists or execute(f"SELECT COUNT(*) FROM {_MARK}").fetchone()[0] != 1:
+        # Every row is summed now: by the backfill just made, or by the trigger of the version
+        # that wrote the file (this version's first opening of it).
+        execute(f"DELETE FROM {_MARK}")
+        execute(f"INSERT INTO {_MARK} VALUES ((SELECT COALESCE(MAX(id), 0) FROM relay_usage))")
+        execute(f"DROP TRIGGER IF EXISTS {_TRIGGER_NAME}")
+    else:
+        catch_up(conn)
+        settle(conn)
 
 
 #: Reports read the sums in :class:`.totals.Totals`' order.

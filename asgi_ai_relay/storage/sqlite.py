@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, StorageError
 from .totals import Dialect, Key, Totals, fixed_money, sql_aggregate, where_clause
 from .base import COUNT_COLUMNS, LEDGER_COLUMNS, LedgerQuery, LedgerRow
 from .batch import BatchWriter
-from .hourly import SUMMED, create_hourly, hourly_parts, store_sums, sum_rows
+from .hourly import SUMMED, behind, catch_up, create_hourly, hourly_parts, settle, store_sums, sum_rows
 
 __all__ = ["SQLITE", "SQLiteLedger", "row_from_values", "where_clause"]
 
@@ -61,6 +61,8 @@ _SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage"
 _FLAGS = ("stream", "cache_hit", "estimated")
 #: Seconds a statement waits for another process's write lock on the same file.
 BUSY_TIMEOUT = 5.0
+#: Seconds between an idle writer's looks for rows other writers added unsummed.
+CATCH_UP_EVERY = 1.0
 #: Seconds a reader waits for the writer to store what was recorded before it reads.
 READ_WAIT = 2.0
 SQLITE = Dialect(
@@ -158,7 +160,8 @@ class SQLiteLedger:
         self._read_lock = threading.Lock()  # the readers' connection
         self._reader: sqlite3.Connection | None = None
         self._writer: BatchWriter[tuple[object, ...]] = BatchWriter(
-            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger, retry_on=(sqlite3.OperationalError,)
+            self._write, name="asgi-ai-relay-ledger", batch=batch, linger=linger, retry_on=(sqlite3.OperationalError,),
+            idle=self._catch_up, interval=CATCH_UP_EVERY,
         )
 
     def _connect(self) -> sqlite3.Connection:
@@ -193,6 +196,7 @@ class SQLiteLedger:
             try:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
+                    catch_up(conn)  # other writers' unsummed rows, before this batch's own
                     sums: dict[tuple[Any, ...], list[int]] = {}
                     for start in range(0, len(rows), _SUM_EVERY):
                         part = rows[start:start + _SUM_EVERY]
@@ -211,9 +215,25 @@ class SQLiteLedger:
                             _yield()
                         sum_rows(part, _COLUMNS, sums, columns)
                     store_sums(conn, sums)  # the batch's per-hour sums, in the same transaction
+                    settle(conn)
             finally:
                 if conn is not self._conn:
                     conn.close()
+
+    def _catch_up(self) -> None:
+        """The writer thread, idle: sum what other writers added unsummed (see :mod:`.hourly`)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                if behind(conn):
+                    with conn:
+                        conn.execute("BEGIN IMMEDIATE")
+                        catch_up(conn)
+                        settle(conn)
+            except sqlite3.OperationalError as exc:  # the file is busy: the next turn or batch does it
+                logger.debug("ledger: catching up the per-hour sums failed: %s", exc)
 
     @property
     def dropped(self) -> int:
