@@ -57,6 +57,13 @@ class Flight(asyncio.Future[bytes | None]):
     :param judge: ``judge(call)`` -> the answer's stored form, or ``None`` when it has none.
     """
 
+    #: Whether the answer may be stored (complete, of the model the key names, small enough).
+    storable = False
+    #: The cross-process lock this flight holds, and its token (see :meth:`lead_across`).
+    locks: FlightLocks | None = None
+    token = ""
+    _renewal: asyncio.Task[None] | None = None
+
     def __init__(self, relay: Relay, call: Call, key: str, judge: Callable[[Call], bytes | None]) -> None:
         super().__init__(loop=asyncio.get_running_loop())
         assert call.model is not None
@@ -65,11 +72,6 @@ class Flight(asyncio.Future[bytes | None]):
         self.model = call.model.alias
         self._call: Call | None = call
         self._judge = judge
-        #: Whether the answer may be stored (complete, of the model the key names, small enough).
-        self.storable = False
-        self.locks: FlightLocks | None = None
-        self.token = ""
-        self._renewal: asyncio.Task[None] | None = None
 
     @classmethod
     def start(cls, relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> Flight:
@@ -93,7 +95,8 @@ class Flight(asyncio.Future[bytes | None]):
         call, self._call = self._call, None
         if call is None or self.done():
             return
-        self._stop_renewal()
+        if self._renewal is not None:
+            self._stop_renewal()
         try:
             raw = self._judge(call)
         except Exception:  # its followers must still be let go
@@ -191,13 +194,18 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
             try:
                 cache = relay.cache
                 get_now = getattr(cache, "get_now", None)  # an in-process cache: no coroutine each
-                raw = get_now(key) if get_now is not None else await cache.get(key)
+                raw: bytes | None
+                if get_now is not None:
+                    raw = get_now(key)
+                else:
+                    raw = await cache.get(key)
+                    flight = relay.flights.get(key)  # another request may have led meanwhile
             except StorageError as error:
                 logger.debug("cache lookup failed, answering without the cache: %s", error.message)
                 raw = None
+                flight = relay.flights.get(key)
             if raw is not None:
                 return raw
-            flight = relay.flights.get(key)  # another request may have led meanwhile
         if flight is None:
             if ttl <= 0:
                 return None
