@@ -46,16 +46,14 @@ _SCHEMA = (
     + ", " + ", ".join(f"{name} INTEGER" for name in (*_FIXED, SUMMED))
     + ")"
 )
-_INSERT = f"INSERT INTO relay_usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-#: Rows inserted before the writer thread yields the processor. Written in one go, a batch kept
-#: the event loop's thread waiting for the GIL for the whole batch (about 5 us a row; 1.3 ms for
-#: the 240 rows of 50 ms at 4,800 requests/s), and the requests that ran meanwhile carried it:
-#: at one connection the p99 was 1.6 ms against 0.6 ms with the in-memory ledger. Yielding every
-#: few rows lets the loop thread in within about 100 us (p99 0.6 ms); the rows stay one transaction.
+#: Rows stored by one statement, and taken by column at a time (which columns they all leave
+#: NULL, then their per-hour sums), before the writer thread yields the processor. Written in one
+#: go, a batch kept the event loop's thread waiting for the GIL for the whole batch (about 5 us
+#: a row; 1.3 ms for the 240 rows of 50 ms at 4,800 requests/s), and the requests that ran
+#: meanwhile carried it: at one connection the p99 was 1.6 ms against 0.6 ms with the in-memory
+#: ledger. Yielding every few rows lets the loop thread in within about 100 us (p99 0.6 ms); the
+#: rows stay one transaction.
 _YIELD_EVERY = 16
-#: Rows taken by column at a time: which columns they all leave NULL, then their per-hour sums
-#: (in Python, holding the GIL: about 40 us for 64).
-_SUM_EVERY = 64
 _yield: Callable[[], object] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 _SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM relay_usage"
 _FLAGS = ("stream", "cache_hit", "estimated")
@@ -103,34 +101,34 @@ _NULLABLE = tuple(i for i, name in enumerate(_COLUMNS)
 
 
 def _nulls(columns: Sequence[Sequence[object]], n: int) -> tuple[bool, ...]:
-    """For each nullable column, whether all ``n`` rows leave it NULL."""
-    return tuple([columns[i].count(None) == n for i in _NULLABLE])
+    """For each nullable column, whether all ``n`` rows leave it NULL (a tuple compared with
+    one of Nones stops at its first value that is not: one comparison for most columns)."""
+    nones = _NONES[n]
+    return tuple([columns[i] == nones for i in _NULLABLE])
 
 
-@lru_cache(maxsize=64)
-def _insert_for(nulls: tuple[bool, ...]) -> tuple[str, tuple[int, ...] | None]:
-    """The INSERT of the columns not left NULL by every row (the rest default to NULL), and
-    their positions (``None``: all of them). sqlite3 binds only exact int, float, str and bytes
-    directly: None goes through its adaptation protocol, which looks for ``__conform__`` and
-    formats the AttributeError it does not find, several thousand instructions per NULL; a row
-    has ten or so, nearly always the same ones as the other rows of its batch."""
+_NONES = [(None,) * n for n in range(_YIELD_EVERY + 1)]
+
+
+@lru_cache(maxsize=256)
+def _insert_for(nulls: tuple[bool, ...], rows: int) -> tuple[str, tuple[int, ...]]:
+    """The INSERT of ``rows`` rows of the columns not left NULL by every one of them (the rest
+    default to NULL), and those columns' positions. Its values are bound column by column
+    (numbered parameters: row ``r`` of the ``j``-th column is ``?(j * rows + r + 1)``), so the
+    writer binds the columns it holds as they are, with no row rebuilt.
+
+    sqlite3 binds only exact int, float, str and bytes directly: None goes through its
+    adaptation protocol, which looks for ``__conform__`` and formats the AttributeError it does
+    not find, several thousand instructions per NULL; a row has ten or so, nearly always the
+    same ones as the other rows of its batch. And it steps each row of an ``executemany`` with
+    the GIL released and takes it back to bind the next: with the event loop's thread waiting for
+    the GIL, every row cost two thread switches (2.4 a request at 64 connections, against 0.2
+    with the in-memory ledger); one statement of many rows releases it once for all of them."""
     dropped = {i for i, null in zip(_NULLABLE, nulls) if null}
-    if not dropped:
-        return _INSERT, None
     kept = tuple(i for i in range(len(_COLUMNS)) if i not in dropped)
-    names = [_COLUMNS[i] for i in kept]
-    return f"INSERT INTO relay_usage ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", kept
-
-
-@lru_cache(maxsize=64)
-def _many(insert: str) -> str:
-    """``insert`` for :data:`_YIELD_EVERY` rows at once. sqlite3 steps each row of an
-    ``executemany`` with the GIL released and takes it back to bind the next: with the event
-    loop's thread waiting for the GIL, every row cost two thread switches (2.4 a request at 64
-    connections, against 0.2 with the in-memory ledger); one statement of many rows releases it
-    once for all of them."""
-    head, _, marks = insert.partition(" VALUES ")
-    return f"{head} VALUES {', '.join([marks] * _YIELD_EVERY)}"
+    names = ", ".join(_COLUMNS[i] for i in kept)
+    values = ", ".join("(" + ", ".join(f"?{j * rows + r + 1}" for j in range(len(kept))) + ")" for r in range(rows))
+    return f"INSERT INTO relay_usage ({names}) VALUES {values}", kept
 
 
 def row_from_values(values: tuple[Any, ...]) -> LedgerRow:
@@ -198,22 +196,20 @@ class SQLiteLedger:
                     conn.execute("BEGIN IMMEDIATE")
                     catch_up(conn)  # other writers' unsummed rows, before this batch's own
                     sums: dict[tuple[Any, ...], list[int]] = {}
-                    for start in range(0, len(rows), _SUM_EVERY):
-                        part = rows[start:start + _SUM_EVERY]
+                    start = 0
+                    while start < len(rows):
+                        # 16 rows a statement, the rest in fewer by powers of two (five statements in all)
+                        size = min(_YIELD_EVERY, 1 << (len(rows) - start).bit_length() - 1)
+                        part = rows[start:start + size]
+                        start += size
                         columns = list(zip(*part))
-                        insert, kept = _insert_for(_nulls(columns, len(part)))
-                        values = part if kept is None else list(zip(*[columns[i] for i in kept]))
-                        for at in range(0, len(values), _YIELD_EVERY):
-                            piece = values[at:at + _YIELD_EVERY]
-                            if len(piece) == _YIELD_EVERY:  # one statement for the rows: see _many
-                                flat: list[object] = []
-                                for row in piece:
-                                    flat += row
-                                conn.execute(_many(insert), flat)
-                            else:
-                                conn.executemany(insert, piece)
-                            _yield()
+                        insert, kept = _insert_for(_nulls(columns, len(part)), len(part))
+                        values: list[object] = []
+                        for i in kept:
+                            values += columns[i]
+                        conn.execute(insert, values)
                         sum_rows(part, _COLUMNS, sums, columns)
+                        _yield()
                     store_sums(conn, sums)  # the batch's per-hour sums, in the same transaction
                     settle(conn)
             finally:
