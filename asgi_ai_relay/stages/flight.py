@@ -82,7 +82,7 @@ class Flight(asyncio.Future[bytes | None]):
         flight = cls(relay, call, key, judge)
         relay.flights.setdefault(key, flight)
         call.flight = flight
-        call.hold(flight.end)
+        call.hold(flight)  # its release is its end (see __call__)
         return flight
 
     @property
@@ -110,6 +110,10 @@ class Flight(asyncio.Future[bytes | None]):
         # Otherwise stored (and the flight closed) by complete(), the finishing step right after
         # the releases, which runs whatever the steps before it did.
         self.set_result(raw)
+
+    def __call__(self) -> None:
+        """The flight as the request's release: :meth:`end` (held without a bound method each)."""
+        self.end()
 
     def answer(self, raw: bytes) -> None:
         """Answered before going upstream (another process stored the entry meanwhile)."""

@@ -245,7 +245,7 @@ class Traffic(Waiting):
         deadline = min(deadline, asyncio.get_running_loop().time() + self.config.max_wait)
         if not buckets and self.shared is None:  # only this process's slot: nothing to reconcile
             await self.enter(call, model.provider, deadline)
-            return call.hold(Once(self.gate.leave, model.provider))
+            return call.hold(Once(self.leave_gate, model.provider))
         charge = Charge(buckets, self.estimate(call) if buckets else 0)
         held: list[str] = []
         leases: list[tuple[str, str]] = []

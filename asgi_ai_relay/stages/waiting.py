@@ -36,6 +36,8 @@ class Waiting:
         queue = config.queue
         self.config = queue
         self.gate = Gate(queue.max_in_flight, queue.per_provider, queue.max_queue)
+        #: The gate's ``leave``, bound once (a slot's release holds it with the provider).
+        self.leave_gate = self.gate.leave
         self.shared = shared_slots(config)
         self.gated = bool(queue.max_in_flight or queue.per_provider)
         #: Requests sleeping until a rate limit's capacity returns (they count as queued).
