@@ -54,6 +54,7 @@ logger = logging.getLogger("asgi_ai_relay")
 IGNORED = frozenset({"model", "stream", "stream_options", "user", "metadata", "use_cache", "store"})
 #: The version of what the key covers: a change to it makes entries written before unreadable.
 KEY_VERSION = 2
+_NO_HEADERS: dict[str, str] = {}  # (read only)
 _STREAM_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -84,7 +85,9 @@ def _forwarded(relay: Relay, call: Call, model: ModelConfig) -> dict[str, str]:
     try:
         names = translate.pick(call.format.name, provider.format, provider.name).forward_headers
     except InvalidRequest:  # no such translation: the route refuses the request
-        return {}
+        return _NO_HEADERS
+    if not names:  # (most translations forward none)
+        return _NO_HEADERS
     headers = call.request.headers
     return {name: headers[name] for name in names if name in headers}
 
