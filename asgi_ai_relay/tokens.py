@@ -237,7 +237,7 @@ def output_allowance(body: Mapping[str, Any], default: int) -> int:
     if _CAPS_OR_CHOICES.isdisjoint(body) and 0 <= default <= _MAX_COUNT:  # (most bodies: one check in C)
         return default
     limit: Any = default
-    if not _CAP_FIELDS.isdisjoint(body):  # (most bodies name none of them: one check in C)
+    if not _CAP_FIELDS.isdisjoint(body):  # (a body that names only n has no cap to read)
         config = body.get("generationConfig") or body.get("generation_config")
         gemini = config if isinstance(config, dict) else {}
         for value in (body.get("max_completion_tokens"), body.get("max_tokens"), body.get("max_output_tokens"),

@@ -38,7 +38,8 @@ __all__ = ["HOURLY", "SUMMED", "batch_sums", "behind", "catch_up", "create_hourl
 
 _TABLE = "relay_usage_hourly"
 _KEYS = ("endpoint", "caller", "model", "provider", "key_id", "team")
-#: Each sum and what one row adds to it (``{r}`` is ``NEW.`` in the trigger).
+#: Each sum and what one row adds to it (``{r}``: empty over the rows; ``NEW.`` in the per-row
+#: trigger of earlier versions, which the tests rebuild to write as they did).
 _ADDS = (
     ("requests", "1"),
     ("errors", "COALESCE({r}status >= 400, 0)"),
@@ -119,8 +120,8 @@ def behind(conn: Any) -> bool:
 
 def store_sums(conn: Any, sums: dict[tuple[Any, ...], list[int]]) -> None:
     """One upsert per (hour, keys) of ``sums`` (as :func:`sum_rows` made them), the same sums as
-    the trigger's. Summed in SQL, grouping a batch of rows by sorting them cost about 95k
-    instructions a row, more than storing the row."""
+    the SQL of :func:`_backfill` makes from the rows. Summed in SQL, grouping a batch of rows by
+    sorting them cost about 95k instructions a row, more than storing the row."""
     conn.executemany(_UPSERT, batch_sums(sums))
 
 
