@@ -18,6 +18,7 @@ import httptools
 
 from .errors import UpstreamError
 from .reply import BodyReader, Bounds
+from .timers import timers_of
 
 __all__ = ["HIGH_WATER", "MAX_HEADER_BYTES", "Broken", "Closed", "Connection", "Headers", "Idle", "Late"]
 
@@ -93,7 +94,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.expires_after = client.keepalive
         self.active = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.timers = timers_of(client.loop)
+        self.timer: list[Any] | None = None  # an entry of ``timers``
         self.provider = ""
         self.deadline = 0.0  # on the loop's clock
         self.ends_by = 0.0  # the same moment on time.monotonic()'s clock, for the body reader
@@ -258,7 +260,7 @@ class Connection(asyncio.Protocol):
             if self.timer is None:
                 # One timer per exchange, not one per wait: it re-arms itself from the last byte's
                 # time while bytes keep coming, so a stream's chunks set and cancel no timers.
-                self.timer = loop.call_at(min(self.last_data + timeout, self.deadline), self._check_idle, timeout)
+                self.timer = self.timers.at(min(self.last_data + timeout, self.deadline), self._check_idle, timeout)
             try:
                 await waiter
             finally:
@@ -279,13 +281,13 @@ class Connection(asyncio.Protocol):
             return
         due = min(self.last_data + timeout, self.deadline)
         if now < due:
-            self.timer = self.loop.call_at(due, self._check_idle, timeout)
+            self.timer = self.timers.at(due, self._check_idle, timeout)
         else:
             waiter.set_exception(Idle())
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
-            self.timer.cancel()
+            self.timers.cancel(self.timer)
             self.timer = None
 
     def take(self) -> bytes:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from .config import HttpSettings, ProviderConfig, Timeouts
 from .egress import EgressPolicy, Route, refused_certificate
 from .errors import ConfigurationError, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .timers import within
 from .h1 import H1Client
 from .reply import BodyReader, Bounds, UpstreamHttp, UpstreamReply, with_accept_encoding
 
@@ -198,7 +199,7 @@ class HttpxClient:
         )
         try:
             with self.errors(provider):
-                async with asyncio.timeout(self.bounds.total):  # httpx has no timeout of its own for it
+                with within(self.bounds.total):  # httpx has no timeout of its own for it
                     response = await client.send(request, stream=True)
         except TimeoutError:
             raise self.bounds.late(provider) from None
@@ -222,7 +223,7 @@ class HttpxClient:
             while True:
                 try:
                     # httpx bounds each read, not the answer: the deadline is armed around each wait.
-                    async with asyncio.timeout(deadline - time.monotonic()):
+                    with within(deadline - time.monotonic()):
                         data = await raw.__anext__()
                 except StopAsyncIteration:
                     break

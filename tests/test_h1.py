@@ -29,6 +29,7 @@ import trustme
 from asgi_ai_relay.config import HttpSettings, Timeouts
 from asgi_ai_relay.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from asgi_ai_relay.h1 import HIGH_WATER, H1Client, _Connection
+from asgi_ai_relay.timers import Timers
 from asgi_ai_relay.transport import UpstreamReply
 
 #: The longest any one step may take before the test fails (every wait is bounded by it).
@@ -1170,14 +1171,13 @@ async def test_a_stream_arms_one_idle_timer_not_one_per_chunk(make_client):
     itself from the last byte's time), not set and cancelled around every wait."""
     sent = [b"data: %d\n\n" % i for i in range(40)]
     received = [asyncio.Event() for _ in sent]
-    loop = asyncio.get_running_loop()
     armed = []
-    call_at = loop.call_at
+    at = Timers.at
 
-    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def counting_at(timers: Timers, when: float, callback: Any, arg: Any = None) -> list[Any]:
         if getattr(callback, "__name__", "") == "_check_idle":
             armed.append(when)
-        return call_at(when, callback, *args, **kwargs)
+        return at(timers, when, callback, arg)
 
     async def respond(peer: Peer, request: Request) -> None:
         peer.send(chunked_head())
@@ -1188,12 +1188,12 @@ async def test_a_stream_arms_one_idle_timer_not_one_per_chunk(make_client):
 
     async with Upstream(serve(respond)) as server:
         client = make_client(stream_idle=30)
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        Timers.at = counting_at  # type: ignore[method-assign]
         try:
             reply = await post(client, server, stream=True)
             got = await read_in_lockstep(reply, received)
         finally:
-            del loop.call_at  # type: ignore[misc]
+            Timers.at = at  # type: ignore[method-assign]
 
     assert got == sent
     assert len(armed) == 1

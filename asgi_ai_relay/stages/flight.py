@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..errors import StorageError
 from ..storage.base import FlightLocks
+from ..timers import within_at
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -246,9 +247,9 @@ async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes
     """The answer of the identical request in flight; ``None`` if it had none to give or the
     deadline came first."""
     try:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that
+        # a timeout scope, not wait_for: on Python 3.11 wait_for can lose a cancellation that
         # races the flight's end, and the follower would go on for a caller that has left.
-        async with asyncio.timeout_at(deadline):
+        with within_at(deadline):
             return await asyncio.shield(flight)
     except TimeoutError:
         return None

@@ -32,6 +32,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..retry import Verdict, classify, wait_before_retry
+from ..timers import within
 from ..types import RelayResponse
 from .send import count_tokens, send_to
 from .stream import RelayStream
@@ -262,7 +263,7 @@ class _Attempts:
         target.in_flight += 1
         busy = call.hold(Once(_leave, target))
         try:
-            async with asyncio.timeout(limit):
+            with within(limit):
                 response = await self.send(self.relay, call, target.model)
                 entry["status"], entry["ms"] = response.status, _ms_since(started)
                 if isinstance(response.stream, RelayStream):

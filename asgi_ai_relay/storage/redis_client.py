@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import signals
 from ..errors import ConfigurationError
+from ..timers import within
 
 try:
     import redis.asyncio as aioredis
@@ -136,9 +137,9 @@ class _Guard:
     async def call(self, command: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         self.health.before(self.where)
         try:
-            async with asyncio.timeout(self.timeout):
+            with within(self.timeout):
                 result = await command(*args, **options)
-        except TimeoutError as exc:  # our own bound (asyncio's), or a socket's
+        except TimeoutError as exc:  # our own bound, or a socket's
             signals.count(signals.REDIS_ERRORS, self.role)
             self.health.failed(self.role, self.where, self.interval, exc)
             raise redis_errors.TimeoutError(f"Redis at {self.where} did not answer within {self.timeout:g}s.") from exc
@@ -236,7 +237,7 @@ async def close_client(client: Any) -> None:
         return
     guard: _Guard | None = getattr(client, "relay_guard", None)
     try:
-        async with asyncio.timeout(guard.timeout if guard is not None else DEFAULT_TIMEOUT):
+        with within(guard.timeout if guard is not None else DEFAULT_TIMEOUT):
             await client.aclose()
     except (TimeoutError, *_UNREACHABLE):
         logger.debug("Redis client closed without a goodbye (server unreachable)")
