@@ -96,17 +96,19 @@ class Timers:
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = weakref.WeakKeyDictionary()
-_last: list[Any] = [None, None]  # the loop asked for last and its timers: nearly always the one
+_last: Timers | None = None  # the timers asked for last: nearly always the ones asked for next
 
 
 def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
     """The deadlines of ``loop`` (made on first use, gone with the loop)."""
-    if _last[0] is loop:
-        return _last[1]
+    global _last
+    last = _last
+    if last is not None and last.loop is loop:
+        return last
     timers = _by_loop.get(loop)
     if timers is None:
         timers = _by_loop[loop] = Timers(loop)
-    _last[0], _last[1] = loop, timers
+    _last = timers
     return timers
 
 

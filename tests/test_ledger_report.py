@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import psycopg
 import pytest
@@ -150,3 +150,26 @@ def test_a_million_rows(config, tmp_path):
         assert abs(by_caller["groups"][0]["latency_ms"][name] - c0) <= 50
     assert sum(month for month, _ in totals.values()) == Decimal("0.000125") * (n - n // 2)
     assert sum(day for _, day in totals.values()) == Decimal("0.000125") * DAY
+
+
+def test_costs_with_more_digits_than_decimal_precision_sum_exactly(tmp_path):
+    """A cost of 30 significant digits (beyond the default context's 28) is stored and summed
+    as it is, not rounded on its way into the integer columns."""
+    config = RelayConfig()
+    costs = [Decimal("999999999999.999999999999999999"), Decimal("0.000000000000000001"), Decimal("12.5")]
+    rows = [LedgerRow(ts=T0 + i, request_id=f"d{i}", caller="c", endpoint="chat.completions", cost_usd=cost)
+            for i, cost in enumerate(costs)]
+    ledger = ledger_from_uri(f"sqlite:///{tmp_path}/digits.db")
+    try:
+        for r in rows:
+            ledger.record(r)
+        ledger.flush()
+        report = usage_report(config, ledger, LedgerQuery(), ("caller",))
+        assert Decimal(report["cost_usd"]) == sum(costs)
+        assert {r.request_id: r.cost_usd for r in ledger.rows()} == {r.request_id: r.cost_usd for r in rows}
+    finally:
+        ledger.close()
+    with sqlite3.connect(tmp_path / "digits.db") as conn:  # the integer columns SQL sums
+        fixed = {k: (u, f) for k, u, f in conn.execute("SELECT request_id, cost_u, cost_f FROM relay_usage")}
+    with localcontext(prec=60):  # wide enough for every digit: no rounding in the check either
+        assert {k: u * 10**12 + f for k, (u, f) in fixed.items()} == {r.request_id: int(r.cost_usd.scaleb(18)) for r in rows}

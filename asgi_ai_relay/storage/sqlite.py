@@ -83,16 +83,13 @@ def _values(row: LedgerRow) -> tuple[object, ...]:
     # goes through its adaptation protocol, which looks up (and fails to find) ``__conform__``
     # and formats an AttributeError: about 13k instructions per flag, per row.
     values[_STREAM], values[_HIT], values[_ESTIMATED] = int(row.stream), int(row.cache_hit), int(row.estimated)
-    cost_u, cost_f = _fixed(cost)
-    saved_u, saved_f = _fixed(saved)
+    cost_u, cost_f = fixed_money(cost)
+    saved_u, saved_f = fixed_money(saved)
     if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
         return (*values, None, None, None, None, 1)
     return (*values, cost_u, cost_f, saved_u, saved_f, 1)
 
 
-#: :func:`.totals.fixed_money` of the costs seen lately (a model's requests often cost the same:
-#: about 1 us saved a row); equal Decimals have equal fixed parts, whatever their spelling.
-_fixed = lru_cache(maxsize=4096)(fixed_money)
 #: The columns a row may leave NULL (the optional fields and the fixed-point costs); the
 #: others are written whatever they hold.
 _NULLABLE = tuple(i for i, name in enumerate(_COLUMNS)

@@ -28,6 +28,7 @@ __all__ = ["GROUPS", "SAMPLE", "Dialect", "Key", "Source", "Totals", "add_sums",
 SAMPLE = 50_000
 _ZERO = Decimal(0)
 _MICRO = 10**12  # units of 1e-18 USD in one micro-dollar
+_ATTO = 10**18  # units of 1e-18 USD in one dollar
 
 Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -38,10 +39,16 @@ def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:
     (summed from the text)."""
     if not usd:
         return 0, 0
-    sign, digits, exponent = usd.as_tuple()
-    if sign or not isinstance(exponent, int) or exponent < -18 or len(digits) + exponent > 12:
+    # (exact whatever its digits: a ratio, no rounding to the context's precision; bounded
+    # first by its leading digit, so no huge integer is ever made)
+    if not usd.is_finite() or not -19 < usd.adjusted() < 12:
         return None, None  # (a trillion dollars and more: not in a 64-bit sum either)
-    return divmod(int(usd.scaleb(18)), _MICRO)
+    numerator, denominator = usd.as_integer_ratio()
+    per, rest = divmod(_ATTO, denominator)
+    units = numerator * per
+    if rest or units <= 0:
+        return None, None
+    return divmod(units, _MICRO)
 
 
 def where_clause(query: LedgerQuery, mark: str = "?", time: str = "ts") -> tuple[str, list[Any]]:
