@@ -7,7 +7,8 @@ invisible in ``run.py``'s CPU column.  This counts instead: the example service 
 --tool=callgrind``; after ``--warm`` requests its counting is switched on for ``--requests`` more
 and off again, and the instructions of each thread are divided by the requests.  With
 ``--cache-sim`` callgrind also simulates the caches and the estimate of cycles is
-``Ir + 10 x (L1 misses) + 100 x (last-level misses)``.
+``Ir + 10 x (L1 misses) + 100 x (last-level misses)``; with ``--branch-sim`` it simulates branch
+prediction as well and adds ``15 x (mispredicted branches)``.
 
 Usage (from the repository root)::
 
@@ -70,7 +71,8 @@ def totals(prefix: Path) -> dict[str, dict[str, int]]:
 def cycles(c: dict[str, int]) -> int:
     l1 = c.get("I1mr", 0) + c.get("D1mr", 0) + c.get("D1mw", 0)
     ll = c.get("ILmr", 0) + c.get("DLmr", 0) + c.get("DLmw", 0)
-    return c.get("Ir", 0) + 10 * l1 + 100 * ll
+    mispredicted = c.get("Bcm", 0) + c.get("Bim", 0)
+    return c.get("Ir", 0) + 10 * l1 + 100 * ll + 15 * mispredicted
 
 
 def loadgen(port: int, path: str, body: Path, conns: int, n: int) -> dict:
@@ -96,6 +98,10 @@ def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
           f"--callgrind-out-file={out}"]  # fmt: skip
     if args.cache_sim:
         vg.append("--cache-sim=yes")
+        if args.ll:  # a last-level cache shared with busy neighbours holds less than its size
+            vg.append(f"--LL={args.ll},16,64")
+    if args.branch_sim:
+        vg.append("--branch-sim=yes")
     cmd = vg + [sys.executable, "-c", SERVER, str(args.linger), sc.app, "--app-dir", str(tree / sc.app_dir),
                 "--host", run.HOST, "--port", str(port), "--loop", "asyncio", "--http", "httptools",
                 "--no-access-log", "--log-level", "warning"]  # fmt: skip
@@ -140,8 +146,10 @@ def show(name: str, per: dict) -> dict:
             all_threads[k] = all_threads.get(k, 0) + v
     loop = per.get("1", {})
     line = f"{name:>10}: loop thread {loop.get('Ir', 0) / 1e3:8.1f}k instr/req, all threads {all_threads.get('Ir', 0) / 1e3:8.1f}k"
-    if "D1mr" in all_threads:
-        line += f", est. cycles {all_threads['cycles'] / 1e3:8.1f}k (D1 misses {(all_threads['D1mr'] + all_threads['D1mw']) / 1e3:.1f}k)"
+    if "Bim" in all_threads:
+        line += f", mispredicted branches {(all_threads['Bcm'] + all_threads['Bim']) / 1e3:.1f}k (indirect {all_threads['Bim'] / 1e3:.1f}k)"
+    if "D1mr" in all_threads or "Bim" in all_threads:
+        line += f", est. cycles {all_threads['cycles'] / 1e3:8.1f}k "
     print(line + "  [" + ", ".join(f"thread {t}: {c['Ir'] / 1e3:.1f}k" for t, c in sorted(per.items())) + "]", flush=True)
     return {"loop": loop, "all": all_threads}
 
@@ -155,6 +163,8 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
     ap.add_argument("--cache-sim", action="store_true", help="simulate the caches too (slower)")
+    ap.add_argument("--branch-sim", action="store_true", help="simulate branch prediction too")
+    ap.add_argument("--ll", type=int, default=0, help="with --cache-sim: the last-level cache's size in bytes")
     ap.add_argument("--linger", type=float, default=1.25, help="the ledger writer's linger under callgrind (s)")
     ap.add_argument("--hashseed", type=int, default=0, help="PYTHONHASHSEED of the server (default 0: repeatable)")
     ap.add_argument("--json", help="write the figures here")

@@ -1,0 +1,122 @@
+"""Server CPU time per request of this checkout against another, each round on fresh servers.
+
+On a shared machine the CPU time one request costs moves with the neighbours (by 20-50% over a
+minute here) and with each start of a server (its memory layout), so one run of each tree, or one
+server of each kept for every round, says little below that. Here each round starts the relay's
+server (``run.py``'s example service, features on) of both checkouts in turn, in alternating
+order, warms it, measures its process's CPU time (all threads, user and system) over ``--reps``
+windows of wrk load, and stops it. The result is the median over rounds of the ratio of the two
+servers measured back to back, and each tree's median.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/compare.py ../other-checkout                  # 64 connections, 10 rounds (~4 min)
+    .venv/bin/python benchmarks/compare.py ../other-checkout --conns 1 --rounds 20
+
+For counts that do not move with the machine, see ``instructions.py``. Everything listens on
+127.0.0.1; the servers and the fake upstream are stopped when the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Settings:
+    """The parts of ``run.py``'s arguments its start-up and load functions read."""
+
+    server_cpus = "1"
+    client_cpus = upstream_cpus = "0"
+    server_loop = "asyncio"
+    loadgen = "wrk"
+
+
+def harness(tree: Path):
+    """``tree``'s own ``run.py``: its scenarios and config, started from its own root."""
+    spec = importlib.util.spec_from_file_location(f"run_{len(sys.modules)}", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    module.ROOT, module.BENCH = tree, ROOT / "benchmarks"  # the load and the upstream: this tree's
+    return module
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def one(run, settings, tree: Path, port: int, upstream, args, folder: Path) -> list[float]:
+    scenario = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
+    server = run.start_server(scenario, settings, port, upstream, folder)
+    loader = run.Loader(settings, folder)
+    load = run.Workload("compare", "closed", connections=args.conns, stream=args.stream)
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        loader.run(load, server.port, server.path(), args.warmup, server.bearer, scenario.fixed_body)
+        per_request = []
+        for _ in range(args.reps):
+            before = cpu_ticks(server.pid)
+            out = loader.run(load, server.port, server.path(), args.duration, server.bearer, scenario.fixed_body)
+            if out.get("errors") or out.get("non2xx"):
+                raise RuntimeError(f"{tree}: {out}")
+            per_request.append((cpu_ticks(server.pid) - before) / tick / out["requests"] * 1e6)
+        return per_request
+    finally:
+        run.stop_server(server)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("other", help="the checkout to compare this one with")
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=2, help="measured windows per server start")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per window")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
+    ap.add_argument("--json", help="write every figure here")
+    args = ap.parse_args()
+    trees = [ROOT, Path(args.other).resolve()]
+    run = harness(ROOT)
+    settings = _Settings()
+    if not run.ensure_wrk(True) or (os.cpu_count() or 1) < 2:
+        raise SystemExit("needs wrk and two cores")
+    tmp = Path(tempfile.mkdtemp(prefix="relay-compare-"))
+    upstream, upstream_port = run.start_upstream(settings.upstream_cpus, tmp)
+    figures: dict[str, list[float]] = {str(t): [] for t in trees}
+    what = ("hit" if args.hit else "miss") + (", stream" if args.stream else "")
+    print(f"server CPU us per request, {what}, {args.conns} connection(s); {trees[0].name} / {trees[1].name}")
+    try:
+        for r in range(args.rounds):
+            order = trees if r % 2 == 0 else trees[::-1]
+            got = {}
+            for tree in order:
+                folder = tmp / f"{r}-{tree.name}-{trees.index(tree)}"
+                folder.mkdir()
+                run.ROOT = tree
+                got[tree] = statistics.median(one(run, settings, tree, upstream_port, upstream, args, folder))
+                figures[str(tree)].append(got[tree])
+            print(f"round {r + 1:2d}: {got[trees[0]]:7.1f} / {got[trees[1]]:7.1f}  ratio {got[trees[0]] / got[trees[1]]:.3f}", flush=True)
+    finally:
+        run._kill(upstream)
+    ratios = [a / b for a, b in zip(figures[str(trees[0])], figures[str(trees[1])])]
+    print(f"median: {statistics.median(figures[str(trees[0])]):.1f} / {statistics.median(figures[str(trees[1])]):.1f} us;"
+          f" median ratio {statistics.median(ratios):.3f} (rounds: {min(ratios):.3f} .. {max(ratios):.3f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "figures": figures, "ratios": ratios}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
