@@ -15,13 +15,15 @@ import hashlib
 import hmac
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from .._version import __version__
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..config.spend import WebhookSettings
 
 __all__ = ["SIGNATURE_HEADER", "deliver", "sign", "verify"]
@@ -53,6 +55,8 @@ async def deliver(hook: WebhookSettings, alert: dict[str, Any]) -> bool:
     if hook.secret is not None:
         headers[SIGNATURE_HEADER.lower()] = sign(hook.secret.get(), body)
     wait = hook.backoff
+    import httpx  # (here, not at import: a relay with no webhook never loads it)
+
     async with httpx.AsyncClient(timeout=hook.timeout, follow_redirects=False) as client:
         for attempt in range(1, hook.max_attempts + 1):
             outcome = await _try(client, hook.url, body, headers)
@@ -69,6 +73,8 @@ async def deliver(hook: WebhookSettings, alert: dict[str, Any]) -> bool:
 
 async def _try(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> bool | None:
     """``True``: taken; ``False``: refused for good; ``None``: try again."""
+    import httpx
+
     try:
         response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -82,5 +88,12 @@ async def _try(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[s
 
 def _safe(url: str) -> str:
     """``url`` without its query or credentials (a token may be in either)."""
-    parts = httpx.URL(url)
-    return f"{parts.scheme}://{parts.host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{':' + str(port) if port else ''}{parts.path}"

@@ -27,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceUnavailable, StorageError
-from ..storage.redis_budgets import from_pico
+from ..storage.budget_state import from_pico
 from . import budget, joint_reserve, ratelimit
 from .waiting import QUEUE_RETRY_AFTER
 

@@ -7,10 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-__all__ = ["BudgetStore", "Held", "Seeder", "Window"]
+__all__ = ["BudgetStore", "Held", "Seeder", "Window", "from_pico", "to_pico"]
+
+#: Shared budget stores count whole picodollars (integers the store adds exactly).
+_PICO = Decimal(10) ** 12
+
+
+def to_pico(usd: Decimal) -> int:
+    """USD as whole picodollars, rounded up."""
+    return int((usd * _PICO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_pico(raw: bytes | str | int) -> Decimal:
+    return Decimal(int(raw)) / _PICO
 
 #: ``(caller, month_start, day_start) -> (spent today, spent this month)`` from the ledger.
 Seeder = Callable[[str, float, float], Awaitable[tuple[Decimal, Decimal]]]

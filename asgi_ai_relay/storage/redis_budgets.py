@@ -38,16 +38,15 @@ from __future__ import annotations
 
 import math
 import secrets
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any
 
 from ..errors import StorageError
-from .budget_state import Held, Seeder, Window
+from .budget_state import Held, Seeder, Window, from_pico, to_pico
 from .redis_client import STORE_ERRORS, close_client, prefixed_client
 
 __all__ = ["RedisBudgets", "from_pico", "to_pico"]
 
-_PICO = Decimal(10) ** 12
 #: Seconds a counter outlives its period (a late settle still finds it).
 _GRACE = 86_400
 
@@ -101,14 +100,6 @@ end
 return 1
 """
 
-
-def to_pico(usd: Decimal) -> int:
-    """USD as whole picodollars, rounded up."""
-    return int((usd * _PICO).to_integral_value(rounding=ROUND_CEILING))
-
-
-def from_pico(raw: bytes | str | int) -> Decimal:
-    return Decimal(int(raw)) / _PICO
 
 
 class RedisBudgets:
