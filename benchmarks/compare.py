@@ -86,10 +86,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
+    ap.add_argument("--ledger", help="the ledger's URI instead of the SQLite file (memory:// leaves the writer out)")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args()
     trees = [ROOT, Path(args.other).resolve()]
     run = harness(ROOT)
+    if args.ledger:
+        run.RELAY_TOML = run.RELAY_TOML.replace('ledger = "sqlite:///{tmpdir}/bench-ledger.db"', f'ledger = "{args.ledger}"')
+        assert args.ledger in run.RELAY_TOML
     settings = _Settings()
     if not run.ensure_wrk(True) or (os.cpu_count() or 1) < 2:
         raise SystemExit("needs wrk and two cores")
