@@ -91,10 +91,8 @@ class Metrics:
         self.cache = Counter("relay_cache", "Cache results (hit, miss, bypass).", ("result",), registry=r)
         self.latency = Histogram("relay_request_latency_seconds", "Whole-request latency.", ("endpoint", "model"), buckets=BUCKETS, registry=r)
         self.ttfb = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed byte.", ("model",), buckets=BUCKETS, registry=r)
-        from prometheus_client import multiprocess
-
         self.exposed = CollectorRegistry()
-        multiprocess.MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
+        _workers_collector(self.exposed)
 
     def watch(self, name: str, documentation: str, labels: Iterable[str], read: Reading, *, mode: str = "livesum") -> None:
         """Expose a gauge whose values ``read()`` returns at each scrape, e.g.
@@ -279,3 +277,26 @@ def metrics_or_none(enabled: bool) -> Metrics | None:
     except ImportError:
         logger.info("metrics: prometheus-client is not installed; %s/metrics is off", "{prefix}")
         return None
+
+
+def _workers_collector(registry: Any) -> None:
+    """Register prometheus-client's reader of every worker's files on ``registry``, less the
+    files another worker has just made and not yet sized: such a file holds no value yet, and
+    prometheus-client fails on it (``struct.error``), which made the scrape racing a worker's
+    first value a 500."""
+    import glob
+
+    from prometheus_client import multiprocess
+
+    class Workers(multiprocess.MultiProcessCollector):
+        def collect(self) -> Any:
+            files = []
+            for path in glob.glob(os.path.join(self._path, "*.db")):
+                try:
+                    if os.path.getsize(path) >= 8:  # its header: the bytes in use
+                        files.append(path)
+                except OSError:  # removed meanwhile (a dead worker's)
+                    continue
+            return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+    Workers(registry)  # type: ignore[no-untyped-call]

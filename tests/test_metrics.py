@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from asgi_ai_relay import Relay
 from tests.conftest import make_config
 from tests.fake_upstream import Fault
@@ -70,3 +72,28 @@ async def test_the_scraped_families_add_up_to_the_requests_answered(upstream):
     assert tokens["prompt"] == sum(r.prompt_tokens for r in rows) and tokens["completion"] == sum(r.completion_tokens for r in rows)
     cost = sum(s.value for s in families["relay_cost_usd"].samples if s.name == "relay_cost_usd_total")
     assert abs(cost - float(sum(r.cost_usd for r in rows))) < 1e-9
+
+
+def test_a_scrape_racing_a_workers_new_file_is_answered(tmp_path):
+    """In multiprocess mode a worker's file exists, empty, for a moment before it is sized; a
+    scrape in that moment reads every other worker's values and answers (it was a 500)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from asgi_ai_relay.metrics import Metrics
+
+        metrics = Metrics()
+        metrics.requests.labels("chat.completions", "m", "p", "200", "miss").inc(3)
+        (Path(sys.argv[1]) / "counter_999999.db").touch()  # another worker's, not yet sized
+        text = metrics.render().decode()
+        assert 'relay_requests_total{cache="miss",endpoint="chat.completions",model="m",provider="p",status="200"} 3.0' in text, text
+        print("answered")
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0 and out.stdout.strip() == "answered", out.stderr[-2000:]
