@@ -8,10 +8,16 @@ order, warms it, measures its process's CPU time (all threads, user and system) 
 windows of wrk load, and stops it. The result is the median over rounds of the ratio of the two
 servers measured back to back, and each tree's median.
 
+With ``--together`` each round starts both servers on the same core and loads them at the same
+time (one wrk each): whatever the machine does then falls on both alike, and a round's ratio
+holds to about 2% (two checkouts of one tree: 0.98-1.02), where back to back it ranges over tens
+of percent.
+
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/compare.py ../other-checkout                  # 64 connections, 10 rounds (~4 min)
     .venv/bin/python benchmarks/compare.py ../other-checkout --conns 1 --rounds 20
+    .venv/bin/python benchmarks/compare.py ../other-checkout --together --rounds 6  # both at once (~2 min)
 
 For counts that do not move with the machine, see ``instructions.py``. Everything listens on
 127.0.0.1; the servers and the fake upstream are stopped when the run ends.
@@ -26,6 +32,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +83,50 @@ def one(run, settings, tree: Path, port: int, upstream, args, folder: Path) -> l
         run.stop_server(server)
 
 
+def together(run, settings, trees: list[Path], port: int, upstream, args, tmp: Path, r: int) -> dict[Path, float]:
+    """Both servers up at once, on the same core, loaded at the same time: CPU us per request of each."""
+    servers = {}
+    try:
+        for i, tree in enumerate(trees if r % 2 == 0 else trees[::-1]):
+            run.ROOT = tree
+            folder = tmp / f"{r}-{tree.name}-{i}"
+            folder.mkdir()
+            scenario = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
+            servers[tree] = (run.start_server(scenario, settings, port, upstream, folder), scenario)
+        loader = run.Loader(settings, tmp / f"{r}-load")
+        load = run.Workload("compare", "closed", connections=args.conns, stream=args.stream)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def window(seconds: float) -> dict[Path, dict]:
+            outs: dict[Path, dict] = {}
+
+            def go(tree: Path) -> None:
+                server, scenario = servers[tree]
+                outs[tree] = loader.run(load, server.port, server.path(), seconds, server.bearer, scenario.fixed_body)
+
+            threads = [threading.Thread(target=go, args=(t,)) for t in trees]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return outs
+
+        window(args.warmup)
+        figures: dict[Path, list[float]] = {t: [] for t in trees}
+        for _ in range(args.reps):
+            before = {t: cpu_ticks(servers[t][0].pid) for t in trees}
+            outs = window(args.duration)
+            for t in trees:
+                out = outs.get(t) or {}
+                if not out.get("requests") or out.get("errors") or out.get("non2xx"):
+                    raise RuntimeError(f"{t}: {out}")
+                figures[t].append((cpu_ticks(servers[t][0].pid) - before[t]) / tick / out["requests"] * 1e6)
+        return {t: statistics.median(v) for t, v in figures.items()}
+    finally:
+        for server, _ in servers.values():
+            run.stop_server(server)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("other", help="the checkout to compare this one with")
@@ -87,6 +138,7 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
     ap.add_argument("--ledger", help="the ledger's URI instead of the SQLite file (memory:// leaves the writer out)")
+    ap.add_argument("--together", action="store_true", help="both servers at once on one core, loaded at the same time")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args()
     trees = [ROOT, Path(args.other).resolve()]
@@ -100,12 +152,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="relay-compare-"))
     upstream, upstream_port = run.start_upstream(settings.upstream_cpus, tmp)
     figures: dict[str, list[float]] = {str(t): [] for t in trees}
-    what = ("hit" if args.hit else "miss") + (", stream" if args.stream else "")
+    what = ("hit" if args.hit else "miss") + (", stream" if args.stream else "") + (", together" if args.together else "")
     print(f"server CPU us per request, {what}, {args.conns} connection(s); {trees[0].name} / {trees[1].name}")
     try:
         for r in range(args.rounds):
             order = trees if r % 2 == 0 else trees[::-1]
             got = {}
+            if args.together:
+                (tmp / f"{r}-load").mkdir()
+                got = together(run, settings, trees, upstream_port, upstream, args, tmp, r)
+                for tree in trees:
+                    figures[str(tree)].append(got[tree])
+                order = []
             for tree in order:
                 folder = tmp / f"{r}-{tree.name}-{trees.index(tree)}"
                 folder.mkdir()
