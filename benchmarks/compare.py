@@ -93,6 +93,7 @@ def together(run, settings, trees: list[Path], port: int, upstream, args, tmp: P
             folder.mkdir()
             scenario = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
             servers[tree] = (run.start_server(scenario, settings, port, upstream, folder), scenario)
+        (tmp / f"{r}-load").mkdir()
         loader = run.Loader(settings, tmp / f"{r}-load")
         load = run.Workload("compare", "closed", connections=args.conns, stream=args.stream)
         tick = os.sysconf("SC_CLK_TCK")
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args()
     trees = [ROOT, Path(args.other).resolve()]
+    if trees[0] == trees[1]:
+        raise SystemExit("compare two checkouts (a clone of this one, to measure the method itself)")
     run = harness(ROOT)
     if args.ledger:
         run.RELAY_TOML = run.RELAY_TOML.replace('ledger = "sqlite:///{tmpdir}/bench-ledger.db"', f'ledger = "{args.ledger}"')
@@ -156,19 +159,16 @@ def main() -> None:
     print(f"server CPU us per request, {what}, {args.conns} connection(s); {trees[0].name} / {trees[1].name}")
     try:
         for r in range(args.rounds):
-            order = trees if r % 2 == 0 else trees[::-1]
-            got = {}
             if args.together:
-                (tmp / f"{r}-load").mkdir()
                 got = together(run, settings, trees, upstream_port, upstream, args, tmp, r)
-                for tree in trees:
-                    figures[str(tree)].append(got[tree])
-                order = []
-            for tree in order:
-                folder = tmp / f"{r}-{tree.name}-{trees.index(tree)}"
-                folder.mkdir()
-                run.ROOT = tree
-                got[tree] = statistics.median(one(run, settings, tree, upstream_port, upstream, args, folder))
+            else:
+                got = {}
+                for tree in trees if r % 2 == 0 else trees[::-1]:
+                    folder = tmp / f"{r}-{tree.name}-{trees.index(tree)}"
+                    folder.mkdir()
+                    run.ROOT = tree
+                    got[tree] = statistics.median(one(run, settings, tree, upstream_port, upstream, args, folder))
+            for tree in trees:
                 figures[str(tree)].append(got[tree])
             print(f"round {r + 1:2d}: {got[trees[0]]:7.1f} / {got[trees[1]]:7.1f}  ratio {got[trees[0]] / got[trees[1]]:.3f}", flush=True)
     finally:
