@@ -63,8 +63,13 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def scenario_of(run, args):
+    """The example service's scenario of ``run.py``: every request a hit, or every one a miss."""
+    return next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
+
+
 def one(run, settings, tree: Path, port: int, upstream, args, folder: Path) -> list[float]:
-    scenario = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
+    scenario = scenario_of(run, args)
     server = run.start_server(scenario, settings, port, upstream, folder)
     loader = run.Loader(settings, folder)
     load = run.Workload("compare", "closed", connections=args.conns, stream=args.stream)
@@ -91,7 +96,7 @@ def together(run, settings, trees: list[Path], port: int, upstream, args, tmp: P
             run.ROOT = tree
             folder = tmp / f"{r}-{tree.name}-{i}"
             folder.mkdir()
-            scenario = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
+            scenario = scenario_of(run, args)
             servers[tree] = (run.start_server(scenario, settings, port, upstream, folder), scenario)
         (tmp / f"{r}-load").mkdir()
         loader = run.Loader(settings, tmp / f"{r}-load")
