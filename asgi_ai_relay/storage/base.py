@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ def _count(value: object) -> int:
 #: The token classes counted beside prompt, completion and cached tokens.
 _CLASS_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
                  "image_input_tokens", "web_search_requests")
-_NO_CLASSES = (0,) * len(_CLASS_COUNTS)
 #: Every count a usage report sums, in its order.
 COUNT_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", *_CLASS_COUNTS)
+_COUNTS_OF = attrgetter(*COUNT_COLUMNS)
+_INT_ONLY = frozenset((int,))
 
 
 def _money(value: object) -> Decimal:
@@ -124,32 +126,30 @@ class LedgerRow:
     team: str | None = None
 
     def __post_init__(self) -> None:
-        # The one place counts and money are made storable, whatever reported them.
-        # (each checked inline first: nearly every row needs no call)
-        value: Any = self.prompt_tokens
-        if type(value) is not int or not 0 <= value <= MAX_COUNT:
-            self.prompt_tokens = _count(value)
-        value = self.completion_tokens
-        if type(value) is not int or not 0 <= value <= MAX_COUNT:
-            self.completion_tokens = _count(value)
-        value = self.cached_tokens
-        if type(value) is not int or not 0 <= value <= MAX_COUNT:
-            self.cached_tokens = _count(value)
-        value = self.cost_usd
-        if type(value) is not Decimal or not value.is_finite() or value.is_signed():
-            self.cost_usd = _money(value)
-        value = self.cache_saved_usd
-        if type(value) is not Decimal or not value.is_finite() or value.is_signed():
-            self.cache_saved_usd = _money(value)
-        value = self.latency_ms
-        if type(value) is not float or not 0 <= value < _INF:
-            self.latency_ms = _ms(value)
-        if (self.cache_write_5m_tokens, self.cache_write_1h_tokens, self.reasoning_tokens, self.audio_input_tokens,
-                self.image_input_tokens, self.web_search_requests) != _NO_CLASSES:
-            for name in _CLASS_COUNTS:  # (most rows have none of these: no loop for them)
-                value = getattr(self, name)
-                if type(value) is not int or not 0 <= value <= MAX_COUNT:
-                    setattr(self, name, _count(value))
+        # The one place counts and money are made storable, whatever reported them: the whole
+        # row is tested at once (every count a plain int in 0..MAX_COUNT, both amounts finite
+        # and not negative, the latency a finite float), each field repaired only when it fails.
+        counts = _COUNTS_OF(self)
+        cost, saved, latency, counted = self.cost_usd, self.cache_saved_usd, self.latency_ms, self.counted_prompt_tokens
+        if (_INT_ONLY.issuperset(map(type, counts)) and 0 <= min(counts) and max(counts) <= MAX_COUNT
+                and type(cost) is Decimal and type(saved) is Decimal and cost.is_finite() and saved.is_finite()
+                and not cost.is_signed() and not saved.is_signed() and type(latency) is float and 0 <= latency < _INF
+                and (counted is None or type(counted) is int and 0 <= counted <= MAX_COUNT)):
+            return
+        self._repair()
+
+    def _repair(self) -> None:
+        for name in COUNT_COLUMNS:
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                setattr(self, name, _count(value))
+        for name in ("cost_usd", "cache_saved_usd"):
+            value = getattr(self, name)
+            if type(value) is not Decimal or not value.is_finite() or value.is_signed():
+                setattr(self, name, _money(value))
+        latency = self.latency_ms
+        if type(latency) is not float or not 0 <= latency < _INF:
+            self.latency_ms = _ms(latency)
         if self.counted_prompt_tokens is not None:
             self.counted_prompt_tokens = _count(self.counted_prompt_tokens)
 
