@@ -64,6 +64,12 @@ class Lifecycle:
             self._ledger = ledger_from_uri(self.config.storage.ledger)
         return self._ledger
 
+    def flush_ledger(self) -> None:
+        """Flush and close the ledger if it was ever opened (at a host's process exit); a ledger
+        never opened is not opened here."""
+        if self._ledger is not None:
+            self._ledger.close()
+
     @property
     def cache(self) -> Cache:
         """The response cache ``storage.cache`` names (opened on first use)."""

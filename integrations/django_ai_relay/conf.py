@@ -100,7 +100,7 @@ def _flush_ledger(built: Relay) -> None:
     opens it on first use; opening it here, when the site is built, would make a ledger that
     cannot open fail every request of the site, its own pages included.)"""
     try:
-        built.ledger.close()
+        built.flush_ledger()
     except Exception:
         logger.exception("the relay's ledger could not be flushed at exit")
 

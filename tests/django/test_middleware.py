@@ -192,10 +192,16 @@ def test_async_path_whole_and_streamed(relay_settings, member):
 
 
 @pytest.mark.django_db
-def test_a_ledger_that_cannot_open_breaks_neither_the_site_nor_the_relay(settings, upstream, client):
+def test_a_ledger_that_cannot_open_breaks_neither_the_site_nor_the_relay(settings, upstream, client, caplog):
+    from django_ai_relay import conf
     from tests.conftest import make_config
 
     settings.AI_RELAY = make_config(upstream, storage={"ledger": "sqlite:////proc/no-such-dir/ledger.db"}, require_auth=False)
     assert client.get("/host/form").content == b"host GET"
     models = client.get("/ai/v1/models")
     assert models.status_code == 200 and "test-model" in [m["id"] for m in models.json()["data"]]
+    # At process exit the flush closes only a ledger that was opened: this one never was, and
+    # trying to open it there would only log a traceback as the process ends.
+    caplog.set_level(logging.ERROR, logger="asgi_ai_relay")
+    conf._flush_ledger(conf.relay())
+    assert not [r for r in caplog.records if "could not be flushed" in r.getMessage()]
