@@ -64,8 +64,10 @@ def toggle(*_):
     threading.settrace(trace if on[0] else None)
 def dump(*_):
     by_file = collections.Counter(name for name, _, _, _ in sites)
+    by_function = collections.Counter(f"{name}:{line}:{func}" for name, line, func, _ in sites)
     with open(out, "w") as f:
-        json.dump({"sites": len(sites), "ops": ops[0], "calls": calls[0], "files": by_file}, f)
+        json.dump({"sites": len(sites), "ops": ops[0], "calls": calls[0], "files": by_file,
+                   "functions": by_function}, f)
 signal.signal(signal.SIGUSR1, toggle)
 signal.signal(signal.SIGUSR2, dump)
 import uvicorn.main
@@ -140,6 +142,7 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
     ap.add_argument("--top", type=int, default=15, help="files whose sites differ most (with --against)")
+    ap.add_argument("--functions", type=int, default=0, help="the functions with the most sites (first tree)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     trees = [ROOT] + [Path(t).resolve() for t in args.against]
@@ -162,6 +165,10 @@ def main() -> None:
         fb = collections.Counter({short(k): v for k, v in b["files"].items()})
         for name in sorted(set(fa) | set(fb), key=lambda k: -abs(fa[k] - fb[k]))[: args.top]:
             print(f"  {fa[name]:6d} {fb[name]:6d} {fa[name] - fb[name]:+6d}  {name}")
+    if args.functions:
+        first = collections.Counter({short(k): v for k, v in results[str(trees[0])]["functions"].items()})
+        for name, count in first.most_common(args.functions):
+            print(f"  {count:6d}  {name}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
