@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -78,16 +77,20 @@ class Sent:
             self.sampled += len(piece)
 
 
-@dataclass(slots=True, eq=False)
 class Call:
+    """One request's state. Every field but the first four has a class-level default that an
+    instance shadows once a stage sets it, so a new request sets only what it must own (its
+    mutable parts): a request sets few of these, and walking all of them in ``__init__`` was
+    most of the code a new request ran before its first stage."""
+
     request: RelayRequest
     request_id: str
     endpoint: str
     format: WireFormat
-    started: float = field(default_factory=time.perf_counter)
-    ts: float = field(default_factory=time.time)
+    started: float
+    ts: float
     caller: Caller = ANONYMOUS
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any]
     stream: bool = False
     #: The alias the caller asked for, then the model that served (differs after a fallback).
     requested_model: str | None = None
@@ -123,11 +126,11 @@ class Call:
     #: The conversation this request continues (a Responses chain's first id), for affinity.
     session: str | None = None
     #: One entry per upstream attempt (and per deployment skipped by its breaker).
-    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    attempt_log: list[dict[str, Any]]
     upstream_ms: float | None = None
     ttfb_ms: float | None = None
     #: Headers every answer to this request carries (limits, cache, serving provider).
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
     finished: bool = False
     #: Tokens charged to rate limits before the answer (computed once per request).
     token_estimate: int | None = None
@@ -142,7 +145,19 @@ class Call:
     #: conversation being stored, so the next request in the chain finds it, on any worker).
     settle: asyncio.Task[None] | None = None
     #: What this request holds, newest last: released once, in reverse, by :meth:`release_all`.
-    releases: list[Release] = field(default_factory=list)
+    releases: list[Release]
+
+    def __init__(self, request: RelayRequest, request_id: str, endpoint: str, format: WireFormat) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.format = format
+        self.started = time.perf_counter()
+        self.ts = time.time()
+        self.body = {}
+        self.attempt_log = []
+        self.headers = {}
+        self.releases = []
 
     def hold(self, release: R) -> R:
         """Register the release of something just taken; returns ``release`` for an early,

@@ -49,8 +49,7 @@ sites, ops, calls, on = set(), [0], [0], [False]
 def local(frame, event, arg):
     if event == "opcode":
         ops[0] += 1
-        code = frame.f_code
-        sites.add((code.co_filename, code.co_firstlineno, code.co_name, frame.f_lasti))
+        sites.add((frame.f_code, frame.f_lasti))  # the code object itself: dataclass inits share a name
     return local
 def trace(frame, event, arg):
     if event == "call":
@@ -63,8 +62,11 @@ def toggle(*_):
     sys.settrace(trace if on[0] else None)
     threading.settrace(trace if on[0] else None)
 def dump(*_):
-    by_file = collections.Counter(name for name, _, _, _ in sites)
-    by_function = collections.Counter(f"{name}:{line}:{func}" for name, line, func, _ in sites)
+    by_file = collections.Counter(code.co_filename for code, _ in sites)
+    by_function = collections.Counter(
+        f"{c.co_filename}:{c.co_firstlineno}:{c.co_name}" + (f"({','.join(c.co_varnames[1:4])})" if c.co_filename == "<string>" else "")
+        for c, _ in sites
+    )  # (a generated __init__ is named by its first fields)
     with open(out, "w") as f:
         json.dump({"sites": len(sites), "ops": ops[0], "calls": calls[0], "files": by_file,
                    "functions": by_function}, f)
