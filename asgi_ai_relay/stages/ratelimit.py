@@ -298,10 +298,16 @@ class Traffic(Waiting):
         hit = call.cache == "hit"
         used = 0 if failed or hit or call.usage is None else call.usage.total_tokens
         sent = call.attempts > 0 or hit
-        deltas = [(used - charge.estimate) if b.kind == "tokens" else (0 if sent else -1) for b in charge.buckets]
-        changed = [(b, d) for b, d in zip(charge.buckets, deltas, strict=True) if d]
-        if changed:
-            self._adjust([b for b, _ in changed], [d for _, d in changed])
+        tokens, requests = used - charge.estimate, 0 if sent else -1
+        buckets: list[Bucket] = []
+        deltas: list[float] = []
+        for bucket in charge.buckets:  # (one loop: a request's buckets are few)
+            delta = tokens if bucket.kind == "tokens" else requests
+            if delta:
+                buckets.append(bucket)
+                deltas.append(delta)
+        if buckets:
+            self._adjust(buckets, deltas)
 
     def _adjust(self, buckets: list[Bucket], deltas: list[float]) -> None:
         if self._adjust_now is not None:
