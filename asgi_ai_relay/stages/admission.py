@@ -27,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceUnavailable, StorageError
+from ..policy import limits_of
 from ..storage.budget_state import from_pico
 from . import budget, joint_reserve, ratelimit
 from .waiting import QUEUE_RETRY_AFTER
@@ -47,7 +48,8 @@ async def admit(relay: Relay, call: Call) -> RelayResponse | None:
     """:raises BudgetExceeded, RateLimited, ServiceUnavailable: see the two stages it joins."""
     joint = relay.traffic.joint
     if joint is None:
-        await budget.check(relay, call)
+        if relay.spend is not None or limits_of(call.caller) is not None:  # else no budget can apply
+            await budget.check(relay, call)
         return await ratelimit.admit(relay, call)
     return await _joint(relay, call, joint)
 
