@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from .config import ModelConfig, Price, RelayConfig
@@ -18,6 +19,10 @@ __all__ = ["CATALOG", "cost_at", "estimate_usage", "list_price", "model_cost", "
 
 _MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
+#: The classes priced apart from plain input and output, all 0 in most usage.
+_CLASSES_OF = attrgetter("cached_tokens", "cache_creation_tokens", "cache_write_1h_tokens", "audio_input_tokens",
+                         "image_input_tokens", "web_search_requests")
+_NO_CLASSES = (0, 0, 0, 0, 0, 0)
 
 #: The name of the built-in comparison list: the catalog prices without provider multipliers.
 CATALOG = "catalog"
@@ -51,13 +56,25 @@ def cost_at(price: Price, usage: Usage | None, multiplier: Decimal = Decimal(1))
         return _ZERO
     price = price_for(price, usage)[0] if price.tiers or price.long_context is not None else price
     prompt = usage.prompt_tokens
+    base = price.input
+    write_price = base if price.cache_write is None else price.cache_write
+    if _CLASSES_OF(usage) == _NO_CLASSES and prompt >= 0:
+        # Most usage: no cache reads or writes, audio, image nor searches. Every class below is
+        # then 0, and this is the sum below term for term (a zero at each class's price keeps
+        # the exponent that price gives the sum: the same Decimal to the last digit).
+        tokens = (
+            prompt * base
+            + 0 * (base if price.cached_input is None else price.cached_input)
+            + 0 * write_price
+            + usage.completion_tokens * price.output
+        )
+        total = tokens / _MILLION
+        return total * multiplier if multiplier != 1 else total
     cached = min(usage.cached_tokens, prompt)
     written = min(usage.cache_creation_tokens, prompt - cached)
     hour = min(usage.cache_write_1h_tokens, written)
     audio = min(usage.audio_input_tokens, prompt - cached - written)
     image = min(usage.image_input_tokens, prompt - cached - written - audio)
-    base = price.input
-    write_price = base if price.cache_write is None else price.cache_write
     tokens = (
         (prompt - cached - written - audio - image) * base
         + cached * (base if price.cached_input is None else price.cached_input)

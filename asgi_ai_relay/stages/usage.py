@@ -6,7 +6,8 @@ import logging
 import math
 from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +31,11 @@ logger = logging.getLogger("asgi_ai_relay")
 _ZERO = Decimal(0)
 #: The usage of a request that has none (nothing reported, nothing estimated).
 _NONE = Usage()
+#: A usage's token classes priced apart and its service tier, in the ledger row's order.
+_CLASSES_OF = attrgetter(
+    "cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "image_input_tokens",
+    "web_search_requests", "service_tier",
+)
 
 
 def cost_of(relay: Relay, model: ModelConfig, usage: Usage | None) -> Decimal:
@@ -125,13 +131,6 @@ def unrouted(relay: Relay, call: Call) -> tuple[str, str] | None:
     return _escaped(call.request.method[:16])[:16], path
 
 
-def _rule(model: ModelConfig | None, usage: Usage) -> str | None:
-    """The price rule that applied (``None``: the flat rate, which most prices have only)."""
-    if model is None or usage is _NONE or not (model.price.tiers or model.price.long_context is not None):
-        return None
-    return price_for(model.price, usage)[1]
-
-
 def _text(value: object) -> str | None:
     """A key id or a team name as stored: ``None`` for none, else the text whole (the host's
     own names, as the spend counters and filters spell them; escaped only when not printable)."""
@@ -149,43 +148,50 @@ def record(relay: Relay, call: Call) -> None:
     model = call.model
     route = unrouted(relay, call) if call.endpoint == "unknown" else None
     extra = call.caller.extra
+    ttfb, upstream = call.ttfb_ms, call.upstream_ms
+    # price_rule (``None``: the flat rate, which most prices have only), counted_prompt_tokens,
+    # usage_flag, route, key_id, team: what only some requests have is looked at only for them.
+    rest: tuple[Any, ...] = (
+        price_for(model.price, usage)[1]
+        if model is not None and usage is not _NONE and (model.price.tiers or model.price.long_context is not None)
+        else None,
+        call.counted_prompt,
+        call.usage_flag,
+        f"{route[0]} {route[1]}" if route is not None else None,
+        _text(extra.get("key_id")) if extra else None,
+        _text(extra.get("team")) if extra else None,
+    )
+    # The row's fields by position, in its order: a call of 36 keywords (or of more than 29
+    # values before a starred one) first builds a dict (a list) of them, a step each.
     relay.ledger.record(
         LedgerRow(
-            ts=call.ts,
-            request_id=call.request_id,
-            caller=call.caller.id,
-            endpoint=call.endpoint,
-            model=call.model.alias if call.model is not None else (printable(call.requested_model) if call.requested_model is not None else None),
-            provider=call.provider,
-            upstream_model=call.model.upstream if call.model is not None and call.provider else None,
-            stream=call.stream,
-            status=call.status,
-            error_type=(error.code or error.error_type) if error is not None else None,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            cost_usd=call.cost,
-            cache_hit=call.cache == "hit",
-            latency_ms=round(latency, 3),
-            ttfb_ms=round(call.ttfb_ms, 3) if call.ttfb_ms is not None else None,
-            upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
-            attempts=call.attempts,
-            estimated=usage.estimated,
-            attempt_log=orjson.dumps(call.attempt_log).decode() if call.attempt_log else None,
-            cache_saved_usd=call.saved,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            audio_input_tokens=usage.audio_input_tokens,
-            image_input_tokens=usage.image_input_tokens,
-            web_search_requests=usage.web_search_requests,
-            service_tier=usage.service_tier,
-            price_rule=_rule(model, usage),
-            counted_prompt_tokens=call.counted_prompt,
-            usage_flag=call.usage_flag,
-            route=f"{route[0]} {route[1]}" if route is not None else None,
-            key_id=_text(extra.get("key_id")),
-            team=_text(extra.get("team")),
+            call.ts,
+            call.request_id,
+            call.caller.id,
+            call.endpoint,
+            # model, provider, upstream_model, stream, status, error_type
+            model.alias if model is not None else (printable(call.requested_model) if call.requested_model is not None else None),
+            call.provider,
+            model.upstream if model is not None and call.provider else None,
+            call.stream,
+            call.status,
+            (error.code or error.error_type) if error is not None else None,
+            # prompt, completion and cached tokens, cost_usd, cache_hit, latency_ms, ttfb_ms, upstream_ms
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            call.cost,
+            call.cache == "hit",
+            round(latency, 3),
+            round(ttfb, 3) if ttfb is not None else None,
+            round(upstream, 3) if upstream is not None else None,
+            # attempts, estimated, attempt_log, cache_saved_usd
+            call.attempts,
+            usage.estimated,
+            orjson.dumps(call.attempt_log).decode() if call.attempt_log else None,
+            call.saved,
+            *_CLASSES_OF(usage),
+            *rest,
         )
     )
     log = relay.logger
