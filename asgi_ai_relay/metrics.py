@@ -146,10 +146,7 @@ class Metrics:
                 self.flagged.labels(model, call.provider or "", flag).inc()
         counts = self.counts
         if counts is not None:
-            usage = call.usage
-            counts.add(key, call.elapsed_ms() / 1000, usage.prompt_tokens if usage is not None else 0,
-                       usage.completion_tokens if usage is not None else 0, usage.cached_tokens if usage is not None else 0,
-                       float(call.cost) if call.cost else 0.0, float(call.saved) if call.saved else 0.0,
+            counts.add(key, call.elapsed_ms() / 1000, call.usage, call.cost, call.saved,
                        call.ttfb_ms / 1000 if call.stream and call.ttfb_ms is not None else None)
             return
         series = self._series.get(key)

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from decimal import Decimal
+from operator import add, attrgetter
 from typing import Any
+
+from .types import Usage
 
 __all__ = ["BUCKETS", "Counts"]
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _N = len(BUCKETS)
-#: Where each number of a kind sits in its list.
-_REQUESTS, _PROMPT, _COMPLETION, _CACHED, _COST, _SAVED, _LATENCY, _LATENCY_SUM, _TTFB, _TTFB_SUM, _TTFB_COUNT = range(11)
+#: Where each number of a kind sits in its list: the sums first (one pass adds a request's).
+_REQUESTS, _PROMPT, _COMPLETION, _CACHED, _COST, _SAVED, _LATENCY_SUM, _LATENCY, _TTFB, _TTFB_SUM, _TTFB_COUNT = range(11)
+_SUMS = slice(_REQUESTS, _LATENCY_SUM + 1)
+_TOKENS_OF = attrgetter("prompt_tokens", "completion_tokens", "cached_tokens")
+_NO_USAGE = Usage()
 Key = tuple[str, str, str, int, str]
 
 
@@ -30,19 +37,16 @@ class Counts:
     def __init__(self) -> None:
         self.kinds: dict[Key, list[Any]] = {}
 
-    def add(self, key: Key, latency: float, prompt: int, completion: int, cached: int, cost: float, saved: float,
+    def add(self, key: Key, latency: float, usage: Usage | None, cost: Decimal, saved: Decimal,
             ttfb: float | None) -> None:
+        """One request of ``key``: its latency and time to first byte in seconds, its usage
+        (``None``: none), cost and saving."""
         kind = self.kinds.get(key)
         if kind is None:
-            kind = self.kinds[key] = [0, 0, 0, 0, 0.0, 0.0, [0] * (_N + 1), 0.0, [0] * (_N + 1), 0.0, 0]
-        kind[_REQUESTS] += 1
-        kind[_PROMPT] += prompt
-        kind[_COMPLETION] += completion
-        kind[_CACHED] += cached
-        kind[_COST] += cost
-        kind[_SAVED] += saved
+            kind = self.kinds[key] = [0, 0, 0, 0, 0.0, 0.0, 0.0, [0] * (_N + 1), [0] * (_N + 1), 0.0, 0]
+        # Each sum plus the request's number, in one pass (float(0) is 0.0 like the zero it adds).
+        kind[_SUMS] = map(add, kind[_SUMS], (1, *_TOKENS_OF(usage or _NO_USAGE), float(cost), float(saved), latency))
         kind[_LATENCY][bisect_left(BUCKETS, latency)] += 1  # the first bound >= it ("le")
-        kind[_LATENCY_SUM] += latency
         if ttfb is not None:
             kind[_TTFB][bisect_left(BUCKETS, ttfb)] += 1
             kind[_TTFB_SUM] += ttfb

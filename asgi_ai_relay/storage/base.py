@@ -43,8 +43,11 @@ _CLASS_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_to
                  "image_input_tokens", "web_search_requests")
 #: Every count a usage report sums, in its order.
 COUNT_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", *_CLASS_COUNTS)
-_COUNTS_OF = attrgetter(*COUNT_COLUMNS)
-_INT_ONLY = frozenset((int,))
+#: Every count, then the latency and both amounts, and their types in a storable row.
+_NUMBERS_OF = attrgetter(*COUNT_COLUMNS, "latency_ms", "cost_usd", "cache_saved_usd")
+_STORABLE_TYPES = (*(int for _ in COUNT_COLUMNS), float, Decimal, Decimal)
+_PLAIN_MONEY = frozenset({"+Normal", "+Subnormal", "+Zero"})
+_NUMBER_CLASS = Decimal.number_class
 
 
 def _money(value: object) -> Decimal:
@@ -129,11 +132,14 @@ class LedgerRow:
         # The one place counts and money are made storable, whatever reported them: the whole
         # row is tested at once (every count a plain int in 0..MAX_COUNT, both amounts finite
         # and not negative, the latency a finite float), each field repaired only when it fails.
-        counts = _COUNTS_OF(self)
-        cost, saved, latency, counted = self.cost_usd, self.cache_saved_usd, self.latency_ms, self.counted_prompt_tokens
-        if (_INT_ONLY.issuperset(map(type, counts)) and 0 <= min(counts) and max(counts) <= MAX_COUNT
-                and type(cost) is Decimal and type(saved) is Decimal and cost.is_finite() and saved.is_finite()
-                and not cost.is_signed() and not saved.is_signed() and type(latency) is float and 0 <= latency < _INF
+        # The types in one comparison, the amounts' signs and finiteness in one pass (neither a
+        # NaN, an infinity nor -0 is "+Normal", "+Subnormal" or "+Zero"), then min and max over
+        # numbers that all compare (a NaN latency, which they may pass over, fails ``< _INF``; a
+        # latency or an amount above MAX_COUNT only takes the long way, which keeps it).
+        numbers = _NUMBERS_OF(self)
+        counted = self.counted_prompt_tokens
+        if (tuple(map(type, numbers)) == _STORABLE_TYPES and _PLAIN_MONEY.issuperset(map(_NUMBER_CLASS, numbers[-2:]))
+                and 0 <= min(numbers) and max(numbers) <= MAX_COUNT and self.latency_ms < _INF
                 and (counted is None or type(counted) is int and 0 <= counted <= MAX_COUNT)):
             return
         self._repair()
