@@ -123,11 +123,15 @@ class Usage:
         total: cached and cache-write tokens together never exceed the prompt, the one-hour
         writes never exceed the writes, audio and image input never exceed the prompt's
         uncached rest, reasoning never exceeds the completion."""
-        count, top = cls.count, cls.MAX
+        top = cls.MAX
+        if (type(prompt) is int and type(completion) is int and 0 <= prompt < top and 0 <= completion < top
+                and not (cached or cache_creation or write_1h or reasoning or audio or image or web_search or service_tier)):
+            return cls(prompt, completion)  # (two plain counts, every falsy part 0: the common case, in one test)
+        count = cls.count
         prompt_tokens = prompt if type(prompt) is int and 0 <= prompt < top else count(prompt)
         completion_tokens = completion if type(completion) is int and 0 <= completion < top else count(completion)
         if not (cached or cache_creation or write_1h or reasoning or audio or image or web_search or service_tier):
-            return cls(prompt_tokens, completion_tokens)  # (every falsy number counts 0: the common case, inline)
+            return cls(prompt_tokens, completion_tokens)  # (every falsy number counts 0)
         cached_tokens = min(cls.count(cached), prompt_tokens)
         written = min(cls.count(cache_creation), prompt_tokens - cached_tokens)
         rest = prompt_tokens - cached_tokens - written

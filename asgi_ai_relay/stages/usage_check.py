@@ -55,6 +55,8 @@ _CONTENT = {
 _ANY = re.compile(rb'"(?:content|text|partial_json|thinking|arguments|refusal|reasoning_content|delta)' + _STRING)
 #: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
 _CHECKED = frozenset({"chat.completions", "messages", "responses"})
+#: Provider kinds whose overhead is not OpenAI's reply priming (see :func:`known_overhead`).
+_OWN_OVERHEAD = frozenset({"anthropic", "gemini"})
 
 
 def known_overhead(kind: str, body: dict[str, Any]) -> int:
@@ -79,20 +81,25 @@ def check_usage(relay: Relay, call: Call, usage: Usage) -> None:
     settings = relay.config.pricing.usage_check
     if not settings.enabled or usage.estimated or call.endpoint not in _CHECKED or call.provider is None:
         return
-    tokenizer = relay.config.limits.tokenizer
-    provider = relay.config.providers.get(call.provider)
-    kind = provider.kind if provider is not None else "openai"
     counted = call.prompt_count
     if counted is None:
-        counted = call.prompt_count = prompt_tokens(call.body, tokenizer)
+        counted = call.prompt_count = prompt_tokens(call.body, relay.config.limits.tokenizer)
     call.counted_prompt = counted
-    expected = counted + known_overhead(kind, call.body) + settings.overhead
-    flags = []
-    if _beyond(usage.prompt_tokens, expected, settings.tolerance, settings.slack):
-        flags.append("prompt")
+    provider = relay.config.providers.get(call.provider)
+    kind = provider.kind if provider is not None else "openai"
+    overhead = known_overhead(kind, call.body) if kind in _OWN_OVERHEAD else OPENAI_PRIMING
+    expected = counted + overhead + settings.overhead
+    slack = settings.slack
     claimed = usage.completion_tokens - usage.reasoning_tokens
-    sent = _sent_tokens(call, tokenizer) if claimed > settings.slack else None
-    if sent is not None and claimed > sent and _beyond(claimed, sent, settings.tolerance, settings.slack):
+    if abs(usage.prompt_tokens - expected) <= slack and claimed <= slack:
+        # (nearly every short answer: the prompt within the slack, too little output to count)
+        call.usage_flag = None
+        return
+    flags = []
+    if _beyond(usage.prompt_tokens, expected, settings.tolerance, slack):
+        flags.append("prompt")
+    sent = _sent_tokens(call, relay.config.limits.tokenizer) if claimed > slack else None
+    if sent is not None and claimed > sent and _beyond(claimed, sent, settings.tolerance, slack):
         flags.append("output")
     call.usage_flag = ",".join(flags) or None
 

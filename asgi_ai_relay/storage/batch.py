@@ -78,15 +78,15 @@ class BatchWriter(Generic[T]):
             self.queued += 1
             closed = self.closed
             if not closed:
-                self._pending.append(item)
-                first = len(self._pending) == 1
-                full = len(self._pending) >= self.batch
+                pending = self._pending
+                pending.append(item)
+                size = len(pending)
         if closed:
             self._store([item])
             return
-        if full:
+        if size >= self.batch:
             self._hand_over()
-        elif first:
+        elif size == 1:
             try:
                 asyncio.get_running_loop().call_later(self.linger, self._hand_over)
             except RuntimeError:  # put outside an event loop: no timer to arm

@@ -71,8 +71,10 @@ SQLITE = Dialect(
 
 
 _COLUMN_VALUES = attrgetter(*LEDGER_COLUMNS)
+_FLAGS_OF = attrgetter(*_FLAGS)
 _COST, _SAVED = LEDGER_COLUMNS.index("cost_usd"), LEDGER_COLUMNS.index("cache_saved_usd")
-_STREAM, _HIT, _ESTIMATED = (LEDGER_COLUMNS.index(name) for name in ("stream", "cache_hit", "estimated"))
+_STREAM, _HIT, _ESTIMATED = (LEDGER_COLUMNS.index(name) for name in _FLAGS)
+_UNFIXED = (None, None, None, None, 1)
 
 
 def _values(row: LedgerRow) -> tuple[object, ...]:
@@ -82,12 +84,11 @@ def _values(row: LedgerRow) -> tuple[object, ...]:
     # Flags as plain ints: sqlite3 binds only exact int/float/str/bytes/None directly; a bool
     # goes through its adaptation protocol, which looks up (and fails to find) ``__conform__``
     # and formats an AttributeError: about 13k instructions per flag, per row.
-    values[_STREAM], values[_HIT], values[_ESTIMATED] = int(row.stream), int(row.cache_hit), int(row.estimated)
-    cost_u, cost_f = fixed_money(cost)
-    saved_u, saved_f = fixed_money(saved)
-    if cost_u is None or saved_u is None:  # one of them is summed from the text: both are
-        return (*values, None, None, None, None, 1)
-    return (*values, cost_u, cost_f, saved_u, saved_f, 1)
+    values[_STREAM], values[_HIT], values[_ESTIMATED] = map(int, _FLAGS_OF(row))
+    fixed = (*fixed_money(cost), *fixed_money(saved), 1)
+    # (one of them summed from the text: both are)
+    values += fixed if None not in fixed else _UNFIXED
+    return tuple(values)
 
 
 #: The columns a row may leave NULL (the optional fields and the fixed-point costs); the

@@ -41,14 +41,12 @@ def fixed_money(usd: Decimal) -> tuple[int, int] | tuple[None, None]:
         return 0, 0
     # (exact whatever its digits: a ratio, no rounding to the context's precision; bounded
     # first by its leading digit, so no huge integer is ever made)
-    if not usd.is_finite() or not -19 < usd.adjusted() < 12:
-        return None, None  # (a trillion dollars and more: not in a 64-bit sum either)
-    numerator, denominator = usd.as_integer_ratio()
-    per, rest = divmod(_ATTO, denominator)
-    units = numerator * per
-    if rest or units <= 0:
-        return None, None
-    return divmod(units, _MICRO)
+    if usd.is_finite() and -19 < usd.adjusted() < 12:  # (a trillion dollars and more: not in a 64-bit sum either)
+        numerator, denominator = usd.as_integer_ratio()
+        per, rest = divmod(_ATTO, denominator)
+        if not rest and numerator > 0:
+            return divmod(numerator * per, _MICRO)
+    return None, None
 
 
 def where_clause(query: LedgerQuery, mark: str = "?", time: str = "ts") -> tuple[str, list[Any]]:
