@@ -24,8 +24,8 @@ __all__ = ["BUCKETS", "Counts"]
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _N = len(BUCKETS)
 #: Where each number of a kind sits in its list: the sums first (one pass adds a request's).
-_REQUESTS, _PROMPT, _COMPLETION, _CACHED, _COST, _SAVED, _LATENCY_SUM, _LATENCY, _TTFB, _TTFB_SUM, _TTFB_COUNT = range(11)
-_SUMS = slice(_REQUESTS, _LATENCY_SUM + 1)
+_REQUESTS, _COST, _SAVED, _LATENCY_SUM, _PROMPT, _COMPLETION, _CACHED, _LATENCY, _TTFB, _TTFB_SUM, _TTFB_COUNT = range(11)
+_SUMS = slice(_REQUESTS, _CACHED + 1)
 _TOKENS_OF = attrgetter("prompt_tokens", "completion_tokens", "cached_tokens")
 _NO_USAGE = Usage()
 Key = tuple[str, str, str, int, str]
@@ -43,9 +43,9 @@ class Counts:
         (``None``: none), cost and saving."""
         kind = self.kinds.get(key)
         if kind is None:
-            kind = self.kinds[key] = [0, 0, 0, 0, 0.0, 0.0, 0.0, [0] * (_N + 1), [0] * (_N + 1), 0.0, 0]
+            kind = self.kinds[key] = [0, 0.0, 0.0, 0.0, 0, 0, 0, [0] * (_N + 1), [0] * (_N + 1), 0.0, 0]
         # Each sum plus the request's number, in one pass (float(0) is 0.0 like the zero it adds).
-        kind[_SUMS] = map(add, kind[_SUMS], (1, *_TOKENS_OF(usage or _NO_USAGE), float(cost), float(saved), latency))
+        kind[_SUMS] = map(add, kind[_SUMS], (1, float(cost), float(saved), latency, *_TOKENS_OF(usage or _NO_USAGE)))
         kind[_LATENCY][bisect_left(BUCKETS, latency)] += 1  # the first bound >= it ("le")
         if ttfb is not None:
             kind[_TTFB][bisect_left(BUCKETS, ttfb)] += 1

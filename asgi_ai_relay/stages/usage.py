@@ -48,21 +48,26 @@ def price(relay: Relay, call: Call) -> None:
     check it against the relay's own count, and the cost (with what failed attempts the
     provider billed), or the saving for a hit."""
     model = call.model
-    if model is not None and call.cache != "hit" and call.endpoint in relay.model_endpoints:
-        if call.usage is not None:
-            check_usage(relay, call, call.usage)
-        if call.usage is None and call.status == 200 and call.output is not None:
-            call.usage = estimate_usage(call.body, call.output, call.stream, relay.config.limits.tokenizer)
-        elif call.status != 200 and call.sent is not None and call.sent.total:
-            call.usage = _cut_short(call, call.sent, relay.config.limits.tokenizer)
-    if call.usage is None or model is None:
+    if model is None:
+        call.cost += call.attempts_cost
+        return
+    usage = call.usage
+    if call.cache != "hit" and call.endpoint in relay.model_endpoints:
+        if usage is not None:
+            check_usage(relay, call, usage)
+        if call.status != 200:
+            if call.sent is not None and call.sent.total:
+                usage = call.usage = _cut_short(call, call.sent, relay.config.limits.tokenizer)
+        elif usage is None and call.output is not None:
+            usage = call.usage = estimate_usage(call.body, call.output, call.stream, relay.config.limits.tokenizer)
+    if usage is None:
         call.cost += call.attempts_cost
         return
     if call.cache == "hit":
         call.cost = _ZERO
-        call.saved = model_cost(relay.config, model, call.usage)
+        call.saved = model_cost(relay.config, model, usage)
     elif not call.cost:
-        call.cost = model_cost(relay.config, model, call.usage)
+        call.cost = model_cost(relay.config, model, usage)
     call.cost += call.attempts_cost
 
 
