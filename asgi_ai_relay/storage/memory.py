@@ -96,19 +96,21 @@ class MemoryCache:
 
     def set_now(self, key: str, value: bytes, ttl: float) -> None:
         """``set`` without awaiting: the relay stores misses through it directly, no task each."""
-        if len(value) > self.max_bytes:
+        size = len(value)
+        if size > self.max_bytes:
             return
         # An exact-size copy: orjson's output keeps its working buffer (4-8 KiB however short the
         # JSON), which made a full cache of small answers several times its counted bytes.
         value = bytes(memoryview(value))
+        entries = self._entries
         with self._lock:
-            if key in self._entries:
+            if key in entries:
                 self._drop(key)
-            self._entries[key] = value
+            entries[key] = value
             self._expires[key] = self.clock() + ttl
-            self.bytes += len(value)
-            while len(self._entries) > self.maxsize or self.bytes > self.max_bytes:
-                self._drop(next(iter(self._entries)))
+            self.bytes += size
+            while len(entries) > self.maxsize or self.bytes > self.max_bytes:
+                self._drop(next(iter(entries)))
 
     def _drop(self, key: str) -> None:
         value = self._entries.pop(key)
