@@ -54,7 +54,7 @@ _SKIPPED = frozenset({"host", "content-length", "transfer-encoding", "connection
 class _Target:
     """What a URL resolves to for one provider, computed once: its route, pool key and request line."""
 
-    __slots__ = ("head", "host", "key", "port", "route", "tls")
+    __slots__ = ("blocks", "head", "host", "key", "port", "route", "tls")
 
     def __init__(self, url: str, route_of: Callable[[bool, str, int], Route]) -> None:
         parts = urlsplit(url)
@@ -76,13 +76,34 @@ class _Target:
             if proxy.authorization is not None:
                 head += f"proxy-authorization: {proxy.authorization}\r\n"
         self.head = head.encode("latin-1")
+        #: The request line and headers up to the length, by the headers sent (see ``block``).
+        self.blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+    def block(self, items: tuple[tuple[str, str], ...]) -> bytes:
+        """The request line and the header block of ``items``, all but ``content-length``.
+
+        A provider sends the same headers on nearly every request, so the block is built once
+        for each set of them (and the cache starts over past a few, as per-request headers
+        such as ``traceparent`` would fill it).
+
+        :raises UpstreamProtocolError: for a header that cannot be sent as is.
+        """
+        block = self.head + _header_block(items)
+        if len(self.blocks) >= _BLOCKS:
+            self.blocks.clear()
+        self.blocks[items] = block
+        return block
 
 
-def _header_block(headers: Mapping[str, str], length: int) -> bytes:
+#: Header blocks a target keeps (see ``_Target.block``).
+_BLOCKS = 16
+
+
+def _header_block(items: tuple[tuple[str, str], ...]) -> bytes:
     """:raises UpstreamProtocolError: for a header that cannot be sent as is."""
     lines = []
     agent = encoding = False
-    for name, value in headers.items():
+    for name, value in items:
         lowered = name.lower()
         if lowered in _SKIPPED:
             continue
@@ -95,7 +116,6 @@ def _header_block(headers: Mapping[str, str], length: int) -> bytes:
         lines.append("user-agent: asgi-ai-relay\r\n")
     if not encoding:
         lines.append(f"accept-encoding: {ACCEPT_ENCODING}\r\n")
-    lines.append(f"content-length: {length}\r\n\r\n")
     try:
         return "".join(lines).encode("latin-1")
     except UnicodeEncodeError as exc:
@@ -137,7 +157,7 @@ class H1Client:
         self.timeouts = timeouts
         self.bounds = Bounds(settings, timeouts)
         self.egress = egress if egress is not None else EgressPolicy(settings, ssl_context=ssl_context)
-        self._targets: dict[str, dict[str, _Target]] = {}
+        self._targets: dict[tuple[str, str], _Target] = {}
         self._idle: dict[tuple[Any, ...], list[Connection]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.open = 0  # connections open or opening
@@ -151,13 +171,11 @@ class H1Client:
         return self._loop
 
     async def post(self, provider: str, url: str, headers: Mapping[str, str], body: bytes, *, stream: bool) -> UpstreamReply:
-        targets = self._targets.get(provider)
-        if targets is None:
-            targets = self._targets[provider] = {}
-        target = targets.get(url)
+        target = self._targets.get((provider, url))
         if target is None:
-            target = targets[url] = _Target(url, functools.partial(self.egress.route, provider))
-        data = target.head + _header_block(headers, len(body)) + body
+            target = self._targets[provider, url] = _Target(url, functools.partial(self.egress.route, provider))
+        items = tuple(headers.items())
+        data = (target.blocks.get(items) or target.block(items)) + b"content-length: %d\r\n\r\n" % len(body) + body
         timeout = self.timeouts.stream_idle if stream else self.timeouts.read
         deadline = self.bounds.deadline()
         for attempt in (1, 2):

@@ -27,6 +27,11 @@ HIGH_WATER = 256 * 1024
 #: An answer's header block past this many bytes is refused.
 MAX_HEADER_BYTES = 64 * 1024
 
+# The connection's own lookups in its answer's headers, whose names it lower-cased itself.
+_get = dict.get
+_has = dict.__contains__
+_set = dict.__setitem__
+
 
 class Headers(dict[str, str]):
     """An answer's headers: names lower-cased, lookups in any case; repeats joined by ", "."""
@@ -99,9 +104,6 @@ class Connection(asyncio.Protocol):
         self.provider = ""
         self.deadline = 0.0  # on the loop's clock
         self.ends_by = 0.0  # the same moment on time.monotonic()'s clock, for the body reader
-        self._begin()
-
-    def _begin(self) -> None:
         self.status = 0
         self.headers = Headers()
         self.header_bytes = 0
@@ -142,7 +144,9 @@ class Connection(asyncio.Protocol):
                 self.keep_alive = False
             else:
                 self._fail(cause if isinstance(cause, (Broken, UpstreamError)) else Broken(f"unreadable answer ({exc})"))
-        self._wake()
+        waiter = self.waiter  # _wake(), inline on the path of every read
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -167,8 +171,9 @@ class Connection(asyncio.Protocol):
             raise Broken(f"header block larger than {MAX_HEADER_BYTES} bytes")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        dict.__setitem__(self.headers, key, text if previous is None else f"{previous}, {text}")
+        headers = self.headers
+        previous = _get(headers, key)
+        _set(headers, key, text if previous is None else f"{previous}, {text}")
 
     def on_headers_complete(self) -> None:
         headers = self.headers
@@ -179,10 +184,13 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self.headers_done = True
-        self.until_close = "content-length" not in headers and "transfer-encoding" not in headers \
-            and self.status >= 200 and self.status not in (204, 304)
-        self.reader = BodyReader(self.client.bounds, self.provider, status, headers, stream=self.stream, deadline=self.ends_by)
-        alive = headers.get("keep-alive")
+        self.until_close = not _has(headers, "content-length") and not _has(headers, "transfer-encoding") \
+            and status >= 200 and status not in (204, 304)
+        if 200 <= status < 300 and not self.stream and not _has(headers, "content-encoding"):
+            self.reader = None  # a whole answer as sent: on_body keeps its bounds itself
+        else:
+            self.reader = BodyReader(self.client.bounds, self.provider, status, headers, stream=self.stream, deadline=self.ends_by)
+        alive = _get(headers, "keep-alive")
         if alive:
             for part in alive.split(","):
                 name, _, number = part.strip().partition("=")
@@ -192,7 +200,19 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         reader = self.reader
-        if reader is None or self.complete:
+        if reader is None:
+            # A whole 2xx answer in no content-coding, the common case: what its BodyReader
+            # would do, in its order (the deadline, then the size), with no reader to walk.
+            if time.monotonic() > self.ends_by:
+                raise self.client.bounds.late(self.provider)
+            size = self.buffered + len(body)
+            if size > self.client.bounds.max_response:
+                raise self.client.bounds.too_large(self.provider)
+            if body:
+                self.body.append(body)
+                self.buffered = size
+            return
+        if self.complete:
             return
         body = reader.feed(body)
         if reader.full:  # an error body cut at http.max_error_bytes: the rest stays unread
@@ -231,9 +251,21 @@ class Connection(asyncio.Protocol):
     # -- the exchange --------------------------------------------------------------------
 
     def send(self, data: bytes, stream: bool, provider: str, deadline: float) -> None:
-        """Write one request; ``deadline`` (``time.monotonic()``) is when its answer must be complete."""
-        self._begin()
-        self._stop_timer()  # one left from the exchange before (it ended without a last wait)
+        """Write one request; ``deadline`` (``time.monotonic()``) is when its answer must be complete.
+
+        A connection is sent on new or back from the pool, which takes back only one whose
+        answer was read to its end without an error: its body was taken, no one waits on it and
+        its reading is not paused. What an exchange leaves otherwise is set again here; its
+        status, reader and framing are set again with the next answer's headers.
+        """
+        self.headers = Headers()
+        self.header_bytes = 0
+        self.got_bytes = False
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        if self.timer is not None:  # one left from the exchange before (it ended without a last wait)
+            self._stop_timer()
         self.stream = stream
         self.provider = provider
         self.active = True
@@ -255,8 +287,7 @@ class Connection(asyncio.Protocol):
     async def progress(self, timeout: float, *, chunks: bool = False) -> None:
         """Wait for more of the answer (``chunks``: until some body is buffered); raise what went wrong."""
         if self.error is None and not self.complete and not (chunks and self.body):
-            loop = self.loop
-            self.waiter = waiter = loop.create_future()
+            self.waiter = waiter = self.loop.create_future()
             if self.timer is None:
                 # One timer per exchange, not one per wait: it re-arms itself from the last byte's
                 # time while bytes keep coming, so a stream's chunks set and cancel no timers.
@@ -265,8 +296,9 @@ class Connection(asyncio.Protocol):
                 await waiter
             finally:
                 self.waiter = None
-                if self.complete or self.error is not None:
-                    self._stop_timer()
+                if (self.complete or self.error is not None) and self.timer is not None:
+                    self.timers.cancel(self.timer)
+                    self.timer = None
         if self.error is not None:
             raise self.error
 

@@ -101,6 +101,11 @@ class Bounds:
     def late(self, provider: str) -> UpstreamTimeout:
         return UpstreamTimeout(f"Provider {provider!r} did not complete its answer within timeouts.total ({self.total:g}s).")
 
+    def too_large(self, provider: str) -> UpstreamTooLarge:
+        return UpstreamTooLarge(
+            f"Provider {provider!r} sent an answer larger than http.max_response_bytes ({self.max_response} bytes)."
+        )
+
 
 class BodyReader:
     """One answer's body on its way in: decoded, counted, cut or refused (see the module docstring).
@@ -183,9 +188,7 @@ class BodyReader:
             if self.error:
                 self.full = True
                 return data[: len(data) - (self.size - self.limit)]
-            raise UpstreamTooLarge(
-                f"Provider {self.provider!r} sent an answer larger than http.max_response_bytes ({self.limit} bytes)."
-            )
+            raise self.bounds.too_large(self.provider)  # a 2xx answer: its limit is max_response
         if self.lines and data:
             self._check_line(data)
         return data
