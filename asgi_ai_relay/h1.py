@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import resource
+import time
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -177,7 +178,7 @@ class H1Client:
         items = tuple(headers.items())
         data = (target.blocks.get(items) or target.block(items)) + b"content-length: %d\r\n\r\n" % len(body) + body
         timeout = self.timeouts.stream_idle if stream else self.timeouts.read
-        deadline = self.bounds.deadline()
+        deadline = time.monotonic() + self.bounds.total  # when the answer must be complete (Bounds.deadline)
         for attempt in (1, 2):
             conn = await self._acquire(target, provider)
             conn.send(data, stream, provider, deadline)
@@ -252,7 +253,7 @@ class H1Client:
     async def _acquire(self, target: _Target, provider: str) -> Connection:
         if self.closed:
             raise UpstreamConnectError("The relay's upstream client is closed.")
-        loop = self.loop
+        loop = self._loop or self.loop
         while True:
             idle = self._idle.get(target.key)
             while idle:
@@ -319,12 +320,13 @@ class H1Client:
         if not conn.keep_alive or conn.closed or self.closed or conn.buffered or self.max_idle == 0:
             conn.abort()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = conn.loop.time()
         idle = self._idle.setdefault(conn.key, [])
         idle.append(conn)
         if len(idle) > self.max_idle:
             idle.pop(0).abort()
-        self._notify()
+        if self._waiters:
+            self._notify()
 
     def _evict_one(self) -> None:
         for idle in self._idle.values():

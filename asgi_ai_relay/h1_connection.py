@@ -234,7 +234,10 @@ class Connection(asyncio.Protocol):
         if self.complete:
             return
         self.keep_alive = self.parser.should_keep_alive()
-        self._finish_body()
+        if self.reader is None:  # a whole answer as sent: nothing held back to add
+            self.complete = True
+        else:
+            self._finish_body()
 
     def _finish_body(self) -> None:
         self.complete = True

@@ -9,7 +9,7 @@ from typing import Any
 from ..config import ModelConfig, ProviderConfig, Timeouts
 from ..reply import UpstreamHttp
 from .base import HttpProvider, UpstreamResponse
-from .quirks import adapt_stream, prepare_body, touches_stream
+from .quirks import adapt_stream, prepare_body, touches_body, touches_stream
 
 __all__ = ["OpenAIProvider"]
 
@@ -32,6 +32,14 @@ class OpenAIProvider(HttpProvider):
         declared = config.cloud.responses
         self.native_responses = declared if declared is not None else config.kind == "openai"
         self._adapts_stream = touches_stream(config.cloud.quirks)
+        # Where no quirk touches the body or the stream and the chat URL is this class's own,
+        # ``send`` posts the caller's body to that URL, worked out once, with nothing in between.
+        cls = type(self)
+        direct = cls.url is OpenAIProvider.url and cls.prepare is OpenAIProvider.prepare
+        self._direct_url = (
+            f"{config.base_url}/chat/completions"
+            if direct and not self._adapts_stream and not touches_body(config.cloud.quirks) else None
+        )
 
     def responses_url(self, model: ModelConfig) -> str:
         return f"{self.config.base_url}/responses"
@@ -54,6 +62,8 @@ class OpenAIProvider(HttpProvider):
         self, model: ModelConfig, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str] | None = None
     ) -> Awaitable[UpstreamResponse]:
         # The post's own coroutine when no quirk touches the stream (no frame of its own around it).
+        if self._direct_url is not None:
+            return self.post(self._direct_url, model, body, stream=stream, headers=headers)
         if self._adapts_stream:
             return self._send_adapted(model, body, stream=stream, headers=headers)
         return super().send(model, body, stream=stream, headers=headers)

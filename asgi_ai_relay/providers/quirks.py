@@ -12,7 +12,7 @@ import orjson
 from ..config.cloud import Quirks
 from ..protocol.sse import SSESplitter, encode_event
 
-__all__ = ["adapt_stream", "prepare_body", "touches_stream"]
+__all__ = ["adapt_stream", "prepare_body", "touches_body", "touches_stream"]
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -36,6 +36,11 @@ def prepare_body(quirks: Quirks, body: dict[str, Any]) -> dict[str, Any]:
                 {k: v for k, v in m.items() if k != "reasoning_content"} if isinstance(m, dict) else m for m in messages
             ]
     return out
+
+
+def touches_body(quirks: Quirks) -> bool:
+    """Whether :func:`prepare_body` may change a body (when not, it gives every body back as is)."""
+    return not quirks.stream_options or quirks.max_tokens_field is not None or quirks.reasoning_content == "strip"
 
 
 def touches_stream(quirks: Quirks) -> bool:

@@ -44,7 +44,8 @@ async def send_to(relay: Relay, call: Call, model: ModelConfig) -> RelayResponse
     call.attempts += 1
     started = time.perf_counter()
     forwarded = _forwarded(call, translation.forward_headers) if translation.forward_headers else None
-    forwarded = relay.telemetry.upstream_headers(call, forwarded)
+    if call.trace is not None:  # only a traced call carries more (its traceparent)
+        forwarded = relay.telemetry.upstream_headers(call, forwarded)
     send = provider.send_responses if native else provider.send
     upstream = await send(model, upstream_body, stream=call.stream, headers=forwarded)
     call.upstream_ms = (time.perf_counter() - started) * 1000.0
