@@ -45,9 +45,11 @@ class Body:
 
     def __init__(self, limit: int, declared: str | None) -> None:
         self.limit = limit
-        self.declared = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
-        if self.declared is not None and self.declared > limit:
+        # A length that is not all ASCII digits is no length: 0, nothing to wait for.
+        length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else 0
+        if length > limit:
             raise _too_large(limit)
+        self.declared = length
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -65,7 +67,7 @@ class Body:
         :raises RelayError: 499 when fewer bytes came than ``Content-Length`` declared (the
             client closed the connection and the server ended the body early).
         """
-        if self.declared is not None and self.size < self.declared:
+        if self.size < self.declared:
             raise client_closed()
         return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 

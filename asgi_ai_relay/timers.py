@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from asyncio import current_task, get_running_loop
 from heapq import heapify, heappop, heappush
 from itertools import count
 from typing import Any, Callable
@@ -53,8 +54,8 @@ class Timers:
         """Disarm ``entry`` (nothing when it already ran or was disarmed)."""
         if entry[2] is not None:
             entry[2] = entry[3] = None
-            self.cleared += 1
-            if self.cleared > _COMPACT_AT and self.cleared * 2 > len(self.heap):
+            cleared = self.cleared = self.cleared + 1
+            if cleared > _COMPACT_AT and cleared * 2 > len(self.heap):
                 self._compact()
 
     def _arm(self, when: float) -> None:
@@ -64,10 +65,10 @@ class Timers:
         self.handle = self.loop.call_at(when, self._fire)
 
     def _compact(self) -> None:
-        self.heap = [entry for entry in self.heap if entry[2] is not None]
-        heapify(self.heap)
+        heap = self.heap = [entry for entry in self.heap if entry[2] is not None]
+        heapify(heap)
         self.cleared = 0
-        if not self.heap and self.handle is not None:
+        if not heap and self.handle is not None:
             self.handle.cancel()
             self.handle = None
 
@@ -115,22 +116,26 @@ def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
 class _Within:
     """The context of :func:`within`; its state is that of ``asyncio.timeout``'s."""
 
-    __slots__ = ("when", "timers", "entry", "task", "cancelling", "expired")
+    # No __slots__: a scope's entry and expiry start as the class's values, set by nothing.
+    entry: list[Any] | None = None
+    expired = False
+    task: asyncio.Task[Any]
+    cancelling: int
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float | None) -> None:
         self.when = when
-        self.timers = timers_of(loop)
-        self.entry: list[Any] | None = None
-        self.expired = False
+        last = _last  # timers_of(loop), its common case inline
+        self.timers = last if last is not None and last.loop is loop else timers_of(loop)
 
     def __enter__(self) -> _Within:
-        task = asyncio.current_task(self.timers.loop)
+        timers = self.timers
+        task = current_task(timers.loop)
         if task is None:
             raise RuntimeError("within() must be used inside a task")
         self.task = task
         self.cancelling = task.cancelling()
         if self.when is not None:
-            self.entry = self.timers.at(self.when, _expire, self)
+            self.entry = timers.at(self.when, _expire, self)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -151,10 +156,10 @@ def _expire(scope: _Within) -> None:
 
 def within(delay: float | None) -> _Within:
     """``with within(seconds):`` — ``asyncio.timeout(seconds)``, armed on the loop's :class:`Timers`."""
-    loop = asyncio.get_running_loop()
+    loop = get_running_loop()
     return _Within(loop, None if delay is None else loop.time() + delay)
 
 
 def within_at(when: float | None) -> _Within:
     """``with within_at(loop_time):`` — ``asyncio.timeout_at(loop_time)`` on the loop's :class:`Timers`."""
-    return _Within(asyncio.get_running_loop(), when)
+    return _Within(get_running_loop(), when)
