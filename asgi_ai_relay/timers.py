@@ -7,7 +7,8 @@ disarmed costs tens of thousands of instructions, an ``asyncio.timeout`` around 
 35k. Here a deadline is a list ``[when, seq, callback, arg]`` in this module's own heap (compared
 in C, by time and then by order of arming), and the loop holds one timer, at the earliest
 deadline. Disarming clears the entry's callback; cleared entries leave the heap when they reach
-its top or when they outnumber the live ones.
+its top (an entry disarmed there leaves at once, as most do: deadlines mostly end in the order
+they were armed) or when they outnumber the live ones.
 
 :func:`within` is ``asyncio.timeout`` on these deadlines, with the same outcome: the task is
 cancelled when the time is up and the cancellation comes out as :class:`TimeoutError`, unless
@@ -54,8 +55,18 @@ class Timers:
         """Disarm ``entry`` (nothing when it already ran or was disarmed)."""
         if entry[2] is not None:
             entry[2] = entry[3] = None
+            heap = self.heap
+            if heap[0] is entry:  # the earliest (deadlines mostly end in the order they were armed)
+                heappop(heap)
+                while heap and heap[0][2] is None:
+                    heappop(heap)
+                    self.cleared -= 1
+                if not heap and self.handle is not None:
+                    self.handle.cancel()
+                    self.handle = None
+                return
             cleared = self.cleared = self.cleared + 1
-            if cleared > _COMPACT_AT and cleared * 2 > len(self.heap):
+            if cleared > _COMPACT_AT and cleared * 2 > len(heap):
                 self._compact()
 
     def _arm(self, when: float) -> None:

@@ -167,3 +167,17 @@ async def test_the_last_disarm_of_a_compaction_stops_the_loop_timer():
     assert timers.handle is not None  # 64 disarmed: kept, the one left still armed
     timers.cancel(entries[-1])
     assert timers.heap == [] and timers.handle is None
+
+
+async def test_an_entry_disarmed_at_the_top_leaves_at_once_with_the_cleared_ones_behind_it():
+    loop = asyncio.get_running_loop()
+    timers = Timers(loop)
+    now = loop.time()
+    entries = [timers.at(now + 600 + n, print) for n in range(4)]
+    timers.cancel(entries[1])  # not the earliest: cleared, kept until it reaches the top
+    assert len(timers.heap) == 4 and timers.cleared == 1
+    timers.cancel(entries[0])  # the earliest: gone, and the cleared one that was next
+    assert timers.heap == [entries[2], entries[3]] and timers.cleared == 0 and timers.handle is not None
+    timers.cancel(entries[3])
+    timers.cancel(entries[2])
+    assert timers.heap == [] and timers.cleared == 0 and timers.handle is None
