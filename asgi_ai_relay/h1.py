@@ -31,8 +31,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import resource
-import time
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
