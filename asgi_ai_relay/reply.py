@@ -121,18 +121,20 @@ class BodyReader:
         self.bounds = bounds
         self.provider = provider
         self.deadline = deadline
-        self.error = not 200 <= status < 300
-        self.limit = bounds.max_error if self.error else bounds.max_response
-        self.lines = stream and not self.error
+        self.error = error = not 200 <= status < 300
+        self.limit = bounds.max_error if error else bounds.max_response
+        self.lines = stream and not error
         self.size = 0
         self.line = 0
         self.full = False
-        coding = (headers.get("content-encoding") or "identity").strip().lower()
         self.decoder: Any = None
-        if coding in _DECODED:
-            self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip framing
-        elif coding not in ("identity", ""):
-            raise UpstreamProtocolError(f"Provider {provider!r} sent content-encoding {coding!r}, which was not asked for.")
+        coding = headers.get("content-encoding")
+        if coding is not None:  # none: the body as sent (identity)
+            coding = coding.strip().lower()
+            if coding in _DECODED:
+                self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip framing
+            elif coding not in ("identity", ""):
+                raise UpstreamProtocolError(f"Provider {provider!r} sent content-encoding {coding!r}, which was not asked for.")
 
     def feed(self, data: bytes) -> bytes:
         """Raw body bytes in, decoded bytes out (possibly fewer, possibly none).
