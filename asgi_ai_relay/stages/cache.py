@@ -27,7 +27,6 @@ Redis cache adds a lock per key. What each follower gets in each case is written
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from operator import attrgetter
@@ -39,7 +38,7 @@ import orjson
 from ..errors import InvalidRequest, StorageError
 from ..types import RelayResponse, Usage
 from . import translate
-from .flight import Flight, find
+from .flight import Flight, find, lead
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -116,15 +115,17 @@ def _wanted(relay: Relay, call: Call) -> bool:
 
     :raises InvalidRequest: for a ``use_cache`` that is not a boolean.
     """
-    use = call.body.pop("use_cache", None)
+    body = call.body
+    use = body.pop("use_cache", None)
+    mode = relay.config.cache.mode
+    if use is None and mode == "deterministic" and "generationConfig" not in body:  # (most requests)
+        return body.get("temperature") == 0 or body.get("seed") is not None
     if use is not None and not isinstance(use, bool):
         raise InvalidRequest("'use_cache' must be a boolean.", param="use_cache")
-    mode = relay.config.cache.mode
     if mode == "off" or use is False:
         return False
     if use is True or mode == "all":
         return True
-    body = call.body
     gemini = body.get("generationConfig")  # Gemini keeps its sampling settings here
     settings = gemini if isinstance(gemini, dict) else body
     return settings.get("temperature") == 0 or settings.get("seed") is not None
@@ -138,19 +139,22 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     if not _wanted(relay, call):
         _bypass(call)
         return None
-    read, write = _directives(call)
-    cache = relay.cache
-    ttl = _ttl(relay, call, cache.default_ttl) if write else 0.0
-    if not read and (not write or ttl <= 0):
-        _bypass(call)
-        return None
+    headers = call.request.headers
+    if "cache-control" in headers or "x-relay-cache-ttl" in headers:
+        read, write = _directives(call)
+        ttl = _ttl(relay, call, relay.cache.default_ttl) if write else 0.0
+        if not read and (not write or ttl <= 0):
+            _bypass(call)
+            return None
+    else:  # (most requests) looked up, and stored for the default TTL
+        read, ttl = True, relay.cache.default_ttl
     key = cache_key(relay, call)
     if read:
-        raw = await find(relay, call, key, ttl, _entry)
+        raw = await find(relay, call, key, ttl)
         if raw is not None:
             return _hit(relay, call, raw)
     else:  # a refresh: fetched fresh, then stored
-        Flight.start(relay, call, key, ttl, _entry)
+        lead(relay.flights, call, key, ttl)
     call.cache = "miss"
     call.headers["x-relay-cache"] = "miss"
     return None
@@ -171,7 +175,6 @@ def _hit(relay: Relay, call: Call, raw: bytes) -> RelayResponse:
     entry = orjson.loads(raw)
     prompt, completion, cached, estimated = entry["usage"]
     call.cache = "hit"
-    call.cache_key = None
     # The model that produced it: another than the one asked for when a leader fell back.
     call.model = relay.config.models.get(entry.get("model") or "", call.model)
     call.usage = Usage(prompt, completion, cached, estimated=estimated)
@@ -248,38 +251,30 @@ def _entry(call: Call) -> bytes | None:
 
 
 def complete(relay: Relay, call: Call) -> None:
-    """Store a finished miss whose answer may be stored (from ``finish``, after the releases:
-    its flight has judged the answer and handed it to its followers)."""
-    key, flight = call.cache_key, call.flight
-    if key is None or not isinstance(flight, Flight):
+    """End the flight of a finished miss (from ``finish``, after the releases, however the
+    request ended): its answer goes to its followers and, when it may be stored, into the
+    cache; with none to store (or a fallback's), the flight is left to a follower."""
+    flight = call.flight
+    if not isinstance(flight, Flight) or flight.done():  # none led, or answered before going up
         return
-    flight.end()  # a no-op once the request's releases have run
-    if call.cache_key is None:  # nothing to store
-        return
-    call.cache_key = None
-    raw = flight.result()
-    assert raw is not None
-    store_now = getattr(relay.cache, "set_now", None)
-    if store_now is not None:  # an in-process cache: stored before anyone can look again
-        store_now(key, raw, call.cache_ttl)
-        flight.land()
-        return
-    task = asyncio.get_running_loop().create_task(_store(relay, flight, raw, call.cache_ttl))
-    relay.background.add(task)
-    task.add_done_callback(lambda t: _landed(relay, t, flight))
-
-
-def _landed(relay: Relay, task: asyncio.Task[None], flight: Flight) -> None:
-    relay.background.discard(task)
-    flight.land()
-
-
-async def _store(relay: Relay, flight: Flight, raw: bytes, ttl: float) -> None:
-    locks, flight.locks = flight.locks, None
+    if flight.renewal is not None:
+        flight.stop_renewal()
     try:
-        if locks is not None:  # the entry and the lock's release in one step
-            await locks.publish(flight.key, raw, ttl, flight.token)
-        else:
-            await relay.cache.set(flight.key, raw, ttl)
-    except StorageError as error:  # a lock left behind expires on its own
-        logger.debug("cache store failed: %s", error.message)
+        raw = _entry(call)
+    except Exception:  # its followers must still be let go
+        logger.exception("request_id=%s answer could not be kept for the cache", call.request_id)
+        raw = None
+    model = call.model
+    if raw is None or model is None or model.alias != flight.model or len(raw) > relay.config.cache.max_entry_bytes:
+        flight.leave(relay)
+        flight.set_result(raw)
+        return
+    flight.set_result(raw)
+    store_now = getattr(relay.cache, "set_now", None)
+    if store_now is None:
+        flight.store_later(relay, raw)
+        return
+    store_now(flight.key, raw, flight.ttl)  # an in-process cache: stored before anyone can look again
+    flights, key = relay.flights, flight.key
+    if flights.get(key) is flight:  # (Flight.land, inline: a miss runs it)
+        del flights[key]

@@ -1,10 +1,11 @@
 """Single-flight for cache misses: identical requests in flight make one upstream call.
 
 In one process, the first miss for a key leads: it lists a :class:`Flight` in ``relay.flights``
-and registers the flight's end on the request (``call.hold``), so the lead is handed on however
-the request leaves (answer, error, cancellation at any await, disconnect). Identical requests
-that arrive meanwhile follow it, each for at most its request's deadline (the model's
-``retry.deadline``, within ``timeouts.total``), then go upstream alone:
+(:func:`lead`), and the cache's finishing step (:func:`~asgi_ai_relay.stages.cache.complete`,
+which ``Relay.finish`` runs however the request leaves: answer, error, cancellation at any
+await, disconnect) ends it. Identical requests that arrive meanwhile follow it, each for at most
+its request's deadline (the model's ``retry.deadline``, within ``timeouts.total``), then go
+upstream alone:
 
 - the leader's answer is complete and came from the model the key names: every follower is
   answered with it (a hit), and it is stored (unless larger than ``cache.max_entry_bytes``);
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StorageError
 from ..storage.base import FlightLocks
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ..call import Call
     from ..relay import Relay
 
-__all__ = ["Flight", "find", "follow"]
+__all__ = ["Flight", "find", "follow", "lead"]
 
 logger = logging.getLogger("asgi_ai_relay")
 
@@ -53,103 +54,60 @@ _FIRST_POLL, _LAST_POLL = 0.005, 0.1
 
 class Flight(asyncio.Future[bytes | None]):
     """A miss going upstream: resolves to its answer's stored form (or ``None``: no answer), and
-    holds the cross-process lock its request took, if any.
+    holds the cross-process lock its request took, if any. Made by :func:`lead`, without an
+    ``__init__`` of its own: a lead that no one follows (most of them) costs little."""
 
-    :param judge: ``judge(call)`` -> the answer's stored form, or ``None`` when it has none.
-    """
-
-    #: Whether the answer may be stored (complete, of the model the key names, small enough).
-    storable = False
+    #: The entry's key, and how long the answer is stored.
+    key = ""
+    ttl = 0.0
+    #: The alias of the model the key names: an answer of another (a fallback's) is not stored.
+    model = ""
     #: The cross-process lock this flight holds, and its token (see :meth:`lead_across`).
     locks: FlightLocks | None = None
     token = ""
-    _renewal: asyncio.Task[None] | None = None
+    renewal: asyncio.Task[None] | None = None
 
-    def __init__(self, relay: Relay, call: Call, key: str, judge: Callable[[Call], bytes | None]) -> None:
-        super().__init__(loop=asyncio.get_running_loop())
-        assert call.model is not None
-        self.relay = relay
-        self.key = key
-        self.model = call.model.alias
-        self._call: Call | None = call
-        self._judge = judge
-
-    @classmethod
-    def start(cls, relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> Flight:
-        """The flight of a miss that will go upstream and be stored for ``ttl`` seconds; listed
-        (identical requests follow it) when no other flight holds the key. Its end is held on
-        the request at once."""
-        call.cache_key, call.cache_ttl = key, ttl
-        flight = cls(relay, call, key, judge)
-        relay.flights.setdefault(key, flight)
-        call.flight = flight
-        call.hold(flight)  # its release is its end (see __call__)
-        return flight
-
-    @property
-    def listed(self) -> bool:
-        return self.relay.flights.get(self.key) is self
-
-    def end(self) -> None:
-        """The request is finished (its release, from ``Relay.finish``): hand its answer to the
-        followers, or the lead to one of them. Idempotent."""
-        call, self._call = self._call, None
-        if call is None or self.done():
-            return
-        if self._renewal is not None:
-            self._stop_renewal()
-        try:
-            raw = self._judge(call)
-        except Exception:  # its followers must still be let go
-            logger.exception("request_id=%s answer could not be kept for the cache", call.request_id)
-            raw = None
-        assert call.model is not None
-        self.storable = raw is not None and call.model.alias == self.model and len(raw) <= self.relay.config.cache.max_entry_bytes
-        if not self.storable:
-            call.cache_key = None  # nothing for complete() to store
-            self.leave()
-        # Otherwise stored (and the flight closed) by complete(), the finishing step right after
-        # the releases, which runs whatever the steps before it did.
-        self.set_result(raw)
-
-    def __call__(self) -> None:
-        """The flight as the request's release: :meth:`end` (held without a bound method each)."""
-        self.end()
-
-    def answer(self, raw: bytes) -> None:
+    def answer(self, relay: Relay, call: Call, raw: bytes) -> None:
         """Answered before going upstream (another process stored the entry meanwhile)."""
-        call, self._call = self._call, None
-        if call is not None:
-            call.cache_key = None
-            call.flight = None
-        self.leave()
+        call.flight = None
+        self.leave(relay)
         if not self.done():
             self.set_result(raw)
 
-    def leave(self) -> None:
+    def leave(self, relay: Relay) -> None:
         """Unlist the flight and free its cross-process lock."""
-        self.land()
+        self.land(relay.flights)
         locks, self.locks = self.locks, None
         if locks is not None:
-            self.relay.spawn(_unclaim(locks, self.key, self.token))
+            relay.spawn(_unclaim(locks, self.key, self.token))
 
-    def land(self) -> None:
+    def land(self, flights: dict[str, asyncio.Future[bytes | None]]) -> None:
         """Close the flight once its answer is in the cache, so no newcomer misses in between."""
-        flights = self.relay.flights
         if flights.get(self.key) is self:
             del flights[self.key]
 
+    def store_later(self, relay: Relay, raw: bytes) -> None:
+        """Store the answer in a cache that awaits (and free the lock with it), then land."""
+        task = asyncio.get_running_loop().create_task(_store(relay, self, raw))
+        relay.background.add(task)
+        task.add_done_callback(lambda t: _landed(relay, t, self))
+
+    def stop_renewal(self) -> None:
+        renewal, self.renewal = self.renewal, None
+        if renewal is not None:
+            renewal.cancel()
+
     # -- across processes ----------------------------------------------------------------
 
-    async def lead_across(self, deadline: float) -> bytes | None:
+    async def lead_across(self, relay: Relay, call: Call, deadline: float) -> bytes | None:
         """Take the key's lock in the shared cache, or wait for the process that holds it.
 
         :returns: the entry another process stored meanwhile (the flight is then answered), or
             ``None``: go upstream (this request holds the lock, or there is no lock to take, or
             the deadline passed).
         """
-        shared = self.relay.cache
-        if not _has_locks(shared) or not self.listed:
+        shared = relay.cache
+        if not _has_locks(shared) or relay.flights.get(self.key) is not self:
             return None
         cache = cast(FlightLocks, shared)
         token = secrets.token_hex(16)
@@ -161,17 +119,17 @@ class Flight(asyncio.Future[bytes | None]):
                 logger.debug("cache lock failed, going upstream without it: %s", error.message)
                 return None
             except asyncio.CancelledError:  # the lock may have been taken on the way
-                self.relay.spawn(_unclaim(cache, self.key, token))
+                relay.spawn(_unclaim(cache, self.key, token))
                 raise
             if raw is not None:
-                self.answer(raw)
+                self.answer(relay, call, raw)
                 return raw
             if won:
-                if self._call is None:  # ended while the claim was on its way
-                    self.relay.spawn(_unclaim(cache, self.key, token))
+                if self.done():  # ended while the claim was on its way
+                    relay.spawn(_unclaim(cache, self.key, token))
                     return None
                 self.locks, self.token = cache, token
-                self._renewal = loop.create_task(_renew(cache, self.key, token))
+                self.renewal = loop.create_task(_renew(cache, self.key, token))
                 return None
             wait = min(pause, deadline - loop.time())
             if wait <= 0:
@@ -179,45 +137,65 @@ class Flight(asyncio.Future[bytes | None]):
             await asyncio.sleep(wait)
             pause = min(pause * 2, _LAST_POLL)
 
-    def _stop_renewal(self) -> None:
-        renewal, self._renewal = self._renewal, None
-        if renewal is not None:
-            renewal.cancel()
+
+def lead(flights: dict[str, asyncio.Future[bytes | None]], call: Call, key: str, ttl: float) -> Flight:
+    """The flight of a miss that will go upstream and be stored for ``ttl`` seconds; listed
+    (identical requests follow it) when no other flight holds the key. The cache's finishing
+    step ends it (:func:`~asgi_ai_relay.stages.cache.complete`)."""
+    assert call.model is not None
+    call.flight = flight = Flight()
+    flight.key, flight.ttl, flight.model = key, ttl, call.model.alias
+    flights.setdefault(key, flight)
+    return flight
 
 
-async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[Call], bytes | None]) -> bytes | None:
+async def find(relay: Relay, call: Call, key: str, ttl: float) -> bytes | None:
     """The answer of an identical request (in flight, just answered, or stored), or ``None`` to
     go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``)."""
-    assert call.model is not None
+    flights, cache = relay.flights, relay.cache
+    try:
+        get_now = _NOW[type(cache)]
+    except KeyError:
+        get_now = _now(cache)
+    if get_now is not None and key not in flights:
+        # The common case, an in-process cache without locks and nothing in flight: the lookup
+        # and the lead in one step (the loop below does the same, and waits, polls or locks).
+        try:
+            raw = get_now(cache, key)
+        except StorageError as error:
+            logger.debug("cache lookup failed, answering without the cache: %s", error.message)
+            raw = None
+        if raw is not None or ttl <= 0:
+            return raw
+        lead(flights, call, key, ttl)
+        return None
     loop = asyncio.get_running_loop()
     started = loop.time()  # the deadline counts from here; worked out when first needed (rarely)
     deadline = -1.0
     woken = False  # a flight this request followed ended with no answer: the lead is free
     while True:
-        flight = relay.flights.get(key)
+        flight = flights.get(key)
         if flight is None and not woken:
             try:
-                cache = relay.cache
-                get_now = getattr(cache, "get_now", None)  # an in-process cache: no coroutine each
-                raw: bytes | None
-                if get_now is not None:
-                    raw = get_now(key)
+                get = getattr(cache, "get_now", None)  # an in-process cache: no coroutine each
+                if get is not None:
+                    raw = get(key)
                 else:
                     raw = await cache.get(key)
-                    flight = relay.flights.get(key)  # another request may have led meanwhile
+                    flight = flights.get(key)  # another request may have led meanwhile
             except StorageError as error:
                 logger.debug("cache lookup failed, answering without the cache: %s", error.message)
                 raw = None
-                flight = relay.flights.get(key)
+                flight = flights.get(key)
             if raw is not None:
                 return raw
         if flight is None:
             if ttl <= 0:
                 return None
-            lead = Flight.start(relay, call, key, ttl, judge)
-            if call.stream or not _has_locks(relay.cache):
+            first = lead(flights, call, key, ttl)
+            if call.stream or not _has_locks(cache):
                 return None
-            return await lead.lead_across(_deadline(relay, call, started))
+            return await first.lead_across(relay, call, _deadline(relay, call, started))
         if flight.done():  # answered, its entry on the way to the cache
             raw = flight.result()
             if raw is not None:
@@ -234,7 +212,7 @@ async def find(relay: Relay, call: Call, key: str, ttl: float, judge: Callable[[
             return raw
         woken = True
     if ttl > 0:
-        Flight.start(relay, call, key, ttl, judge)
+        lead(flights, call, key, ttl)
     return None
 
 
@@ -253,6 +231,22 @@ async def follow(flight: asyncio.Future[bytes | None], deadline: float) -> bytes
             return await asyncio.shield(flight)
     except TimeoutError:
         return None
+
+
+async def _store(relay: Relay, flight: Flight, raw: bytes) -> None:
+    locks, flight.locks = flight.locks, None
+    try:
+        if locks is not None:  # the entry and the lock's release in one step
+            await locks.publish(flight.key, raw, flight.ttl, flight.token)
+        else:
+            await relay.cache.set(flight.key, raw, flight.ttl)
+    except StorageError as error:  # a lock left behind expires on its own
+        logger.debug("cache store failed: %s", error.message)
+
+
+def _landed(relay: Relay, task: asyncio.Task[None], flight: Flight) -> None:
+    relay.background.discard(task)
+    flight.land(relay.flights)
 
 
 async def _renew(locks: FlightLocks, key: str, token: str) -> None:
@@ -274,14 +268,23 @@ async def _unclaim(locks: FlightLocks, key: str, token: str) -> None:
         logger.debug("cache lock release failed: %s", error.message)
 
 
+# Decided once per cache type (an ``isinstance`` check against a runtime protocol costs
+# microseconds on every request): whether it can lock a key across processes, and its
+# ``get_now`` when it is an in-process cache without such locks (:func:`find`'s common case).
 _LOCKS: dict[type, bool] = {}
+_NOW: dict[type, Callable[[Any, str], bytes | None] | None] = {}
 
 
 def _has_locks(cache: object) -> bool:
-    """Whether ``cache`` can lock a key across processes, decided once per cache type (an
-    ``isinstance`` check against a runtime protocol costs microseconds on every request)."""
     kind = type(cache)
     known = _LOCKS.get(kind)
     if known is None:
         known = _LOCKS[kind] = isinstance(cache, FlightLocks)
     return known
+
+
+def _now(cache: object) -> Callable[[Any, str], bytes | None] | None:
+    kind = type(cache)
+    get_now = None if _has_locks(cache) else getattr(kind, "get_now", None)
+    _NOW[kind] = get_now
+    return get_now
