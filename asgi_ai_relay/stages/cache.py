@@ -42,7 +42,7 @@ from .flight import Flight, find, lead
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..config import ModelConfig
+    from ..providers.base import Provider
     from ..relay import Relay
 
 __all__ = ["KEY_VERSION", "CacheReplay", "cache_key", "complete", "lookup"]
@@ -61,34 +61,53 @@ def cache_key(relay: Relay, call: Call) -> str:
     """The entry key for this request (the model must be resolved)."""
     model = call.model
     assert model is not None
-    options = call.body.get("stream_options")
-    scope = relay.config.cache.scope
+    body, stream, scope = call.body, call.stream, relay.config.cache.scope
+    provider = relay.providers[model.provider]
+    names = _FORWARDS.get((call.format.name, provider.format))
+    if names is None:
+        names = _forward_names(call, provider)
+    kept = body.copy()  # the body without the fields that do not change the answer
+    for name in IGNORED.intersection(body):
+        del kept[name]
     parts: dict[str, Any] = {
         "v": KEY_VERSION,
         "endpoint": [call.endpoint, call.format.name],
         "model": [model.alias, model.provider, model.upstream],
-        "stream": call.stream,
-        "usage": bool(call.stream and isinstance(options, dict) and options.get("include_usage")),
-        "headers": _forwarded(relay, call, model),
+        "stream": stream,
+        "usage": stream and _with_usage(body),
+        "headers": _forwarded(call, names) if names else _NO_HEADERS,  # (most translations forward none)
         "scope": scope,
-        "body": {k: v for k, v in call.body.items() if k not in IGNORED},
+        "body": kept,
     }
     if scope == "caller":
         parts["caller"] = call.caller.id
-    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return _sha256(_dumps(parts, None, _SORT_KEYS)).hexdigest()
 
 
-def _forwarded(relay: Relay, call: Call, model: ModelConfig) -> dict[str, str]:
-    """The inbound headers the provider will see (they change its answer)."""
-    provider = relay.providers[model.provider]
+_sha256, _dumps, _SORT_KEYS = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+#: The inbound headers a translation forwards to its provider, per (inbound format, provider format).
+_FORWARDS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _forward_names(call: Call, provider: Provider) -> tuple[str, ...]:
     try:
-        names = translate.pick(call.format.name, provider.format, provider.name).forward_headers
+        translation = translate.pick(call.format.name, provider.format, provider.name)
     except InvalidRequest:  # no such translation: the route refuses the request
-        return _NO_HEADERS
-    if not names:  # (most translations forward none)
-        return _NO_HEADERS
+        return ()
+    names = _FORWARDS[call.format.name, provider.format] = translation.forward_headers
+    return names
+
+
+def _forwarded(call: Call, names: tuple[str, ...]) -> dict[str, str]:
+    """The inbound headers the provider will see (they change its answer)."""
     headers = call.request.headers
     return {name: headers[name] for name in names if name in headers}
+
+
+def _with_usage(body: dict[str, Any]) -> bool:
+    """Whether a stream asks for its usage (its last event differs)."""
+    options = body.get("stream_options")
+    return bool(isinstance(options, dict) and options.get("include_usage"))
 
 
 def _directives(call: Call) -> tuple[bool, bool]:
@@ -237,9 +256,9 @@ def _entry(call: Call) -> bytes | None:
         "provider": call.provider,
         "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.estimated],
     }
-    classes = list(_CLASSES_OF(usage))
+    classes = _CLASSES_OF(usage)
     if any(classes):  # beside "usage", which entries of older versions hold alone
-        entry["classes"] = classes
+        entry["classes"] = list(classes)
     try:
         if call.stream:
             entry["kind"], entry["pieces"] = "stream", [piece.decode() for piece in output]
@@ -255,7 +274,7 @@ def complete(relay: Relay, call: Call) -> None:
     request ended): its answer goes to its followers and, when it may be stored, into the
     cache; with none to store (or a fallback's), the flight is left to a follower."""
     flight = call.flight
-    if not isinstance(flight, Flight) or flight.done():  # none led, or answered before going up
+    if not isinstance(flight, Flight):  # none led, or answered before going upstream
         return
     if flight.renewal is not None:
         flight.stop_renewal()

@@ -167,7 +167,9 @@ async def find(relay: Relay, call: Call, key: str, ttl: float) -> bytes | None:
             raw = None
         if raw is not None or ttl <= 0:
             return raw
-        lead(flights, call, key, ttl)
+        assert call.model is not None  # (lead, inline: nothing holds the key)
+        call.flight = flights[key] = first = Flight()
+        first.key, first.ttl, first.model = key, ttl, call.model.alias
         return None
     loop = asyncio.get_running_loop()
     started = loop.time()  # the deadline counts from here; worked out when first needed (rarely)
