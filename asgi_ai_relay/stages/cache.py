@@ -38,7 +38,7 @@ import orjson
 from ..errors import InvalidRequest, StorageError
 from ..types import RelayResponse, Usage
 from . import translate
-from .flight import Flight, find, lead
+from .flight import GET_NOW, Flight, find, get_now_of, lead
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -168,12 +168,28 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
     else:  # (most requests) looked up, and stored for the default TTL
         read, ttl = True, relay.cache.default_ttl
     key = cache_key(relay, call)
-    if read:
-        raw = await find(relay, call, key, ttl)
+    if not read:  # a refresh: fetched fresh, then stored
+        lead(relay.flights, call, key, ttl)
+    else:
+        cache, flights = relay.cache, relay.flights
+        try:
+            get_now = GET_NOW[type(cache)]
+        except KeyError:
+            get_now = get_now_of(cache)
+        if get_now is None or key in flights:  # a cache that awaits or locks, or one in flight
+            raw = await find(relay, call, key, ttl)
+        else:  # (most requests) what find does then, in one step: looked up, and led on a miss
+            try:
+                raw = get_now(cache, key)
+            except StorageError as error:
+                logger.debug("cache lookup failed, answering without the cache: %s", error.message)
+                raw = None
+            if raw is None and ttl > 0:
+                assert call.model is not None  # (lead, inline: nothing holds the key)
+                call.flight = flights[key] = flight = Flight()
+                flight.key, flight.ttl, flight.model = key, ttl, call.model.alias
         if raw is not None:
             return _hit(relay, call, raw)
-    else:  # a refresh: fetched fresh, then stored
-        lead(relay.flights, call, key, ttl)
     call.cache = "miss"
     call.headers["x-relay-cache"] = "miss"
     return None
@@ -294,6 +310,5 @@ def complete(relay: Relay, call: Call) -> None:
         flight.store_later(relay, raw)
         return
     store_now(flight.key, raw, flight.ttl)  # an in-process cache: stored before anyone can look again
-    flights, key = relay.flights, flight.key
-    if flights.get(key) is flight:  # (Flight.land, inline: a miss runs it)
-        del flights[key]
+    if relay.flights.get(flight.key) is flight:  # (Flight.land, inline: a miss runs it)
+        del relay.flights[flight.key]

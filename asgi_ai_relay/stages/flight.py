@@ -151,26 +151,10 @@ def lead(flights: dict[str, asyncio.Future[bytes | None]], call: Call, key: str,
 
 async def find(relay: Relay, call: Call, key: str, ttl: float) -> bytes | None:
     """The answer of an identical request (in flight, just answered, or stored), or ``None`` to
-    go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``)."""
+    go upstream, then holding a :class:`Flight` when the answer may be stored (``ttl > 0``).
+    (:func:`~asgi_ai_relay.stages.cache.lookup` does the common case itself: an in-process cache
+    without locks, see ``GET_NOW``, and nothing in flight.)"""
     flights, cache = relay.flights, relay.cache
-    try:
-        get_now = _NOW[type(cache)]
-    except KeyError:
-        get_now = _now(cache)
-    if get_now is not None and key not in flights:
-        # The common case, an in-process cache without locks and nothing in flight: the lookup
-        # and the lead in one step (the loop below does the same, and waits, polls or locks).
-        try:
-            raw = get_now(cache, key)
-        except StorageError as error:
-            logger.debug("cache lookup failed, answering without the cache: %s", error.message)
-            raw = None
-        if raw is not None or ttl <= 0:
-            return raw
-        assert call.model is not None  # (lead, inline: nothing holds the key)
-        call.flight = flights[key] = first = Flight()
-        first.key, first.ttl, first.model = key, ttl, call.model.alias
-        return None
     loop = asyncio.get_running_loop()
     started = loop.time()  # the deadline counts from here; worked out when first needed (rarely)
     deadline = -1.0
@@ -180,6 +164,7 @@ async def find(relay: Relay, call: Call, key: str, ttl: float) -> bytes | None:
         if flight is None and not woken:
             try:
                 get = getattr(cache, "get_now", None)  # an in-process cache: no coroutine each
+                raw: bytes | None
                 if get is not None:
                     raw = get(key)
                 else:
@@ -270,14 +255,12 @@ async def _unclaim(locks: FlightLocks, key: str, token: str) -> None:
         logger.debug("cache lock release failed: %s", error.message)
 
 
-# Decided once per cache type (an ``isinstance`` check against a runtime protocol costs
-# microseconds on every request): whether it can lock a key across processes, and its
-# ``get_now`` when it is an in-process cache without such locks (:func:`find`'s common case).
 _LOCKS: dict[type, bool] = {}
-_NOW: dict[type, Callable[[Any, str], bytes | None] | None] = {}
 
 
 def _has_locks(cache: object) -> bool:
+    """Whether ``cache`` can lock a key across processes, decided once per cache type (an
+    ``isinstance`` check against a runtime protocol costs microseconds on every request)."""
     kind = type(cache)
     known = _LOCKS.get(kind)
     if known is None:
@@ -285,8 +268,13 @@ def _has_locks(cache: object) -> bool:
     return known
 
 
-def _now(cache: object) -> Callable[[Any, str], bytes | None] | None:
+#: Per cache type: its ``get_now`` when it is an in-process cache without cross-process locks
+#: (a miss is then looked up and led in one step, with nothing to await), else ``None``.
+GET_NOW: dict[type, Callable[[Any, str], bytes | None] | None] = {}
+
+
+def get_now_of(cache: object) -> Callable[[Any, str], bytes | None] | None:
+    """``GET_NOW`` for a cache type not met before."""
     kind = type(cache)
-    get_now = None if _has_locks(cache) else getattr(kind, "get_now", None)
-    _NOW[kind] = get_now
+    get_now = GET_NOW[kind] = None if _has_locks(cache) else getattr(kind, "get_now", None)
     return get_now
