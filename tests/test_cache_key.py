@@ -116,3 +116,20 @@ async def test_a_refresh_that_fell_back_leaves_the_primary_entry_alone(upstream,
     assert refreshed.headers["x-relay-model"] == "backup" and refreshed.body != stored.body
     again = await chat(relay, BODY)
     assert again.headers["x-relay-cache"] == "hit" and again.body == stored.body
+
+
+#: The keys of three known requests: a stored entry stays readable only while its key is made
+#: byte-for-byte the same way (a deliberate change bumps ``KEY_VERSION`` and these with it).
+PINNED_KEYS = [
+    "3f4e9f0bce862a40aef62706dc78fcc8b9622a47119cb7ccde5ceec3f267a4aa",
+    "50a6ff6adef5929d749652e90c61e52accd8fdae333b3cf468f42666fc851269",
+    "5da5e7ed8cdb83fdc638f6c83804e5c362a73479ae7bc9f1df75486a595335d7",
+]
+
+
+async def test_the_keys_of_known_requests_do_not_change(upstream, relays):
+    relay = relays(_anthropic_config(upstream))
+    await chat(relay, BODY)
+    await chat(relay, {**BODY, "stream": True, "stream_options": {"include_usage": True}, "user": "u-1"})
+    await messages(relay, {**BODY, "model": "claude"}, {"anthropic-version": "2023-06-01", "anthropic-beta": "b-1"})
+    assert list(relay.cache._entries) == PINNED_KEYS

@@ -301,6 +301,8 @@ def complete(relay: Relay, call: Call) -> None:
         raw = None
     model = call.model
     if raw is None or model is None or model.alias != flight.model or len(raw) > relay.config.cache.max_entry_bytes:
+        # not stored: the followers take a fallback's (or a too large) answer as it is, and
+        # with none the first to wake leads
         flight.leave(relay)
         flight.set_result(raw)
         return
