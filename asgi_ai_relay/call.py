@@ -107,14 +107,12 @@ class Call:
     error: RelayError | None = None
     #: ``hit``, ``miss`` or ``bypass`` once the cache stage has run.
     cache: str | None = None
-    #: Set when this answer should be stored in the cache (a miss that may be stored).
-    cache_key: str | None = None
-    cache_ttl: float = 0.0
     #: What a cache hit would have cost upstream (USD).
     saved: Decimal = Decimal(0)
     #: USD held against the caller's budget until the answer's real cost is known.
     budget_hold: Decimal = Decimal(0)
-    #: The single-flight this request leads: identical requests wait on it.
+    #: The single-flight this request leads (:class:`~.stages.flight.Flight`): identical
+    #: requests wait on it; the cache's finishing step ends it.
     flight: asyncio.Future[bytes | None] | None = None
     #: The bytes the caller received (the body, or the stream's pieces); ``None`` when not kept.
     output: list[bytes] | None = None

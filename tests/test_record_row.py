@@ -22,16 +22,24 @@ def _relay() -> SimpleNamespace:
                            logger=logging.getLogger("asgi_ai_relay.test"))
 
 
+def _call(endpoint: str, method: str = "POST", path: str = "/v1/chat/completions", **fields) -> Call:
+    call = Call(RelayRequest(method, path, {}), fields.pop("request_id"), endpoint, OPENAI)
+    for name, value in fields.items():
+        assert hasattr(call, name), name
+        setattr(call, name, value)
+    return call
+
+
 def test_every_field_of_the_row_comes_from_its_own_value():
     relay = _relay()
     flex = Price(input=Decimal(1), output=Decimal(2))
     model = ModelConfig(alias="alias-m", provider="prov", upstream="up-m",
                         price=Price(input=Decimal(3), output=Decimal(4), tiers={"flex": flex}))
-    call = Call(RelayRequest("POST", "/v1/chat/completions", {}), "rid-1", "chat.completions", OPENAI,
-                ts=1234.5, caller=Caller(id="who", extra={"key_id": "k-1", "team": "t-1"}), stream=True, model=model,
-                provider="prov", cost=Decimal("0.25"), counted_prompt=77, usage_flag="prompt", status=502,
-                error=UpstreamTimeout("boom"), cache="miss", saved=Decimal("0.5"), attempts=2,
-                attempt_log=[{"deployment": "d"}], upstream_ms=12.34567, ttfb_ms=5.4321)
+    call = _call("chat.completions", request_id="rid-1", ts=1234.5, stream=True, model=model,
+                 caller=Caller(id="who", extra={"key_id": "k-1", "team": "t-1"}), provider="prov",
+                 cost=Decimal("0.25"), counted_prompt=77, usage_flag="prompt", status=502,
+                 error=UpstreamTimeout("boom"), cache="miss", saved=Decimal("0.5"), attempts=2,
+                 attempt_log=[{"deployment": "d"}], upstream_ms=12.34567, ttfb_ms=5.4321)
     call.usage = Usage(100, 50, 10, 20, True, cache_write_1h_tokens=5, reasoning_tokens=7, audio_input_tokens=3,
                        image_input_tokens=4, web_search_requests=2, service_tier="flex")
     record(relay, call)  # type: ignore[arg-type]
@@ -52,7 +60,7 @@ def test_every_field_of_the_row_comes_from_its_own_value():
 
 def test_a_plain_request_has_the_defaults_of_what_it_lacks():
     relay = _relay()
-    call = Call(RelayRequest("GET", "/nowhere", {}), "rid-2", "unknown", OPENAI, requested_model="m\x00", status=404)
+    call = _call("unknown", "GET", "/nowhere", request_id="rid-2", requested_model="m\x00", status=404)
     record(relay, call)  # type: ignore[arg-type]
     (row,) = relay.ledger.rows()
     assert (row.model, row.provider, row.upstream_model, row.error_type, row.price_rule, row.key_id, row.team) == (
