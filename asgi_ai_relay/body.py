@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .errors import ClientClosed, InvalidRequest, PayloadTooLarge, RelayError
 
-__all__ = ["Body", "client_closed", "read_body"]
+__all__ = ["Body", "client_closed", "declared_length", "read_body", "single"]
 
 # Pieces a WSGI body is read in: bounded, so a declared length near the limit never allocates
 # the whole limit at once for a body that turns out short.
@@ -34,22 +34,42 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than the relay's limit of {limit} bytes.")
 
 
+def declared_length(limit: int, declared: str | None) -> int:
+    """The ``Content-Length`` header as a number: a length that is not all ASCII digits is no
+    length (0, nothing to wait for).
+
+    :raises PayloadTooLarge: when it is over ``limit``.
+    """
+    length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else 0
+    if length > limit:
+        raise _too_large(limit)
+    return length
+
+
+def single(chunk: bytes, limit: int, declared: int) -> bytes:
+    """A body that came whole in one piece, held as :class:`Body` holds one (most requests:
+    the same checks without the object).
+
+    :raises PayloadTooLarge, RelayError: see :meth:`Body.add` and :meth:`Body.complete`.
+    """
+    if len(chunk) > limit:
+        raise _too_large(limit)
+    if len(chunk) < declared:
+        raise client_closed()
+    return chunk
+
+
 class Body:
     """A body as it arrives, held to ``limit`` bytes.
 
-    :param declared: the ``Content-Length`` header, if the request has one.
-    :raises PayloadTooLarge: when ``declared`` is over the limit.
+    :param declared: the length its ``Content-Length`` header declares (:func:`declared_length`).
     """
 
     __slots__ = ("declared", "limit", "parts", "size")
 
-    def __init__(self, limit: int, declared: str | None) -> None:
+    def __init__(self, limit: int, declared: int) -> None:
         self.limit = limit
-        # A length that is not all ASCII digits is no length: 0, nothing to wait for.
-        length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else 0
-        if length > limit:
-            raise _too_large(limit)
-        self.declared = length
+        self.declared = declared
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -85,7 +105,7 @@ def read_body(read: Callable[[int], bytes], declared: str | None, limit: int,
     :raises RelayError: 499 when the client left before the body was whole; 400 when the
         server could not read the body.
     """
-    body = Body(limit, declared)
+    body = Body(limit, declared_length(limit, declared))
     while True:
         try:
             chunk = read(min(limit + 1 - body.size, _PIECE))

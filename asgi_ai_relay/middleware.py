@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .body import Body, client_closed
+from .body import Body, client_closed, declared_length, single
 from .config import RelayConfig
 from .errors import RelayError
 from .paths import relay_subpath
@@ -197,14 +197,19 @@ class RelayMiddleware:
         :raises PayloadTooLarge: from the ``content-length`` header, or while reading.
         :raises RelayError: 499 when the client disconnects before the body is whole.
         """
-        body = Body(self.max_body, headers.get("content-length"))
+        limit = self.max_body
+        declared = declared_length(limit, headers.get("content-length"))  # refused before a byte is read
+        message = await receive()
+        if message["type"] != "http.disconnect" and not message.get("more_body", False):
+            return single(message.get("body", b""), limit, declared)  # (most requests: one message)
+        body = Body(limit, declared)
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise client_closed()
             body.add(message.get("body", b""))
             if not message.get("more_body", False):
                 return body.complete()
+            message = await receive()
 
     @staticmethod
     async def send_whole(send: Send, response: RelayResponse) -> None:

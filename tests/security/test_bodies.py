@@ -80,11 +80,36 @@ async def test_asgi_client_leaving_mid_body_is_a_499_with_nothing_sent_upstream(
     assert upstream.requests == []
 
 
+async def test_asgi_one_message_short_of_its_declared_length_is_a_499(upstream):
+    app, relay = relay_app(upstream)
+    whole = orjson.dumps({"model": "test-model", "messages": OPENAI_MESSAGES})
+    messages = [{"type": "http.request", "body": whole, "more_body": False}]  # the server ended the body early
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    status, body = await call_asgi(app, receive, headers=[(b"content-length", str(len(whole) + 1).encode())])
+    assert status == 499 and orjson.loads(body)["error"]["code"] == "client_closed"
+    assert upstream.requests == []
+
+
+async def test_asgi_one_message_over_the_limit_without_a_length_is_refused():
+    app, relay = relay_app()
+    messages = [{"type": "http.request", "body": b"x" * (LIMIT + 1), "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    status, body = await call_asgi(app, receive)
+    assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
+    assert [r.status for r in relay.ledger.rows()] == [413]
+
+
 @pytest.mark.parametrize("declared", ["\u00b2", "1\u00b9", "-1", "12abc"])
 def test_a_content_length_that_is_not_digits_is_no_length(declared):
-    from asgi_ai_relay.body import Body
+    from asgi_ai_relay.body import Body, declared_length
 
-    body = Body(10, declared)
+    body = Body(10, declared_length(10, declared))
     body.add(b"x" * 3)
     assert body.complete() == b"xxx"
 
