@@ -111,7 +111,9 @@ def own_redis():
 @pytest.mark.redis
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
 async def test_redis_stopped_and_restarted_mid_test(upstream, own_redis, fail_mode, caplog):
-    uri = f"redis://127.0.0.1:{own_redis.port}/0?prefix=t-{uuid.uuid4().hex}&timeout=0.5&retry_interval=0.05"
+    # timeout=2: the calls made while Redis runs must not fail only because a loaded machine held one
+    # past a short bound; a stopped server refuses at once, whatever the bound.
+    uri = f"redis://127.0.0.1:{own_redis.port}/0?prefix=t-{uuid.uuid4().hex}&timeout=2&retry_interval=0.05"
     relay = Relay(make_config(upstream, storage={"limits": uri}, limits={"caller": {"rpm": 2}},
                               queue={"on_limit": "reject", "fail_mode": fail_mode}))
     caplog.set_level(logging.WARNING, logger="asgi_ai_relay")
