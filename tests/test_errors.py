@@ -19,7 +19,9 @@ def relay(upstream, request):
     # One attempt: these cases are about how a single upstream fault is answered (retries and
     # fallbacks have their own tests in test_route_resilience.py).
     config = make_config(
-        upstream, max_body_bytes=2048, timeouts={"read": 0.5, "stream_idle": 0.5}, http={"client": request.param},
+        # read and stream_idle at 1.5 s: well under the 3 s faults the timeout cases script, and
+        # long enough that a loaded machine stalling the fake upstream does not time out the rest.
+        upstream, max_body_bytes=2048, timeouts={"read": 1.5, "stream_idle": 1.5}, http={"client": request.param},
         retry={"max_attempts": 1},
     )
     return Relay(config)

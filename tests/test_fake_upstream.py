@@ -127,14 +127,16 @@ def read_events_until_error(http: httpx.Client, path: str, body: dict[str, Any])
 
 
 def test_starts_fast_on_free_local_port_and_stops_promptly() -> None:
+    # Bounds well under the helper's own 5 s startup and shutdown timeouts (start waits for the
+    # server to be ready, stop needs no forced exit), with room for a loaded machine's stalls.
     started = time.perf_counter()
     upstream = FakeUpstream()
     with upstream:
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < 2
         assert upstream.url == f"http://127.0.0.1:{upstream.port}"
         assert httpx.get(upstream.url + "/v1/models").status_code == 200
         stopping = time.perf_counter()
-    assert time.perf_counter() - stopping < 1.5
+    assert time.perf_counter() - stopping < 4  # not the 5 s join and forced exit
     assert not upstream.running
 
 
@@ -187,7 +189,7 @@ def test_stop_does_not_hang_on_a_stalled_stream() -> None:
         _, error = read_events_until_error(http, "/v1/chat/completions", openai_body(stream=True))
         assert isinstance(error, httpx.ReadTimeout)
         stopping = time.perf_counter()
-    assert time.perf_counter() - stopping < 2
+    assert time.perf_counter() - stopping < 4  # not the 5 s graceful-shutdown bound, nor the 30 s stall
 
 
 def test_fixture_factory_yields_a_running_upstream(factory_upstream: FakeUpstream) -> None:

@@ -167,21 +167,29 @@ async def test_postgres_stopped_under_a_stream_of_rows_loses_none(private_pg, tm
     assert await asyncio.to_thread(ledger.wait_ready, 30)
     total = 600
     spooled_at_most = 0
+    back = asyncio.Event()
 
-    async def stream():
-        for i in range(total):
+    async def stream():  # at least ``total`` rows, and rows all through the outage however long it takes
+        nonlocal total
+        i = 0
+        while i < total or not back.is_set():
             ledger.record(row(i))
+            i += 1
             await asyncio.sleep(0.005)
+        total = i
 
     async def outage():
         nonlocal spooled_at_most
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(private_pg.stop)
-        await asyncio.to_thread(until, lambda: ledger.health()["spooled"] > 0, "rows to spool")
-        await asyncio.sleep(2)  # the database stays away for a few seconds of traffic
-        spooled_at_most = ledger.health()["spooled"]
-        assert ledger.health()["ok"] is False and not ledger.wait_ready(0)
-        await asyncio.to_thread(private_pg.start)
+        try:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(private_pg.stop)
+            await asyncio.to_thread(until, lambda: ledger.health()["spooled"] > 0, "rows to spool")
+            await asyncio.sleep(2)  # the database stays away for a few seconds of traffic
+            spooled_at_most = ledger.health()["spooled"]
+            assert ledger.health()["ok"] is False and not ledger.wait_ready(0)
+            await asyncio.to_thread(private_pg.start)
+        finally:
+            back.set()
 
     await asyncio.gather(stream(), outage())
     await asyncio.to_thread(until, lambda: ledger.health()["behind"] == 0 and ledger.health()["ok"], "the spool to drain")

@@ -250,7 +250,9 @@ async def test_mid_stream_drop_ends_with_an_error_event_and_no_retry(upstream, s
 
 
 async def test_stall_after_first_byte_ends_with_an_error_event(upstream):
-    relay, _, _ = build_relay(upstream, timeouts={"stream_idle": 0.3})
+    # stream_idle 1 s: far under the 5 s stall, and more than a loaded machine's pause between
+    # the two chunks sent at once (which would end the stream one event early).
+    relay, _, _ = build_relay(upstream, timeouts={"stream_idle": 1.0})
     upstream.script(Fault.stream_stall(after_chunks=2, seconds=5))
     answer = await chat(relay, stream=True)
     events = sse_events(answer.content)
