@@ -135,14 +135,14 @@ def install(scanner: SecretScanner, patch) -> logging.Handler:
     patch(Relay, "reject", _watch_whole(scanner, Relay.reject))
     for cls in (RelayStream, CacheReplay):
         patch(cls, "__anext__", _watch_chunks(scanner, cls.__anext__))
-    make_row = usage.row_of
+    row_class = usage.LedgerRow
 
-    def scanned_row(*values):
-        row = make_row(*values)
+    def scanned_row(*args, **kwargs):
+        row = row_class(*args, **kwargs)
         scanner.scan("ledger row", astuple(row))
         return row
 
-    patch(usage, "row_of", scanned_row)
+    patch(usage, "LedgerRow", scanned_row)
     handler = _Handler(scanner)
     root = logging.getLogger()
     root.addHandler(handler)

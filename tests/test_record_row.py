@@ -7,15 +7,12 @@ import logging
 from decimal import Decimal
 from types import SimpleNamespace
 
-import pytest
-
 from asgi_ai_relay.call import Call
 from asgi_ai_relay.config.schema import ModelConfig
 from asgi_ai_relay.config.settings import Price
 from asgi_ai_relay.errors import UpstreamTimeout
 from asgi_ai_relay.protocol import OPENAI
 from asgi_ai_relay.stages.usage import record
-from asgi_ai_relay.storage.base import LEDGER_COLUMNS, LedgerRow, row_of
 from asgi_ai_relay.storage.memory import MemoryLedger
 from asgi_ai_relay.types import Caller, RelayRequest, Usage
 
@@ -70,19 +67,3 @@ def test_a_plain_request_has_the_defaults_of_what_it_lacks():
         "m\\x00", None, None, None, None, None, None)
     assert (row.prompt_tokens, row.cache_write_5m_tokens, row.service_tier, row.attempt_log) == (0, 0, None, None)
     assert row.route == "GET /ai/nowhere"
-
-
-def test_a_row_of_values_is_the_row_the_dataclass_makes_of_them():
-    good = LedgerRow(1.5, "r", "c", "chat.completions", prompt_tokens=3, cost_usd=Decimal("0.1"))
-    values = [getattr(good, name) for name in LEDGER_COLUMNS]
-    broken = list(values)
-    for name, bad in (("prompt_tokens", -4), ("completion_tokens", 1e30), ("cost_usd", Decimal("NaN")),
-                      ("latency_ms", float("inf")), ("cached_tokens", True), ("counted_prompt_tokens", "7")):
-        broken[LEDGER_COLUMNS.index(name)] = bad
-    for row in (values, broken):
-        made, expected = row_of(*row), LedgerRow(*row)
-        assert [getattr(made, n) for n in LEDGER_COLUMNS] == [getattr(expected, n) for n in LEDGER_COLUMNS]
-        assert [type(getattr(made, n)) for n in LEDGER_COLUMNS] == [type(getattr(expected, n)) for n in LEDGER_COLUMNS]
-    assert row_of(*broken).prompt_tokens == 0  # repaired, as the dataclass repairs it
-    with pytest.raises(ValueError):
-        row_of(*values[:-1])

@@ -14,7 +14,7 @@ import orjson
 from .. import redact
 from ..paths import REFUSED
 from ..pricing import estimate_usage, model_cost, price_for
-from ..storage.base import row_of
+from ..storage import LedgerRow
 from ..storage.base import ROUTE_CHARS
 from ..types import Usage
 from .usage_check import check_usage
@@ -167,10 +167,9 @@ def record(relay: Relay, call: Call) -> None:
         _text(extra.get("team")) if extra else None,
     )
     # The row's fields by position, in its order: a call of 36 keywords (or of more than 29
-    # values before a starred one) first builds a dict (a list) of them, a step each; row_of
-    # stores them in one loop where LedgerRow's __init__ has a store for each.
+    # values before a starred one) first builds a dict (a list) of them, a step each.
     relay.ledger.record(
-        row_of(
+        LedgerRow(
             call.ts,
             call.request_id,
             call.caller.id,

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNT_COLUMNS", "LEDGER_COLUMNS", "MAX_COUNT", "ROUTE_CHARS", "Cache", "FlightLocks", "Ledger", "LedgerQuery", "LedgerRow", "QueryableLedger", "RateLimitStore",
-    "row_of",
 ]
 
 #: The most characters of path a row's ``route`` keeps.
@@ -165,22 +164,6 @@ class LedgerRow:
 
 
 LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))
-#: Each field's slot store, in column order.
-_STORES = tuple(getattr(LedgerRow, name).__set__ for name in LEDGER_COLUMNS)
-
-
-def row_of(*values: Any) -> LedgerRow:
-    """The row of every field's value, in :data:`LEDGER_COLUMNS` order, made storable as
-    ``LedgerRow(*values)`` makes it: the row of each request, its fields stored in one loop
-    (the generated ``__init__`` is a store of its own for each of them).
-
-    :raises ValueError: when ``values`` is not one value per column.
-    """
-    row: LedgerRow = object.__new__(LedgerRow)
-    for store, value in zip(_STORES, values, strict=True):
-        store(row, value)
-    row.__post_init__()
-    return row
 
 
 @dataclass(frozen=True, slots=True)
