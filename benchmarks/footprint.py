@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import signal
 import subprocess
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run  # noqa: E402  (the scenario config, the fake upstream's start-up)
-from instructions import loadgen  # noqa: E402
+from instructions import loadgen, request_body, server_setup, uvicorn_args  # noqa: E402
 
 # Runs the server in the tree under test with a bytecode tracer that SIGUSR1 switches on and off
 # and SIGUSR2 writes out (to the file named by argv[1]).
@@ -78,29 +77,15 @@ sys.exit(uvicorn.main.main())
 
 
 def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
-    sc = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
-    work = tmp / tree.name
-    work.mkdir()
-    cfg = work / "relay.toml"
-    cfg.write_text(run.RELAY_TOML.format(upstream=upstream, tmpdir=work) + "\n" + sc.extra_toml)
-    env = dict(os.environ, PYTHONPATH=str(tree), AI_RELAY_CONFIG=str(cfg), BENCH_UPSTREAM_KEY="bench-dummy-key",
-               PYTHONHASHSEED="0")  # fmt: skip
+    sc, work, env = server_setup(tree, upstream, args, tmp, 0)
     port = run.free_port()
     out = work / "footprint.json"
-    cmd = [sys.executable, "-c", SERVER, str(out), sc.app, "--app-dir", str(tree / sc.app_dir),
-           "--host", run.HOST, "--port", str(port), "--loop", "asyncio", "--http", "httptools",
-           "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    cmd = [sys.executable, "-c", SERVER, str(out), *uvicorn_args(sc, tree, port)]
     log = open(work / "server.log", "wb")
     p = subprocess.Popen(cmd, env=env, cwd=str(tree), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         run.wait_port(port, p, 60)
-        base = {"model": "bench-model", "messages": [{"role": "user", "content": "hello" if args.hit else "hello __N__"}],
-                "temperature": 0}  # fmt: skip
-        if args.stream:
-            base.update(stream=True, stream_options={"include_usage": True})
-        body = work / "body.json"
-        body.write_text(json.dumps(base))
-        path = sc.prefix + "/v1/chat/completions"
+        path, body = request_body(sc, work, args)
         loadgen(port, path, body, args.conns, args.warm)
         p.send_signal(signal.SIGUSR1)
         time.sleep(0.2)

@@ -83,15 +83,40 @@ def loadgen(port: int, path: str, body: Path, conns: int, n: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
+def server_setup(tree: Path, upstream: str, args, tmp: Path, hashseed: int | None) -> tuple[run.Scenario, Path, dict]:
+    """The scenario (a miss, or a hit with ``--hit``), its folder with the relay's config, and
+    the environment of a server of ``tree`` (shared with ``footprint.py``)."""
     sc = next(s for s in run.SCENARIOS if s.name == ("relay-cache" if args.hit else "relay"))
     work = tmp / tree.name
     work.mkdir()
     cfg = work / "relay.toml"
     cfg.write_text(run.RELAY_TOML.format(upstream=upstream, tmpdir=work) + "\n" + sc.extra_toml)
     env = dict(os.environ, PYTHONPATH=str(tree), AI_RELAY_CONFIG=str(cfg), BENCH_UPSTREAM_KEY="bench-dummy-key")
-    if args.hashseed is not None:
-        env["PYTHONHASHSEED"] = str(args.hashseed)
+    if hashseed is not None:
+        env["PYTHONHASHSEED"] = str(hashseed)
+    return sc, work, env
+
+
+def uvicorn_args(sc: run.Scenario, tree: Path, port: int) -> list[str]:
+    """What follows the app in the server's command line: the example service on asyncio."""
+    return [sc.app, "--app-dir", str(tree / sc.app_dir), "--host", run.HOST, "--port", str(port),
+            "--loop", "asyncio", "--http", "httptools", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+
+
+def request_body(sc: run.Scenario, work: Path, args) -> tuple[str, Path]:
+    """The path and the body file every request of the load sends (a distinct body each for a
+    miss, the same one for a hit; a stream with its usage with ``--stream``)."""
+    base = {"model": "bench-model", "messages": [{"role": "user", "content": "hello" if args.hit else "hello __N__"}],
+            "temperature": 0}  # fmt: skip
+    if args.stream:
+        base.update(stream=True, stream_options={"include_usage": True})
+    body = work / "body.json"
+    body.write_text(json.dumps(base))
+    return sc.prefix + "/v1/chat/completions", body
+
+
+def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
+    sc, work, env = server_setup(tree, upstream, args, tmp, args.hashseed)
     port = run.free_port()
     out = work / "cg.out"
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
@@ -102,20 +127,12 @@ def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
             vg.append(f"--LL={args.ll},16,64")
     if args.branch_sim:
         vg.append("--branch-sim=yes")
-    cmd = vg + [sys.executable, "-c", SERVER, str(args.linger), sc.app, "--app-dir", str(tree / sc.app_dir),
-                "--host", run.HOST, "--port", str(port), "--loop", "asyncio", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    cmd = vg + [sys.executable, "-c", SERVER, str(args.linger), *uvicorn_args(sc, tree, port)]
     log = open(work / "server.log", "wb")
     p = subprocess.Popen(cmd, env=env, cwd=str(tree), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         run.wait_port(port, p, 300)
-        base = {"model": "bench-model", "messages": [{"role": "user", "content": "hello" if args.hit else "hello __N__"}],
-                "temperature": 0}  # fmt: skip
-        if args.stream:
-            base.update(stream=True, stream_options={"include_usage": True})
-        body = work / "body.json"
-        body.write_text(json.dumps(base))
-        path = sc.prefix + "/v1/chat/completions"
+        path, body = request_body(sc, work, args)
         loadgen(port, path, body, args.conns, args.warm)
         time.sleep(args.linger * 2)  # the warm-up's rows written
         subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True, capture_output=True, timeout=120)

@@ -185,9 +185,7 @@ async def lookup(relay: Relay, call: Call) -> RelayResponse | None:
                 logger.debug("cache lookup failed, answering without the cache: %s", error.message)
                 raw = None
             if raw is None and ttl > 0:
-                assert call.model is not None  # (lead, inline: nothing holds the key)
-                call.flight = flights[key] = flight = Flight()
-                flight.key, flight.ttl, flight.model = key, ttl, call.model.alias
+                lead(flights, call, key, ttl)
         if raw is not None:
             return _hit(relay, call, raw)
     call.cache = "miss"
@@ -312,5 +310,4 @@ def complete(relay: Relay, call: Call) -> None:
         flight.store_later(relay, raw)
         return
     store_now(flight.key, raw, flight.ttl)  # an in-process cache: stored before anyone can look again
-    if relay.flights.get(flight.key) is flight:  # (Flight.land, inline: a miss runs it)
-        del relay.flights[flight.key]
+    flight.land(relay.flights)
