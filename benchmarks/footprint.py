@@ -22,7 +22,6 @@ Everything listens on 127.0.0.1; the server and the fake upstream are stopped wh
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run  # noqa: E402  (the scenario config, the fake upstream's start-up)
-from instructions import loadgen, request_body, server_setup, uvicorn_args  # noqa: E402
+from instructions import load_arguments, loadgen, request_body, server_setup, uvicorn_args  # noqa: E402
 
 # Runs the server in the tree under test with a bytecode tracer that SIGUSR1 switches on and off
 # and SIGUSR2 writes out (to the file named by argv[1]).
@@ -121,13 +120,7 @@ def show(name: str, got: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--against", action="append", default=[], help="another checkout to count under the same load")
-    ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--warm", type=int, default=300, help="requests before counting starts (default 300)")
-    ap.add_argument("--requests", type=int, default=300, help="requests counted (default 300)")
-    ap.add_argument("--stream", action="store_true")
-    ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
+    ap = load_arguments(__doc__, conns=64, warm=300)
     ap.add_argument("--top", type=int, default=15, help="files whose sites differ most (with --against)")
     ap.add_argument("--functions", type=int, default=0, help="the functions with the most sites (first tree)")
     ap.add_argument("--json", help="write the figures here")

@@ -115,6 +115,18 @@ def request_body(sc: run.Scenario, work: Path, args) -> tuple[str, Path]:
     return sc.prefix + "/v1/chat/completions", body
 
 
+def load_arguments(doc: str | None, *, conns: int, warm: int) -> argparse.ArgumentParser:
+    """The options of the load a count runs under (shared with ``footprint.py``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", action="append", default=[], help="another checkout to count under the same load")
+    ap.add_argument("--conns", type=int, default=conns)
+    ap.add_argument("--warm", type=int, default=warm, help=f"requests before counting starts (default {warm})")
+    ap.add_argument("--requests", type=int, default=300, help="requests counted (default 300)")
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
+    return ap
+
+
 def measure(tree: Path, upstream: str, args, tmp: Path) -> dict:
     sc, work, env = server_setup(tree, upstream, args, tmp, args.hashseed)
     port = run.free_port()
@@ -172,13 +184,7 @@ def show(name: str, per: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--against", action="append", default=[], help="another checkout to count under the same load")
-    ap.add_argument("--conns", type=int, default=1)
-    ap.add_argument("--warm", type=int, default=900, help="requests before counting starts (default 900)")
-    ap.add_argument("--requests", type=int, default=300, help="requests counted (default 300)")
-    ap.add_argument("--stream", action="store_true")
-    ap.add_argument("--hit", action="store_true", help="the same body every time: cache hits")
+    ap = load_arguments(__doc__, conns=1, warm=900)
     ap.add_argument("--cache-sim", action="store_true", help="simulate the caches too (slower)")
     ap.add_argument("--branch-sim", action="store_true", help="simulate branch prediction too")
     ap.add_argument("--ll", type=int, default=0, help="with --cache-sim: the last-level cache's size in bytes")
