@@ -55,8 +55,6 @@ _CONTENT = {
 _ANY = re.compile(rb'"(?:content|text|partial_json|thinking|arguments|refusal|reasoning_content|delta)' + _STRING)
 #: Endpoints whose prompt is the caller's body (embeddings send only the items not cached).
 _CHECKED = frozenset({"chat.completions", "messages", "responses"})
-#: Provider kinds whose overhead is not OpenAI's reply priming (see :func:`known_overhead`).
-_OWN_OVERHEAD = frozenset({"anthropic", "gemini"})
 
 
 def known_overhead(kind: str, body: dict[str, Any]) -> int:
@@ -87,8 +85,7 @@ def check_usage(relay: Relay, call: Call, usage: Usage) -> None:
     call.counted_prompt = counted
     provider = relay.config.providers.get(call.provider)
     kind = provider.kind if provider is not None else "openai"
-    overhead = known_overhead(kind, call.body) if kind in _OWN_OVERHEAD else OPENAI_PRIMING
-    expected = counted + overhead + settings.overhead
+    expected = counted + known_overhead(kind, call.body) + settings.overhead
     slack = settings.slack
     claimed = usage.completion_tokens - usage.reasoning_tokens
     if abs(usage.prompt_tokens - expected) <= slack and claimed <= slack:
